@@ -1,0 +1,30 @@
+# Two commands for a newcomer: `make test` and `make demo`. Both set up everything they need.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+APT_PKGS := openssh-server openmpi-bin
+DEMO_DIR ?= demo
+
+.PHONY: test demo install system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests use (real sshd hosts, real mpirun); installed only when root.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v sshd >/dev/null || test -x /usr/sbin/sshd; } || \
+	    { [ "$$(id -u)" = 0 ] && ! command -v mpirun >/dev/null; }; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	fi
+
+test: install system-deps
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

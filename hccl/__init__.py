@@ -1,0 +1,4 @@
+"""Ascend HCCL rank tables: parse /etc/hccn.conf, build, validate, merge, load and write.
+
+Pure Python: no MindSpore import, no process spawning (hccn_tool aside).
+"""
