@@ -18,9 +18,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 # Debian packages the tests use (real sshd hosts, real mpirun); installed only when root.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v sshd >/dev/null || test -x /usr/sbin/sshd; } || \
-	    { [ "$$(id -u)" = 0 ] && ! command -v mpirun >/dev/null; }; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; \
+	  test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	  command -v mpirun >/dev/null || missing="$$missing openmpi-bin"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  fi; \
 	fi
 
 test: install system-deps

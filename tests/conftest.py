@@ -1,0 +1,5 @@
+"""Fixture modules live in tests/fixtures/, one idea each."""
+pytest_plugins = [
+    "tests.fixtures.data",
+    "tests.fixtures.sshd",
+]
