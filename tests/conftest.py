@@ -1,5 +1,6 @@
 """Fixture modules live in tests/fixtures/, one idea each."""
 pytest_plugins = [
     "tests.fixtures.data",
+    "tests.fixtures.jobs",
     "tests.fixtures.sshd",
 ]
