@@ -1,0 +1,241 @@
+"""Training checkpoints: atomic writes, rotation, finding the newest, loading with clear errors.
+
+File names: ``<prefix>-step<global step, 6+ digits>.ckpt`` in the checkpoint directory
+(prefix ``deeplab``; ``deeplab-rank<R>`` when every rank saves), so ``ls`` order is
+step order. A checkpoint holds everything ``--resume`` needs: the model weights
+(``network.*``), the optimizer state (momentum accumulators ``moments.*``, its
+``global_step`` that indexes the per-step learning rates) and ``deeplab_step`` /
+``deeplab_epoch``.
+
+Atomicity: MindSpore writes the file inside a hidden directory ``.partial-<prefix>-<pid>/``
+of the checkpoint directory (same file system); the file is fsync'ed, then
+``os.replace``d to its final name and the directory entry fsync'ed. A process killed at
+any moment leaves either the previous checkpoints or the complete new one under a
+``*.ckpt`` name, never a truncated one; a leftover partial directory is removed by the
+next save and never considered by :func:`list_checkpoints`. Every file carries
+MindSpore's CRC32 trailer, checked before loading, so a file damaged later is reported
+as such instead of half-loading.
+
+Importing this module does not import MindSpore; the functions that need it import it.
+"""
+from __future__ import annotations
+
+import binascii
+import contextlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+DEFAULT_PREFIX = "deeplab"
+STEP_KEY = "deeplab_step"
+EPOCH_KEY = "deeplab_epoch"
+_PARTIAL_PREFIX = ".partial-"
+_CRC_TAG = b"crc_num"
+_CRC_TRAILER = len(_CRC_TAG) + 10  # tag + 10-byte big-endian CRC32, as MindSpore writes it
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Where a restored run continues from."""
+
+    step: int
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if self.step < 0 or self.epoch < 0:
+            raise ValueError(f"step and epoch must be >= 0, got step {self.step}, epoch {self.epoch}")
+
+
+def checkpoint_prefix(rank_id: int, all_ranks_save: bool) -> str:
+    """Rank 0 alone writes ``deeplab-*``; when every rank saves, names carry the rank."""
+    return f"{DEFAULT_PREFIX}-rank{rank_id}" if all_ranks_save else DEFAULT_PREFIX
+
+
+def checkpoint_name(step: int, prefix: str = DEFAULT_PREFIX) -> str:
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return f"{prefix}-step{step:06d}.ckpt"
+
+
+def _name_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-step(\d+)\.ckpt$")
+
+
+def list_checkpoints(directory: Path, prefix: str = DEFAULT_PREFIX) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint with this prefix under its final name, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pattern = _name_pattern(prefix)
+    found = []
+    for entry in directory.iterdir():
+        match = pattern.match(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def newest_checkpoint(directory: Path, prefix: str = DEFAULT_PREFIX) -> Optional[Path]:
+    found = list_checkpoints(directory, prefix)
+    return found[-1][1] if found else None
+
+
+def verify_crc(path: Path) -> bool:
+    """Check the CRC32 trailer MindSpore appends with ``crc_check=True``.
+
+    True when it matches, False when the file has no trailer (written elsewhere);
+    raises CheckpointError when the trailer is present but wrong, or the file is
+    too short to be a checkpoint.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path}: cannot read ({err.strerror})") from None
+    if len(data) <= _CRC_TRAILER:
+        raise CheckpointError(f"checkpoint {path}: file is truncated or empty ({len(data)} bytes)")
+    trailer = data[-_CRC_TRAILER:]
+    if trailer[: len(_CRC_TAG)] != _CRC_TAG:
+        return False
+    expected = int.from_bytes(trailer[len(_CRC_TAG):], byteorder="big")
+    if binascii.crc32(data[:-_CRC_TRAILER]) != expected:
+        raise CheckpointError(f"checkpoint {path}: CRC check failed, the file is corrupt or truncated")
+    return True
+
+
+@contextlib.contextmanager
+def _mindspore_logger_silenced() -> Iterator[None]:
+    """MindSpore logs its own multi-line error before raising; the user gets our one line instead."""
+    from mindspore import log as ms_log
+
+    logger = ms_log._get_logger()  # pylint: disable=protected-access
+    was_disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was_disabled
+
+
+def read_checkpoint(path: Path) -> dict:
+    """name -> Parameter of a checkpoint file; CheckpointError on anything unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    has_crc = verify_crc(path)
+    import mindspore as ms
+
+    try:
+        with _mindspore_logger_silenced():
+            params = ms.load_checkpoint(str(path), crc_check=has_crc)
+    except (ValueError, RuntimeError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path}: not a readable MindSpore checkpoint ({reason})") from None
+    if not params:
+        raise CheckpointError(f"checkpoint {path}: contains no parameters")
+    return params
+
+
+def load_into(cell, path: Path, params: Optional[dict] = None, may_lack: tuple[str, ...] = ()) -> None:
+    """Load a checkpoint into ``cell``; every parameter of the cell (but ``may_lack``) must be in the file."""
+    import mindspore as ms
+
+    params = read_checkpoint(path) if params is None else params
+    try:
+        with _mindspore_logger_silenced():
+            missing, _unused = ms.load_param_into_net(cell, params)
+    except (ValueError, RuntimeError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: does not fit this model ({reason})") from None
+    missing = [name for name in missing if name not in may_lack]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path}: lacks {len(missing)} parameter(s) of this model, e.g. {missing[0]} "
+            "(trained with another config?)"
+        )
+
+
+def restore_training(train_cell, path: Path) -> TrainingState:
+    """Load weights and optimizer state into the train-one-step cell; return where to continue."""
+    params = read_checkpoint(path)
+    if STEP_KEY not in params:
+        raise CheckpointError(f"checkpoint {path}: has no training step ({STEP_KEY}); not a training checkpoint")
+    # The learning-rate array is rebuilt from the config for this run's step count; the
+    # optimizer's restored global_step indexes it, so the schedule continues where it was.
+    params = {name: value for name, value in params.items() if name != "learning_rate"}
+    load_into(train_cell, path, params, may_lack=("learning_rate",))
+    step = int(params[STEP_KEY].asnumpy())
+    epoch = int(params[EPOCH_KEY].asnumpy()) if EPOCH_KEY in params else 0
+    return TrainingState(step=step, epoch=epoch)
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CheckpointSaver:
+    """Writes ``<prefix>-stepN.ckpt`` atomically and keeps the newest ``keep`` of them."""
+
+    def __init__(self, directory: Path, keep: int = 1, prefix: str = DEFAULT_PREFIX) -> None:
+        if keep < 1:
+            raise ValueError(f"save_checkpoint_num must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.prefix = prefix
+
+    def remove_stale_partials(self) -> list[Path]:
+        """Delete partial-write directories of this prefix left by processes that died."""
+        removed = []
+        if not self.directory.is_dir():
+            return removed
+        pattern = re.compile(rf"^{re.escape(_PARTIAL_PREFIX + self.prefix)}-(\d+)$")
+        for entry in self.directory.iterdir():
+            match = pattern.match(entry.name)
+            if match and entry.is_dir() and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+    def save(self, cell, step: int, epoch: int) -> Path:
+        import mindspore as ms
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_partials()
+        final = self.directory / checkpoint_name(step, self.prefix)
+        partial_dir = self.directory / f"{_PARTIAL_PREFIX}{self.prefix}-{os.getpid()}"
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir()
+        partial = partial_dir / final.name
+        ms.save_checkpoint(cell, str(partial), crc_check=True,
+                           append_dict={STEP_KEY: int(step), EPOCH_KEY: int(epoch)})
+        _fsync_path(partial)
+        os.replace(partial, final)
+        _fsync_path(self.directory, directory=True)
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        self._rotate()
+        return final
+
+    def _rotate(self) -> None:
+        for _step, path in list_checkpoints(self.directory, self.prefix)[: -self.keep]:
+            path.unlink(missing_ok=True)
