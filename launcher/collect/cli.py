@@ -1,0 +1,133 @@
+"""collect-results: gather a launch-train job's logs and checkpoints from every host.
+
+Usage:
+    collect-results [JOB_DIR] [-o RESULTS_DIR] [--into DIR] [--no-checkpoints] [--json]
+                    [-i IDENTITY_FILE] [--known-hosts FILE] [--accept-unknown-host-keys]
+
+JOB_DIR (default: the newest job under ./jobs) is the directory holding job.json.
+Every rank's LOG<rank>/ (log.txt, env.sh, run.sh, ckpt/*.ckpt, config.yaml, eval.json),
+plus job.json, rank_table.json, hostfile and scheduler/, are gathered from this host and,
+over SFTP, from the remote hosts named in job.json (in parallel) into
+RESULTS_DIR/<job-id>/ (default ./results/<job-id>/). Where source and results share a file
+system files are hard-linked (logs, which running processes append to, are copied);
+otherwise copied. Then:
+
+    manifest.json   every file: results path, source (path or ssh://user@host:port/path),
+                    method (link|copy|sftp), size, sha256
+    summary.json    per rank: host, device, status, exit code, signal, steps, final loss,
+                    mean step time, images/s, checkpoints (size, sha256); per job: wall time,
+                    throughput, best checkpoint, mIoU and per-class IoU, first failure with
+                    its log tail, problems
+    report.html     self-contained report (loss curves, step times, rank table, failures,
+                    IoU per class)
+
+A second collection of the same job never overwrites the first: it stops with exit 2
+unless --into DIR names a new directory. The results directory appears only when
+complete (it is assembled under a hidden temporary name and renamed).
+
+Options:
+    -o, --results-dir DIR      parent of the results directory (default ./results)
+    --into DIR                 collect into exactly DIR (must not exist)
+    --no-checkpoints           skip *.ckpt files
+    --json                     print summary.json to stdout instead of the human summary
+    -i, --identity-file FILE   SSH private key for remote hosts
+    --known-hosts FILE         extra known_hosts file (repeatable); ~/.ssh/known_hosts and
+                               the system file are always read
+    --accept-unknown-host-keys connect to hosts whose key is not known (insecure)
+    --no-hash-cache            do not read or write the sha256 cache
+                               ($XDG_CACHE_HOME/deeplab-launch/sha256-cache.json, keyed by
+                               device, inode, size and mtime)
+
+Exit status:
+    0  everything collected, every rank succeeded
+    1  collected with problems: a failed rank, a missing LOG dir, an unreachable host, a
+       truncated log, an unreadable file (listed in summary.json "problems" and on stderr)
+    2  bad input: no job.json in JOB_DIR, unreadable job.json, destination exists; one line
+       on stderr and nothing written
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from launcher.collect.collection import CollectOutcome, CollectRequest, collect
+from launcher.collect.errors import CollectInputError
+from launcher.collect.remote import SshOptions
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"collect-results: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="collect-results", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_dir", nargs="?", type=Path, help="job directory (default: newest under ./jobs)")
+    parser.add_argument("-o", "--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--into", type=Path)
+    parser.add_argument("--no-checkpoints", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("-i", "--identity-file", type=Path)
+    parser.add_argument("--known-hosts", type=Path, action="append", default=[])
+    parser.add_argument("--accept-unknown-host-keys", action="store_true")
+    parser.add_argument("--no-hash-cache", action="store_true")
+    return parser
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern % value
+
+
+def human_summary(outcome: CollectOutcome) -> str:
+    s = outcome.summary
+    hosts = ", ".join(s["hosts"])
+    lines = [f"collected job {s['job_id']} ({s['state'] or 'unknown state'}, {s['rank_size']} ranks on {hosts}, "
+             f"wall time {_fmt(s['wall_time_s'], '%.1f s')}) into {outcome.results_dir}"]
+    for r in s["ranks"]:
+        how = r["status"] + (f" ({r['signal']})" if r["signal"] else
+                             f" (exit {r['exit_code']})" if r["exit_code"] not in (None, 0) else "")
+        lines.append(f"  rank {r['rank']} {r['host']}: {how}, {r['steps']} steps, loss {_fmt(r['final_loss'], '%.5f')}, "
+                     f"{_fmt(r['mean_step_time_ms'], '%.1f')} ms/step, {_fmt(r['images_per_s'], '%.2f')} images/s")
+    if s["evaluation"]:
+        lines.append(f"  mIoU {s['evaluation']['mIoU']:.4f}")
+    if s["best_checkpoint"]:
+        lines.append(f"  best checkpoint: {s['best_checkpoint']['path']} ({s['best_checkpoint']['reason']})")
+    if outcome.problems:
+        lines.append(f"  {len(outcome.problems)} problem(s), see summary.json: "
+                     + "; ".join(p.message for p in outcome.problems[:3]) + (" ..." if len(outcome.problems) > 3 else ""))
+    lines.append(f"report: {outcome.report}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        request = CollectRequest(
+            job_dir=args.job_dir,
+            results_root=args.results_dir,
+            into=args.into,
+            include_checkpoints=not args.no_checkpoints,
+            ssh=SshOptions(identity_file=args.identity_file, known_hosts=tuple(args.known_hosts),
+                           accept_unknown_host_keys=args.accept_unknown_host_keys),
+            hash_cache=None if args.no_hash_cache else CollectRequest().hash_cache,
+        )
+        outcome = collect(request)
+    except CollectInputError as err:
+        sys.stderr.write(f"collect-results: {err}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps(outcome.summary, indent=2) + "\n")
+    else:
+        sys.stdout.write(human_summary(outcome) + "\n")
+    for problem in outcome.problems:
+        sys.stderr.write(f"collect-results: {problem.kind}: {problem.message}\n")
+    return outcome.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""collect(request): gather a job into a new results directory and summarise it.
+
+The only module with effects on the results tree. Order of events:
+  1. read job.json (bad input -> CollectInputError, nothing written);
+  2. refuse if the destination exists (never overwrite an earlier collection);
+  3. gather every host's files into RESULTS_DIR/.<name>.partial-XXXX;
+  4. parse logs / eval.json / config.yaml there, write manifest.json, summary.json,
+     report.html;
+  5. rename the staging dir to its final name, refusing to replace anything.
+On any failure the staging dir is removed: a partial collection never carries the
+final name.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launcher.collect.errors import CollectInputError
+from launcher.collect.evalfile import parse_eval
+from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Problem, gather
+from launcher.collect.hashing import HashCache, default_cache_path
+from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
+from launcher.collect.logparse import log_tail, parse_training_log
+from launcher.collect.remote import SshOptions, open_host_files
+from launcher.collect.report import render_report
+from launcher.collect.sources import HostFiles, LocalFiles
+from launcher.collect.summary import Checkpoint, RankInputs, build_summary
+
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+
+
+@dataclass(frozen=True)
+class CollectRequest:
+    job_dir: Path | None = None  # None: newest job under jobs_root
+    results_root: Path = Path("results")
+    into: Path | None = None  # exact destination instead of results_root/<job-id>
+    include_checkpoints: bool = True
+    ssh: SshOptions = field(default_factory=SshOptions)
+    jobs_root: Path = Path("jobs")
+    hash_cache: Path | None = field(default_factory=default_cache_path)
+    allow_links: bool = True
+    tail_lines: int = 30
+
+    def __post_init__(self) -> None:
+        if self.tail_lines < 1:
+            raise ValueError(f"tail_lines must be at least 1, got {self.tail_lines}")
+
+
+@dataclass(frozen=True)
+class CollectOutcome:
+    results_dir: Path
+    summary: dict[str, Any]
+    problems: tuple[Problem, ...]
+
+    @property
+    def exit_status(self) -> int:
+        """0: everything collected and every rank succeeded; 1: collected with problems."""
+        return 1 if self.problems else 0
+
+    @property
+    def report(self) -> Path:
+        return self.results_dir / REPORT
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename src to dst, failing with FileExistsError if dst exists (even an empty dir).
+
+    Plain rename(2) silently replaces an empty directory; renameat2(RENAME_NOREPLACE)
+    closes that race. Where it is missing (old kernels, other libcs) fall back to
+    check-then-rename.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, os.strerror(err), str(dst))
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache):
+    def open_files(plan: GatherPlan) -> HostFiles:
+        if plan.host is None or plan.host.local:
+            return LocalFiles(str(job_dir), cache, allow_links=request.allow_links)
+        return open_host_files(plan.host, request.ssh)
+
+    return open_files
+
+
+def _batch_size_from_config(path: Path) -> int | None:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict):
+        value = doc.get("batch_size")
+        if value is None:  # a config nested one level ({"train": {"batch_size": ...}})
+            value = next((v["batch_size"] for v in doc.values() if isinstance(v, dict) and "batch_size" in v), None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list[ManifestEntry]) -> tuple[dict[int, RankInputs], list[Problem]]:
+    """Parse what was gathered for each rank (from the staging dir)."""
+    sha = {e.path: e.sha256 for e in entries}
+    ranks: dict[int, RankInputs] = {}
+    problems: list[Problem] = []
+    for rank in job.ranks:
+        inputs = RankInputs(collected=rank.rank in found)
+        ranks[rank.rank] = inputs
+        log_dir = stage / rank.log_dir
+        if not inputs.collected or not log_dir.is_dir():
+            continue
+        log_file = log_dir / "log.txt"
+        if log_file.is_file():
+            inputs.log_path = f"{rank.log_dir}/log.txt"
+            inputs.log_text = log_file.read_text(encoding="utf-8", errors="replace")
+            inputs.log = parse_training_log(inputs.log_text)
+        for eval_file in sorted(log_dir.rglob("eval.json")):
+            rel = eval_file.relative_to(stage).as_posix()
+            try:
+                inputs.evals.append((rel, parse_eval(eval_file.read_text(encoding="utf-8", errors="replace"))))
+            except ValueError as err:
+                problems.append(Problem("bad_eval_json", f"{rel}: {err}", rank.rank, rank.host))
+        for config in (log_dir / "config.yaml", log_dir / "ckpt" / "config.yaml", *sorted(log_dir.rglob("config.yaml"))):
+            if config.is_file():
+                batch = _batch_size_from_config(config)
+                if batch is not None:
+                    inputs.config_batch_size = batch
+                    inputs.config_path = config.relative_to(stage).as_posix()
+                    break
+        for ckpt in sorted(log_dir.rglob("*.ckpt")):
+            rel = ckpt.relative_to(stage).as_posix()
+            st = ckpt.stat()
+            inputs.checkpoints.append(Checkpoint(rel, st.st_size, sha.get(rel), st.st_mtime))
+    return ranks, problems
+
+
+def _collection_facts(results_dir: Path, result: GatherResult, include_checkpoints: bool) -> dict[str, Any]:
+    entries = result.entries
+    return {
+        "results_dir": str(results_dir),
+        "collected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoints_collected": include_checkpoints,
+        "bytes": sum(e.size for e in entries),
+        "linked": sum(e.method == "link" for e in entries),
+        "copied": sum(e.method == "copy" for e in entries),
+        "sftp": sum(e.method == "sftp" for e in entries),
+        "transfer_s": round(result.transfer_s, 4),
+        "hash_s": round(result.hash_s, 4),
+        "hashed_bytes_after_link": result.hashed_bytes,
+        "hashes_from_cache": result.hashed_from_cache,
+        "hosts": [
+            {"host": h.host, "source": h.uri, "succeeded": h.succeeded, "error": h.error,
+             "files": len(h.entries), "seconds": round(h.seconds, 4)}
+            for h in result.hosts
+        ],
+    }
+
+
+def collect(request: CollectRequest) -> CollectOutcome:
+    job_dir = (request.job_dir or newest_job_dir(request.jobs_root)).resolve()
+    job = load_job(job_dir)
+    final = (request.into or request.results_root / job.job_id).absolute()
+    if os.path.lexists(final):
+        raise CollectInputError(
+            f"{final}: already exists (job {job.job_id} was collected before); nothing was changed; "
+            "use --into DIR to collect again into a new directory"
+        )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CollectInputError(f"{final.parent}: cannot create results directory: {err.strerror}") from None
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
+        cache = HashCache(request.hash_cache)
+        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints)
+        entries = result.entries
+        ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
+        summary, problems = build_summary(
+            job, ranks, entries, result.problems + parse_problems,
+            _collection_facts(final, result, request.include_checkpoints),
+        )
+        _write_json(stage / MANIFEST, {"job_id": job.job_id, "files": [e.__dict__ for e in entries]})
+        _write_json(stage / SUMMARY, summary)
+        logs = {r: i.log for r, i in ranks.items() if i.log is not None}
+        tails = {r: log_tail(i.log_text, request.tail_lines) for r, i in ranks.items() if i.log_text is not None}
+        _write_text(stage / REPORT, render_report(summary, logs, tails, summary["collection"]["collected_at"]))
+        try:
+            rename_no_replace(stage, final)
+        except FileExistsError:
+            raise CollectInputError(f"{final}: appeared while collecting; nothing was changed there") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return CollectOutcome(final, summary, tuple(problems))

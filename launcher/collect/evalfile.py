@@ -1,0 +1,41 @@
+"""Read deeplab-eval's eval.json (CONTRACTS.md) into a typed record; pure."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    miou: float
+    per_class_iou: dict[str, float | None]
+    ckpt: str
+    scales: tuple[float, ...]
+    flip: bool
+    num_images: int | None
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.miou) or not 0.0 <= self.miou <= 1.0:
+            raise ValueError(f"mIoU {self.miou} is not in [0, 1]")
+
+
+def parse_eval(text: str) -> EvalResult:
+    """Decode eval.json text; ValueError (with what is wrong) on a bad document."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(doc, dict) or "mIoU" not in doc:
+        raise ValueError("no 'mIoU' field")
+    per_class = doc.get("per_class_iou") or {}
+    if not isinstance(per_class, dict):
+        raise ValueError("'per_class_iou' is not an object")
+    return EvalResult(
+        miou=float(doc["mIoU"]),
+        per_class_iou={str(k): None if v is None else float(v) for k, v in per_class.items()},
+        ckpt=str(doc.get("ckpt") or ""),
+        scales=tuple(float(s) for s in doc.get("scales") or ()),
+        flip=bool(doc.get("flip", False)),
+        num_images=None if doc.get("num_images") is None else int(doc["num_images"]),
+    )

@@ -1,0 +1,89 @@
+"""Plots for report.html, rendered to base64 PNG so the report is one self-contained file."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+
+from launcher.collect.logparse import TrainingLog
+
+
+@dataclass(frozen=True)
+class Plot:
+    title: str
+    png_base64: str
+
+    def __post_init__(self) -> None:
+        if not self.png_base64:
+            raise ValueError(f"plot {self.title!r} has no image data")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede the pyplot import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _render(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    _pyplot().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def loss_curves(logs: dict[int, TrainingLog]) -> Plot | None:
+    ranks = {r: log for r, log in sorted(logs.items()) if log.losses}
+    if not ranks:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for rank, log in ranks.items():
+        finite = [(p.global_step, p.loss) for p in log.losses if math.isfinite(p.loss)]
+        if finite:
+            steps, losses = zip(*finite)
+            ax.plot(steps, losses, marker="o" if len(finite) < 30 else None, markersize=3, label=f"rank {rank}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small", ncol=max(1, len(ranks) // 8))
+    return Plot("Training loss per rank", _render(fig))
+
+
+def step_times(logs: dict[int, TrainingLog]) -> Plot | None:
+    ranks = {r: log for r, log in sorted(logs.items()) if log.epochs}
+    if not ranks:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    if max(len(log.epochs) for log in ranks.values()) > 1:
+        for rank, log in ranks.items():
+            ax.plot(range(1, len(log.epochs) + 1), [e.step_time_ms for e in log.epochs], marker="o", label=f"rank {rank}")
+        ax.set_xlabel("epoch")
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        names = [f"rank {r}" for r in ranks]
+        values = [log.mean_step_time_ms for log in ranks.values()]
+        bars = ax.bar(names, values, color="tab:blue")
+        ax.bar_label(bars, fmt="%.1f", fontsize="small")
+    ax.set_ylabel("per step time (ms)")
+    ax.grid(True, axis="y", alpha=0.3)
+    return Plot("Step time per rank", _render(fig))
+
+
+def class_iou(per_class: dict[str, float | None]) -> Plot | None:
+    known = [(name, value) for name, value in per_class.items() if value is not None]
+    if not known:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.28 * len(known) + 0.8)))
+    names, values = zip(*known)
+    ax.barh(names, values, color="tab:green")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("IoU")
+    ax.grid(True, axis="x", alpha=0.3)
+    return Plot("IoU per class", _render(fig))

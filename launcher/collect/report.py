@@ -1,0 +1,44 @@
+"""Render report.html from summary.json data and the parsed logs (Jinja2, autoescaped)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+import job_templates
+from launcher.collect.logparse import TrainingLog
+from launcher.collect.plots import Plot, class_iou, loss_curves, step_times
+
+TEMPLATE = "report.html.j2"
+
+
+def fmt(value: Any, pattern: str) -> str:
+    """printf-style number formatting that shows a dash for unknown values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return pattern % value
+
+
+def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog]) -> list[Plot]:
+    evaluation = summary.get("evaluation") or {}
+    candidates = [loss_curves(logs), step_times(logs), class_iou(evaluation.get("per_class_iou") or {})]
+    return [plot for plot in candidates if plot is not None]
+
+
+def render_report(
+    summary: dict[str, Any],
+    logs: dict[int, TrainingLog],
+    tails: dict[int, str],
+    generated: str,
+    template_dir: Path | None = None,
+) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir or Path(job_templates.__file__).parent)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    template = env.get_template(TEMPLATE)
+    return template.render(s=summary, plots=make_plots(summary, logs), tails=tails, generated=generated, fmt=fmt)
