@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
@@ -28,6 +28,8 @@ from launcher.hosts import HostSpec, check_unique
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 T = TypeVar("T")
+# Remote commands never read the controller's terminal (invoke mirrors stdin by default).
+_RUN_DEFAULTS = {"run": {"in_stream": False}}
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class RemoteHost:
     address: str  # IP address the controller reaches it at (others should reach it there too)
     port: int
     user: str
-    ssh_config: dict  # the OpenSSH options that apply to this host (lower-case keys)
+    # The OpenSSH options that apply to this host (lower-case keys); not part of its identity.
+    ssh_config: dict = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -70,8 +73,8 @@ def fabric_config(options: SshOptions) -> Config:
     try:
         if options.config_file is not None:
             # A runtime path makes fabric skip the system and user files, like `ssh -F`.
-            return Config(runtime_ssh_path=str(options.config_file))
-        return Config()
+            return Config(runtime_ssh_path=str(options.config_file), overrides=_RUN_DEFAULTS)
+        return Config(overrides=_RUN_DEFAULTS)
     except Exception as error:  # paramiko raises several types for malformed files
         where = options.config_file or DEFAULT_SSH_CONFIG
         raise ValueError(f"--ssh-config {where}: cannot parse: {error}") from None
