@@ -53,7 +53,7 @@ def make_job(root: Path, ranks: list[RankSpec], job_id: str = "job-20261126-0001
     hosts = hosts or [{"name": "localhost", "address": "127.0.0.1", "user": None, "port": 22, "local": True, "slots": len(ranks)}]
     args = args if args is not None else ["--config", "tiny_synthetic", "--set", "batch_size=4"]
     failed = [r for r in ranks if r.signal or r.exit_code not in (None, 0)]
-    first = failed[0] if failed else None
+    first = sorted(failed, key=lambda r: r.signal is not None)[0] if failed else None  # killed ranks follow the cause
     doc = {
         "schema": 1, "job_id": job_id, "job_dir": str(job_dir), "created": "2026-11-26T05:00:00+00:00",
         "platform": "CPU", "mode": "dynamic", "hosts": hosts, "entry": {"module": "deeplab.train"}, "args": args,

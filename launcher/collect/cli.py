@@ -2,7 +2,8 @@
 
 Usage:
     collect-results [JOB_DIR] [-o RESULTS_DIR] [--into DIR] [--no-checkpoints] [--json]
-                    [-i IDENTITY_FILE] [--known-hosts FILE] [--accept-unknown-host-keys]
+                    [--ssh-config FILE] [--ssh-key FILE] [--ssh-known-hosts FILE]
+                    [--ssh-timeout S] [--ssh-accept-unknown-host-keys] [--no-hash-cache]
 
 JOB_DIR (default: the newest job under ./jobs) is the directory holding job.json.
 Every rank's LOG<rank>/ (log.txt, env.sh, run.sh, ckpt/*.ckpt, config.yaml, eval.json),
@@ -30,10 +31,13 @@ Options:
     --into DIR                 collect into exactly DIR (must not exist)
     --no-checkpoints           skip *.ckpt files
     --json                     print summary.json to stdout instead of the human summary
-    -i, --identity-file FILE   SSH private key for remote hosts
-    --known-hosts FILE         extra known_hosts file (repeatable); ~/.ssh/known_hosts and
-                               the system file are always read
-    --accept-unknown-host-keys connect to hosts whose key is not known (insecure)
+    --ssh-config FILE          OpenSSH client config (default ~/.ssh/config, /etc/ssh/ssh_config)
+    --ssh-key FILE             private key for the remote hosts (else IdentityFile / agent)
+    --ssh-known-hosts FILE     known_hosts file (default: UserKnownHostsFile from the ssh
+                               config, else ~/.ssh/known_hosts); unknown host keys are rejected
+    --ssh-timeout S            connect timeout per host (default 10)
+    --ssh-accept-unknown-host-keys
+                               connect to hosts whose key is not known (insecure)
     --no-hash-cache            do not read or write the sha256 cache
                                ($XDG_CACHE_HOME/deeplab-launch/sha256-cache.json, keyed by
                                device, inode, size and mtime)
@@ -55,7 +59,8 @@ from typing import Sequence
 
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
 from launcher.collect.errors import CollectInputError
-from launcher.collect.remote import SshOptions
+from launcher.collect.hashing import default_cache_path
+from launcher.ssh import SshOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--into", type=Path)
     parser.add_argument("--no-checkpoints", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("-i", "--identity-file", type=Path)
-    parser.add_argument("--known-hosts", type=Path, action="append", default=[])
-    parser.add_argument("--accept-unknown-host-keys", action="store_true")
+    parser.add_argument("--ssh-config", type=Path)
+    parser.add_argument("--ssh-key", type=Path)
+    parser.add_argument("--ssh-known-hosts", type=Path)
+    parser.add_argument("--ssh-timeout", type=float, default=10.0)
+    parser.add_argument("--ssh-accept-unknown-host-keys", action="store_true")
     parser.add_argument("--no-hash-cache", action="store_true")
     return parser
 
@@ -107,15 +114,20 @@ def human_summary(outcome: CollectOutcome) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        request = CollectRequest(
-            job_dir=args.job_dir,
-            results_root=args.results_dir,
-            into=args.into,
-            include_checkpoints=not args.no_checkpoints,
-            ssh=SshOptions(identity_file=args.identity_file, known_hosts=tuple(args.known_hosts),
-                           accept_unknown_host_keys=args.accept_unknown_host_keys),
-            hash_cache=None if args.no_hash_cache else CollectRequest().hash_cache,
-        )
+        ssh = SshOptions(config_file=args.ssh_config, key_file=args.ssh_key, timeout_s=args.ssh_timeout,
+                         known_hosts=args.ssh_known_hosts, accept_unknown_host_keys=args.ssh_accept_unknown_host_keys)
+    except ValueError as err:  # names the flag
+        sys.stderr.write(f"collect-results: {err}\n")
+        return 2
+    request = CollectRequest(
+        job_dir=args.job_dir,
+        results_root=args.results_dir,
+        into=args.into,
+        include_checkpoints=not args.no_checkpoints,
+        ssh=ssh,
+        hash_cache=None if args.no_hash_cache else default_cache_path(),
+    )
+    try:
         outcome = collect(request)
     except CollectInputError as err:
         sys.stderr.write(f"collect-results: {err}\n")

@@ -31,10 +31,11 @@ from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Pro
 from launcher.collect.hashing import HashCache, default_cache_path
 from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
-from launcher.collect.remote import SshOptions, open_host_files
+from launcher.collect.remote import open_host_files
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
 from launcher.collect.summary import Checkpoint, RankInputs, build_summary
+from launcher.ssh import SshOptions
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"

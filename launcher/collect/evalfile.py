@@ -28,7 +28,8 @@ def parse_eval(text: str) -> EvalResult:
         raise ValueError(f"not valid JSON (line {err.lineno}: {err.msg})") from None
     if not isinstance(doc, dict) or "mIoU" not in doc:
         raise ValueError("no 'mIoU' field")
-    per_class = doc.get("per_class_iou") or {}
+    per_class = doc.get("per_class_iou")
+    per_class = {} if per_class is None else per_class
     if not isinstance(per_class, dict):
         raise ValueError("'per_class_iou' is not an object")
     return EvalResult(

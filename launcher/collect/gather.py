@@ -117,9 +117,9 @@ def _gather_host(
     result = HostGather(host=name, uri="")
     try:
         files = open_files(plan)
-    except Exception as err:  # noqa: BLE001 - any connect failure means "unreachable", reported as data
-        result.error = f"{type(err).__name__}: {err}".strip()
-        result.problems.append(Problem("unreachable_host", f"host {name}: cannot connect: {result.error}", host=name))
+    except ConnectionError as err:  # one line from the connection factory, reported as data
+        result.error = str(err)
+        result.problems.append(Problem("unreachable_host", f"host {name}: {result.error}", host=name))
         for rank, _ in plan.rank_dirs:
             result.problems.append(Problem("rank_not_collected", f"rank {rank}: host {name} unreachable", rank, name))
         result.seconds = time.perf_counter() - started
