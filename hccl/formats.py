@@ -158,6 +158,8 @@ def _from_json_1_x(obj: Mapping[str, Any], fmt: str) -> RankTable:
             super_pod_id=pod_of.get(server_id),
             host_nic_ip=_optional_string(raw_server, "host_nic_ip", where) or "reserve",
         ))
+    if not servers:
+        raise HcclError("server_list: lists no servers")
     known = {s.server_id for s in servers}
     strays = [server_id for server_id in pod_of if server_id not in known]
     if strays:
