@@ -60,7 +60,6 @@ from typing import Sequence
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
 from launcher.collect.errors import CollectInputError
 from launcher.collect.hashing import default_cache_path
-from launcher.ssh import SshOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +112,8 @@ def human_summary(outcome: CollectOutcome) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from launcher.ssh import SshOptions  # paramiko is slow to import; only needed past this point
+
     try:
         ssh = SshOptions(config_file=args.ssh_config, key_file=args.ssh_key, timeout_s=args.ssh_timeout,
                          known_hosts=args.ssh_known_hosts, accept_unknown_host_keys=args.ssh_accept_unknown_host_keys)

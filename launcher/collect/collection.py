@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -31,11 +31,12 @@ from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Pro
 from launcher.collect.hashing import HashCache, default_cache_path
 from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
-from launcher.collect.remote import open_host_files
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
 from launcher.collect.summary import Checkpoint, RankInputs, build_summary
-from launcher.ssh import SshOptions
+
+if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is collected
+    from launcher.ssh import SshOptions
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
@@ -48,7 +49,7 @@ class CollectRequest:
     results_root: Path = Path("results")
     into: Path | None = None  # exact destination instead of results_root/<job-id>
     include_checkpoints: bool = True
-    ssh: SshOptions = field(default_factory=SshOptions)
+    ssh: SshOptions | None = None  # None: launcher.ssh defaults (ssh config, ~/.ssh/known_hosts)
     jobs_root: Path = Path("jobs")
     hash_cache: Path | None = field(default_factory=default_cache_path)
     allow_links: bool = True
@@ -117,7 +118,10 @@ def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache):
     def open_files(plan: GatherPlan) -> HostFiles:
         if plan.host is None or plan.host.local:
             return LocalFiles(str(job_dir), cache, allow_links=request.allow_links)
-        return open_host_files(plan.host, request.ssh)
+        from launcher.collect.remote import open_host_files
+        from launcher.ssh import SshOptions
+
+        return open_host_files(plan.host, request.ssh or SshOptions())
 
     return open_files
 
