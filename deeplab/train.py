@@ -1,0 +1,313 @@
+"""deeplab-train: train DeepLabV3 on a PASCAL VOC 2012-layout data set with MindSpore.
+
+Usage:
+    deeplab-train --config NAME|FILE.yaml --data-root DIR [--set key=value ...]
+                  [--train-steps N] [--ckpt-dir DIR] [--resume] [--device-target CPU|GPU|Ascend]
+    python -m deeplab.train ...            (what launch-train runs in each LOG<rank>/)
+
+--config        a preset (voc_r101_os16, voc_r101_os8, voc_r50_os16, tiny_synthetic) or a YAML file
+--data-root     a VOC2012-layout root (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)
+                or a deeplab-prepare-voc output directory
+--set k=v       override any config field (repeatable), e.g. --set learning_rate=0.01
+--train-steps   stop after N global steps (default: epoch_size x steps per epoch); the
+                learning-rate schedule spans these N steps
+--ckpt-dir      where checkpoints go (default ./ckpt); it must not already hold checkpoints
+                unless --resume is given
+--resume        continue from the newest checkpoint in --ckpt-dir: weights, momentum
+                accumulators, global step (and so the learning rate) are restored and the run
+                ends at the same final step as an uninterrupted one; starts from step 0 when
+                the directory holds no checkpoint yet
+
+Distributed runs: the program reads the environment MindSpore's start-ups define (see
+deeplab/distributed.py): dynamic cluster (MS_ROLE=MS_WORKER, MS_WORKER_NUM, MS_NODE_ID,
+MS_SCHED_HOST, MS_SCHED_PORT; CPU/GPU/Ascend), rank table (RANK_TABLE_FILE, RANK_ID,
+RANK_SIZE, DEVICE_ID; Ascend) or Open MPI (OMPI_COMM_WORLD_*; GPU/Ascend, refused on CPU
+where MindSpore cannot initialise under mpirun). With none of them it is one process.
+Gradients are averaged over ranks (data parallel); each rank reads its own shard.
+
+CPU threads: cfg.threads when > 0; otherwise OMP_NUM_THREADS when set (launch-train sets it
+per rank); otherwise the usable cores divided by the ranks on this host. ONEDNN_MAX_CPU_ISA
+is capped at AVX2 on AVX-512 CPUs before MindSpore loads (deeplab/cpu_tuning.py).
+
+Output (stdout, flushed per line; every rank prints its own):
+    epoch: 1 step: 20, loss is 0.11594                     every step (step within the epoch)
+    Epoch time: 78748.379, per step time: 107.378          at each epoch end, milliseconds
+Checkpoints <ckpt-dir>/deeplab-step<NNNNNN>.ckpt every save_checkpoint_steps steps and at the
+end, the newest save_checkpoint_num kept, written atomically by rank 0 only (every rank with
+--set save_ckpt_all_ranks=true: deeplab-rank<R>-step<NNNNNN>.ckpt). The resolved
+configuration is written to <ckpt-dir>/config.yaml by the ranks that save checkpoints.
+
+Exit status: 0 done; 2 bad input (missing data root, bad label file, unknown config key,
+corrupt checkpoint, unusable distributed environment), one line on stderr; 143 stopped by
+SIGTERM (130 by Ctrl-C) - the launcher stops ranks with SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from deeplab import runtime
+from deeplab.checkpoints import CheckpointError
+from deeplab.config import ConfigError
+from deeplab.data.errors import DataError
+from deeplab.distributed import DistributedError
+
+DEVICE_TARGETS = runtime.DEVICE_TARGETS
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """A bad flag or path; the message is the one line shown to the user."""
+
+
+class Terminated(Exception):
+    """The process received SIGTERM/SIGINT; training stops where it is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, DistributedError)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    config: str
+    data_root: Path
+    overrides: tuple[str, ...] = ()
+    train_steps: Optional[int] = None
+    ckpt_dir: Path = Path("ckpt")
+    resume: bool = False
+    device_target: str = "CPU"
+
+    def __post_init__(self) -> None:
+        if self.device_target not in DEVICE_TARGETS:
+            raise UsageError(f"--device-target {self.device_target!r}: must be one of {', '.join(DEVICE_TARGETS)}")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise UsageError(f"--train-steps {self.train_steps}: must be >= 1")
+        if not Path(self.data_root).is_dir():
+            raise UsageError(f"--data-root {self.data_root}: no such directory")
+
+
+@dataclass
+class TrainResult:
+    final_step: int
+    start_step: int
+    rank_id: int
+    rank_size: int
+    losses: list[float] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepPosition:
+    """Where global step ``step`` (1-based) falls: its epoch and its step within the epoch."""
+
+    epoch: int
+    step_in_epoch: int
+
+    @classmethod
+    def of(cls, step: int, steps_per_epoch: int) -> "StepPosition":
+        return cls(epoch=(step - 1) // steps_per_epoch + 1, step_in_epoch=(step - 1) % steps_per_epoch + 1)
+
+
+def format_step_line(epoch: int, step_in_epoch: int, loss: float) -> str:
+    return f"epoch: {epoch} step: {step_in_epoch}, loss is {loss:.5f}"
+
+
+def format_epoch_line(epoch_ms: float, steps: int) -> str:
+    return f"Epoch time: {epoch_ms:.3f}, per step time: {epoch_ms / max(steps, 1):.3f}"
+
+
+def plan_epochs(start_step: int, total_steps: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """(epoch, first step in epoch, steps to run) for every epoch left between start_step and total_steps."""
+    plan = []
+    step = start_step
+    while step < total_steps:
+        position = StepPosition.of(step + 1, steps_per_epoch)
+        run = min(steps_per_epoch - position.step_in_epoch + 1, total_steps - step)
+        plan.append((position.epoch, position.step_in_epoch, run))
+        step += run
+    return plan
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _raise_terminated(signum, _frame) -> None:
+    raise Terminated(signum)
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train as the options say; usable from Python and tests without argv."""
+    from deeplab.config import load_config
+    from deeplab import distributed
+
+    cfg = load_config(opts.config, overrides=opts.overrides)
+    start = distributed.detect()
+    threads = runtime.resolve_threads(cfg.threads, start.ranks_on_host)
+    # MindSpore is imported only now: the CPU tuning must be in the environment first.
+    ms = runtime.start_mindspore(opts.device_target, threads, seed=cfg.seed)
+    from mindspore import nn
+
+    from deeplab import checkpoints
+    from deeplab.data.pipeline import build_train_dataset
+    from deeplab.loss import NetWithLoss, SoftmaxCrossEntropyLoss
+    from deeplab.lr_schedule import schedule_from_config
+    from deeplab.model import build_model
+
+    start = distributed.join(start, opts.device_target)
+    saves = cfg.enable_save_ckpt and (start.rank_id == 0 or cfg.save_ckpt_all_ranks)
+    prefix = checkpoints.checkpoint_prefix(start.rank_id, cfg.save_ckpt_all_ranks)
+    ckpt_dir = Path(opts.ckpt_dir)
+
+    resume_from = checkpoints.newest_checkpoint(ckpt_dir, prefix) if opts.resume else None
+    if not opts.resume and saves and checkpoints.list_checkpoints(ckpt_dir, prefix):
+        raise UsageError(
+            f"--ckpt-dir {ckpt_dir}: already holds checkpoints ({checkpoints.newest_checkpoint(ckpt_dir, prefix).name}); "
+            "pass --resume to continue from them or choose another directory"
+        )
+
+    dataset = build_train_dataset(cfg, opts.data_root, rank_id=start.rank_id, rank_size=start.rank_size)
+    steps_per_epoch = dataset.get_dataset_size()
+    if steps_per_epoch < 1:
+        raise UsageError(
+            f"--data-root {opts.data_root}: too few '{cfg.train_split}' images for one batch of "
+            f"{cfg.batch_size} per rank over {start.rank_size} rank(s)"
+        )
+    total_steps = opts.train_steps or cfg.epoch_size * steps_per_epoch
+
+    network = build_model(cfg)
+    train_net = NetWithLoss(network, SoftmaxCrossEntropyLoss(cfg.seg_num_classes, cfg.ignore_label))
+    if cfg.ckpt_pre_trained and resume_from is None:
+        _load_pretrained(train_net, Path(cfg.ckpt_pre_trained))
+    rates = schedule_from_config(cfg, total_steps).rates()
+    # BN gamma/beta are left out of weight decay by MindSpore's default filter (as in the reference).
+    optimizer = nn.Momentum(train_net.trainable_params(), learning_rate=ms.Tensor(rates),
+                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, loss_scale=cfg.loss_scale)
+    # Fixed loss scale: the loss is multiplied by loss_scale for the backward pass and the
+    # optimizer divides the gradients by it again (no overflow skipping, like the reference).
+    train_step = ms.amp.build_train_network(
+        train_net, optimizer, level=cfg.amp_level,
+        loss_scale_manager=ms.amp.FixedLossScaleManager(cfg.loss_scale, drop_overflow_update=False),
+    )
+    train_step.set_train(True)
+
+    start_step = 0
+    if resume_from is not None:
+        state = checkpoints.restore_training(train_step, resume_from)
+        start_step = state.step
+        _print(f"resumed from {resume_from} at step {start_step}")
+    elif opts.resume:
+        _print(f"no checkpoint in {ckpt_dir}; starting from step 0")
+    if start_step > total_steps:
+        raise UsageError(f"--train-steps {total_steps}: the checkpoint {resume_from} is already at step {start_step}")
+
+    saver = checkpoints.CheckpointSaver(ckpt_dir, keep=cfg.save_checkpoint_num, prefix=prefix) if saves else None
+    if saver is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump_yaml(ckpt_dir / "config.yaml")
+
+    result = TrainResult(final_step=start_step, start_step=start_step, rank_id=start.rank_id,
+                         rank_size=start.rank_size)
+    plan = plan_epochs(start_step, total_steps, steps_per_epoch)
+    if not plan:
+        _print(f"already at the final step {total_steps}; nothing to train")
+        return result
+    batches = _endless_batches(dataset)
+    step = start_step
+    for epoch, first_in_epoch, steps_to_run in plan:
+        epoch_start = time.perf_counter()
+        for offset in range(steps_to_run):
+            images, labels = next(batches)
+            loss = float(train_step(images, labels).asnumpy())
+            step += 1
+            result.losses.append(loss)
+            result.final_step = step
+            _print(format_step_line(epoch, first_in_epoch + offset, loss))
+            if saver is not None and (step % cfg.save_checkpoint_steps == 0 or step == total_steps):
+                result.checkpoints.append(saver.save(train_step, step=step, epoch=epoch))
+        _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
+    return result
+
+
+def _endless_batches(dataset):
+    """Batches across dataset epochs; our epochs are counted in steps, so a run resumed
+    mid-epoch simply continues with fresh batches."""
+    iterator = dataset.create_tuple_iterator()
+    while True:
+        try:
+            yield from iterator  # one pass is one dataset epoch
+        except RuntimeError as err:
+            raise _data_error_from(err) from None
+
+
+def _data_error_from(err: RuntimeError) -> Exception:
+    """A DataError raised in a data worker reaches us wrapped in MindSpore's RuntimeError."""
+    text = str(err)
+    marker = "DataError: "
+    if marker in text:
+        return DataError(text.split(marker, 1)[1].splitlines()[0].strip())
+    return err
+
+
+def _load_pretrained(train_net, path: Path) -> None:
+    """Initialise from ckpt_pre_trained: a deeplab checkpoint, or backbone-only weights."""
+    import mindspore as ms
+
+    from deeplab import checkpoints
+
+    params = checkpoints.read_checkpoint(path)
+    names = {param.name for param in train_net.get_parameters()}
+    if not names.intersection(params):
+        # Backbone checkpoints name parameters without the network.* prefix.
+        params = {f"network.{name}": value for name, value in params.items()}
+    loaded = names.intersection(params)
+    if not loaded:
+        raise CheckpointError(f"ckpt_pre_trained {path}: none of its parameters belong to this model")
+    ms.load_param_into_net(train_net, {name: params[name] for name in loaded})
+    _print(f"initialised {len(loaded)} of {len(names)} parameters from {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deeplab-train", description="Train DeepLabV3 with MindSpore.",
+                                     epilog="See the module docstring (python -m pydoc deeplab.train) for details.")
+    parser.add_argument("--config", required=True, help="preset name or YAML file")
+    parser.add_argument("--data-root", required=True, type=Path, help="VOC2012-layout or prepared data directory")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (repeatable)")
+    parser.add_argument("--train-steps", type=int, default=None, help="stop after N global steps")
+    parser.add_argument("--ckpt-dir", type=Path, default=Path("ckpt"), help="checkpoint directory (default ./ckpt)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --ckpt-dir")
+    parser.add_argument("--device-target", default="CPU", choices=DEVICE_TARGETS)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
+    try:
+        opts = TrainOptions(config=args.config, data_root=args.data_root, overrides=tuple(args.overrides),
+                            train_steps=args.train_steps, ckpt_dir=args.ckpt_dir, resume=args.resume,
+                            device_target=args.device_target)
+        result = train(opts)
+    except USER_ERRORS as err:
+        print(f"deeplab-train: {err}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except Terminated as stop:
+        print(f"deeplab-train: stopped by {stop}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    _print(f"training done at step {result.final_step}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
