@@ -33,7 +33,7 @@ class PreflightRequest:
 
     job_dir: Path  # absolute; the same path on every host
     platform: str
-    devices: dict  # host name -> ranks it will run
+    devices: dict  # host name (RemoteHost.host_name) -> ranks it will run
     remote_python: str = sys.executable
     scheduler_port: Optional[int] = None  # checked on the first host only; 0 = pick one there
     hccn_conf: Optional[str] = None  # path on each host (Ascend)
@@ -56,6 +56,8 @@ class HostReport:
     scheduler_port: Optional[int] = None
     hccn_conf_text: Optional[str] = None
     device_count: Optional[int] = None
+    cpus: tuple = ()  # usable core ids there (for rank binding and thread counts)
+    cpu_flags: frozenset = frozenset()  # /proc/cpuinfo flags there (CPU tuning: AVX-512 cap)
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -142,6 +144,14 @@ def probe(request: dict) -> dict:
             return None
         return sum(1 for line in done.stdout.splitlines() if marker in line)
 
+    out["cpus"] = sorted(os.sched_getaffinity(0))
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    out["cpu_flags"] = flags
+
     platform, needed = request["platform"], request["devices"]
     if platform == "CPU":
         count = len(os.sched_getaffinity(0))
@@ -190,7 +200,8 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         checks.update({name: (bool(ok), str(detail)) for name, (ok, detail) in answer["checks"].items()})
         return HostReport(host.name, checks, answer.get("scheduler_port"), answer.get("hccn_conf_text"),
-                          answer.get("device_count"))
+                          answer.get("device_count"), tuple(answer.get("cpus") or ()),
+                          frozenset(answer.get("cpu_flags") or ()))
     except Exception as error:  # a session dying mid-probe is a failure of that host
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
     finally:
@@ -206,7 +217,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
         payload = {
             "job_dir": str(request.job_dir),
             "platform": request.platform,
-            "devices": int(request.devices.get(host.name, 1)),
+            "devices": int(request.devices.get(host.host_name, 1)),
             "remote_python": request.remote_python,
             "scheduler_port": request.scheduler_port if index == 0 else None,
             "hccn_conf": request.hccn_conf if request.platform == "Ascend" else None,

@@ -65,7 +65,13 @@ class RemoteHost:
 
     @property
     def name(self) -> str:
+        """The entry as the user wrote it (with the user), for messages."""
         return self.spec.name
+
+    @property
+    def host_name(self) -> str:
+        """The host's name in the plan and job.json: host, plus the port when one was written."""
+        return self.spec.host if self.spec.port is None else f"{self.spec.host}:{self.spec.port}"
 
 
 def fabric_config(options: SshOptions) -> Config:

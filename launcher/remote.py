@@ -1,0 +1,376 @@
+"""A remote host's ranks, driven through an agent over SSH (``python -m launcher.agent``).
+
+``AgentSession`` is the transport: it pushes the job's files to the host over SFTP
+(atomically: temp name, then rename, so hosts that share the job dir's file system
+see whole files), starts the agent on an SSH channel, turns its stdout into event
+dicts on a queue, sends heartbeats, and asks it to stop. ``RemoteHostGroup`` (below)
+is the host group the supervisor drives, the same abstract base as the local one.
+
+A lost connection (the channel closes before the agent said ``done``) is an event
+too (``{"event": "lost", ...}``): the supervisor stops the job and reports it; the
+agent on the far side sees its stdin close (or its heartbeats stop) and stops its
+ranks by itself.
+"""
+from __future__ import annotations
+
+import posixpath
+import queue
+import shlex
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from launcher.agent import decode_event
+from launcher.failures import RankExit
+from launcher.rank_group import RankGroup
+from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error
+
+if TYPE_CHECKING:
+    from launcher.plan import Plan
+    from launcher.render import RenderedFile
+
+AGENT_MODULE = "launcher.agent"
+DEFAULT_HEARTBEAT_S = 2.0
+STDERR_KEEP_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class PushedFile:
+    """A file for the host's copy of the job dir; ``path`` relative to the job dir."""
+
+    path: str
+    text: str
+    executable: bool = False
+
+    def __post_init__(self) -> None:
+        if posixpath.isabs(self.path) or ".." in self.path.split("/"):
+            raise ValueError(f"pushed file {self.path}: must stay inside the job directory")
+
+
+def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float) -> str:
+    """The shell command that runs the agent on the host (every word quoted)."""
+    words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
+             "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+    # exec: the agent is the session's process, so closing the channel reaches it directly.
+    return f"cd {shlex.quote(job_dir)} && exec " + " ".join(shlex.quote(word) for word in words)
+
+
+class AgentSession:
+    """One SSH connection to one host, carrying one agent."""
+
+    def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None) -> None:
+        if not posixpath.isabs(job_dir):
+            raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
+        self.host = host
+        self.options = options
+        self.job_dir = job_dir
+        self.remote_python = remote_python
+        self.heartbeat_s = heartbeat_s
+        self.connection = connection(host, options, config)
+        self.channel = None
+        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.stderr_tail = ""
+        self.finished = threading.Event()  # agent said "done", or the channel closed
+        self.said_done = False
+        self._threads: list[threading.Thread] = []
+        self._send_lock = threading.Lock()
+
+    # -- set-up -------------------------------------------------------------------------
+    def open(self) -> None:
+        try:
+            self.connection.open()
+        except Exception as error:  # every way of not connecting becomes one clear line
+            raise ConnectionError(describe_ssh_error(error, self.host, self.options)) from None
+        # Keepalives make a dead peer visible to the transport instead of hanging on it.
+        self.connection.transport.set_keepalive(max(1, int(self.heartbeat_s)))
+
+    def push(self, files: Sequence[PushedFile]) -> None:
+        """Write ``files`` under the job dir on the host, each atomically."""
+        sftp = self.connection.sftp()
+        made: set[str] = set()
+        try:
+            for item in files:
+                target = posixpath.join(self.job_dir, item.path)
+                self._makedirs(sftp, posixpath.dirname(target), made)
+                temp = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.push-tmp")
+                with sftp.open(temp, "w") as handle:
+                    handle.write(item.text.encode())
+                sftp.chmod(temp, 0o755 if item.executable else 0o644)
+                sftp.posix_rename(temp, target)
+        finally:
+            sftp.close()
+
+    @staticmethod
+    def _makedirs(sftp, path: str, made: set[str]) -> None:
+        if path in made or path in ("", "/"):
+            return
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            AgentSession._makedirs(sftp, posixpath.dirname(path), made)
+            try:
+                sftp.mkdir(path)
+            except OSError:
+                sftp.stat(path)  # made meanwhile by another session on a shared file system
+        made.add(path)
+
+    # -- running ------------------------------------------------------------------------
+    def start(self, heartbeat_timeout_s: float) -> None:
+        transport = self.connection.transport
+        self.channel = transport.open_session(timeout=self.options.timeout_s)
+        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.host.name, heartbeat_timeout_s))
+        for target in (self._read_events, self._read_stderr, self._send_heartbeats):
+            thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
+            thread.start()
+            self._threads.append(thread)
+
+    def _read_events(self) -> None:
+        stream = self.channel.makefile("r")
+        try:
+            for raw in stream:
+                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                event = decode_event(line)
+                if event is None:
+                    continue
+                if event["event"] == "done":
+                    self.said_done = True
+                self.events.put(event)
+        except Exception:  # a connection torn down mid-read ends the stream like EOF
+            pass
+        if not self.said_done:
+            # Wait briefly for the exit status: an agent that crashed says why on stderr.
+            time.sleep(0.2)
+            self.events.put({"event": "lost", "host": self.host.name, "reason": self.lost_reason()})
+        self.finished.set()
+
+    def _read_stderr(self) -> None:
+        stream = self.channel.makefile_stderr("r")
+        try:
+            for raw in stream:
+                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                self.stderr_tail = (self.stderr_tail + line)[-STDERR_KEEP_CHARS:]
+        except Exception:  # same as above: the stream ends with the connection
+            pass
+
+    def _send_heartbeats(self) -> None:
+        while not self.finished.wait(self.heartbeat_s):
+            if not self.send("ping"):
+                return
+
+    def send(self, line: str) -> bool:
+        with self._send_lock:
+            try:
+                if self.channel is None or self.channel.closed:
+                    return False
+                self.channel.sendall((line + "\n").encode())
+                return True
+            except Exception:  # a dead channel: the reader thread reports the loss
+                return False
+
+    def lost_reason(self) -> str:
+        transport = self.connection.transport
+        if self.channel is not None and self.channel.exit_status_ready():
+            status = self.channel.recv_exit_status()
+            last = (self.stderr_tail.strip().splitlines() or [""])[-1]
+            return f"agent exited with status {status} before finishing" + (f": {last}" if last else "")
+        if transport is None or not transport.is_active():
+            return "SSH connection lost"
+        return "agent output ended unexpectedly"
+
+    def drain(self) -> list[dict]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self) -> None:
+        """Ask the agent to stop its ranks; closing stdin says the same to an agent that misses the line."""
+        self.send("stop")
+        with self._send_lock:
+            try:
+                if self.channel is not None and not self.channel.closed:
+                    self.channel.shutdown_write()
+            except Exception:  # already gone
+                pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop (if running), wait for the agent to finish, drop the connection."""
+        if self.channel is not None:
+            self.stop()
+            self.finished.wait(timeout_s)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        self.connection.close()
+
+
+def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, job_json: str) -> list[PushedFile]:
+    """What ``host`` needs of the job dir: its ranks' scripts, the scheduler's if it runs there,
+    the shared files (rank table, hostfile), and job.json last-but-not-least (the agent reads it)."""
+    own = {rank.log_dir for rank in plan.ranks_on(host)}
+    if plan.scheduler is not None and plan.scheduler.host == host:
+        own.add(plan.scheduler.log_dir)
+    files = []
+    for item in rendered:
+        top = item.path.split("/", 1)[0]
+        if "/" not in item.path or top in own:
+            files.append(PushedFile(item.path, item.text, item.executable))
+    files.append(PushedFile("job.json", job_json))
+    return files
+
+
+class RemoteHostGroup(RankGroup):
+    """The ranks of one remote host, run by an agent there; the supervisor sees a RankGroup."""
+
+    def __init__(self, plan: "Plan", host: str, remote: RemoteHost, options: SshOptions, remote_python: str,
+                 *, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                 heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None) -> None:
+        self.plan = plan
+        self.host = host
+        self.ranks = tuple(rank.rank for rank in plan.ranks_on(host))
+        self.job_dir = str(plan.spec.job_dir)
+        self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config)
+        self._pending: list[RankExit] = []
+        self._reported: set[int] = set()
+        self._lines: list[tuple[int, str]] = []
+        self._tails: dict[int, str] = {}
+        self._helper_problem: Optional[str] = None
+        self._helper_done = not self.has_scheduler
+        self._problem: Optional[str] = None  # lost connection or agent error
+        self._started = False
+        self._closed = False
+
+    # -- events -------------------------------------------------------------------------
+    def _pump(self) -> None:
+        for event in self.session.drain():
+            kind = event["event"]
+            if kind == "exited":
+                rank = int(event["rank"])
+                self._tails[rank] = event.get("tail") or ""
+                if rank in self._reported:
+                    continue
+                self._reported.add(rank)
+                self._pending.append(RankExit(
+                    rank=rank, host=self.host, exit_code=event.get("code"), signal=event.get("signal"),
+                    started=event.get("started"), ended=event.get("ended"), duration_s=event.get("duration_s"),
+                    stopped_by_launcher=bool(event.get("stopped")),
+                ))
+            elif kind == "progress":
+                self._lines.append((int(event["rank"]), str(event.get("line", ""))))
+            elif kind == "helper":
+                self._helper_problem = event.get("problem") or self._helper_problem
+                self._helper_done = self._helper_done or bool(event.get("done"))
+            elif kind == "error":
+                self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
+            elif kind == "lost":
+                if not self._closed:
+                    self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
+
+    # -- RankGroup ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.session.open()  # ConnectionError (an OSError) with one clear line
+        # The controller has written the job dir locally by now (launch() does, before start):
+        # the host gets the same rendered files and the same job.json.
+        from launcher.render import render_job
+
+        job_json = (self.plan.spec.job_dir / "job.json").read_text()
+        files = files_for_host(self.plan, render_job(self.plan), self.host, job_json)
+        try:
+            self.session.push(files)
+        except Exception as error:  # SFTP refusals: permissions, full disk, ...
+            raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
+        self.session.start(self.heartbeat_timeout_s)
+        self._started = True
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            event = self._wait_event(deadline)
+            if event is None:
+                break
+            if event["event"] == "hello":
+                return
+            if event["event"] in ("error", "lost", "done"):
+                message = event.get("message") or event.get("reason") or "agent ended at start"
+                raise OSError(f"agent on {self.host} did not start: {message}")
+        raise OSError(f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
+
+    def _wait_event(self, deadline: float) -> Optional[dict]:
+        try:
+            event = self.session.events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        self.session.events.put(event)  # let _pump see it too (order is kept: nothing else reads)
+        self._pump()
+        return event
+
+    def poll(self) -> tuple[RankExit, ...]:
+        self._pump()
+        out = tuple(e for e in self._pending if not e.stopped_by_launcher)
+        self._pending = [e for e in self._pending if e.stopped_by_launcher]
+        return out
+
+    def helper_problem(self) -> Optional[str]:
+        self._pump()
+        return self._problem or self._helper_problem
+
+    def helpers_done(self) -> bool:
+        self._pump()
+        return self._helper_done or self._problem is not None
+
+    def close(self, grace: float) -> tuple[RankExit, ...]:
+        if self._closed:
+            return ()
+        self._closed = True
+        if self._started:
+            self.session.send(f"stop {grace:g}")
+            self.session.stop()
+            # The agent needs the grace period plus the time to report.
+            self.session.finished.wait(grace + 15.0)
+            self._pump()
+        self.session.close(timeout_s=1.0)
+        self._pump()
+        out = list(self._pending)
+        self._pending = []
+        for rank in self.ranks:
+            if rank not in self._reported:
+                # The agent went away without a word: it stops its ranks when its link dies
+                # (SIGTERM, then SIGKILL), which is what we record.
+                self._reported.add(rank)
+                out.append(RankExit(rank, self.host, None, signal.SIGTERM, stopped_by_launcher=True))
+        return tuple(out)
+
+    def new_log_lines(self) -> list[tuple[int, str]]:
+        self._pump()
+        lines, self._lines = self._lines, []
+        return lines
+
+    def log_tail(self, rank: int, lines: int = 20) -> str:
+        self._pump()
+        return "\n".join(self._tails.get(rank, "").splitlines()[-lines:])
+
+    def log_path(self, rank: int) -> str:
+        return f"{self.host}:{posixpath.join(self.job_dir, f'LOG{rank}', 'log.txt')}"
+
+
+def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
+                      **group_options: float) -> "Callable[[Plan], list[RankGroup]]":
+    """The ``group_factory`` for launch(): local hosts as LocalRankGroup, the others through agents."""
+    from launcher.local_group import LocalRankGroup
+
+    def factory(plan: "Plan") -> list[RankGroup]:
+        groups: list[RankGroup] = []
+        for entry in plan.hosts:
+            name = entry.host.name
+            if entry.host.local:
+                groups.append(LocalRankGroup(plan, name))
+            else:
+                groups.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python, **group_options))
+        return groups
+
+    return factory
