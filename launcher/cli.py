@@ -1,0 +1,238 @@
+"""launch-train: start a distributed DeepLabV3 (or any MindSpore) training job and supervise it.
+
+Usage
+    launch-train [options] [-- TRAINING ARGS]
+
+Everything after ``--`` is passed unchanged to every rank's program, e.g.
+    launch-train --platform CPU --devices 2 -- --config tiny_synthetic --data-root DIR --train-steps 20
+
+What it does
+    1. Plans the job: hosts x devices -> ranks (host-major), each with its device, global
+       rank, environment, command line, working directory LOG<rank> and CPU cores.
+    2. Renders, from the Jinja2 templates in job_templates/ (or --templates DIR), each
+       rank's LOG<rank>/env.sh and LOG<rank>/run.sh, plus the mpirun hostfile, the
+       scheduler's script, the rank table - and writes job.json before anything starts.
+    3. Starts every rank (each in its own session), watches all of them, shows a live
+       status line per rank (step, loss, s/step from `epoch: E step: S, loss is L` lines)
+       and prints the output of the --tee ranks prefixed [host:rank].
+    4. When any rank exits non-zero or is killed, stops all others (SIGTERM, 2.5 s grace,
+       SIGKILL of every process tree), names the failed rank, its exit code or signal,
+       its log and the log's last lines, and exits with that rank's status.
+
+Where it runs
+    --devices N               devices (ranks) per host; CPU default 1, GPU/Ascend default all found
+    --visible-devices LIST    exact device ids per host, e.g. 0,1,4-7 (GPU: nvidia-smi ids;
+                              Ascend: ids in hccn.conf or the rank table)
+    --hosts H1,H2,...         hosts, in rank order (default: this machine). Only names of this
+                              machine (localhost, 127.0.0.1, its hostname) work without the
+                              SSH support; other names need it.
+    --platform Ascend|GPU|CPU default: Ascend when npu-smi or /etc/hccn.conf exists, GPU when
+                              nvidia-smi lists GPUs, else CPU
+    --mode rank-table|mpirun|dynamic
+                              start mode; default Ascend -> rank-table, GPU -> mpirun, CPU -> dynamic
+    --rank-table FILE         Ascend rank table to use (copied to <job-dir>/rank_table.json);
+                              default: built with hccl/ from --hccn-conf
+    --hccn-conf FILE          device IP list for the rank table (default /etc/hccn.conf)
+    --sched-port PORT         dynamic mode scheduler port (default: a free port); checked free before start
+
+What each rank runs
+    --module MOD              python -m MOD (default deeplab.train)
+    --entry SCRIPT.py         python SCRIPT.py instead
+    --env KEY=VALUE           extra environment for every rank and the scheduler (repeatable; wins
+                              over everything the launcher sets)
+    --bind-cores / --no-bind-cores
+                              bind each rank to its share of this host's cores (default on; cores are
+                              split evenly between the host's ranks; CPU thread counts follow)
+    --templates DIR           your own templates (same file names as job_templates/: env.sh.j2,
+                              run.sh.j2, hostfile.j2, scheduler.sh.j2, mpirun.sh.j2, mpi_rank.sh.j2);
+                              files missing there come from the built-in ones
+
+Supervision
+    --job-dir DIR             default ./jobs/<job-id>, job id = UTC time + random suffix; must not
+                              exist or be empty
+    --max-restarts N          restart the whole job up to N times after a failure (default 0);
+                              deeplab.train gets --resume on restarts (it resumes from its newest
+                              checkpoint); each restart appends to the same log.txt after a marker line
+    --tee RANKS               ranks whose output is also printed here, prefixed [host:rank]
+                              (e.g. 0,1 or 0-3, all, none; default 0)
+    --status-interval S       seconds between status blocks when stderr is not a terminal (default 30)
+
+Looking before starting
+    --dry-run                 print the whole plan (every rank's host, device, cores, command and
+                              environment, the rank table, every rendered file); start and write nothing
+    --dry-run --json          the same as JSON: job.json as it would be written, plus "files"
+
+Start modes
+    dynamic     one scheduler (MS_ROLE=MS_SCHED, `python -m launcher.ms_scheduler`, scheduler/)
+                and one worker per device with MS_ROLE=MS_WORKER, MS_SCHED_HOST, MS_SCHED_PORT,
+                MS_WORKER_NUM, MS_NODE_ID, RANK_ID, RANK_SIZE, DEVICE_ID.
+    rank-table  one process per device with RANK_TABLE_FILE, DEVICE_ID, RANK_ID (from the
+                table), RANK_SIZE, SERVER_ID.
+    mpirun      one `mpirun -n N --hostfile <job>/hostfile` (mpirun.sh, output in mpirun.log); every
+                MPI process runs mpi_rank.sh -> LOG<rank>/run.sh for its OMPI_COMM_WORLD_RANK.
+    Every rank also gets RANK_ID, RANK_SIZE, DEVICE_ID, PYTHONUNBUFFERED=1 and
+    LAUNCH_TRAIN_JOB_DIR (used to find every process of the job when stopping it); GPU ranks get
+    CUDA_VISIBLE_DEVICES=<devices> and DEVICE_ID=<local index>; CPU ranks get
+    deeplab.cpu_tuning's environment (ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs, OMP/BLAS
+    threads = the rank's cores).
+
+Job directory
+    job.json            plan + status (schema 1), written first, rewritten at the end
+    LOG<rank>/env.sh    the rank's environment;  LOG<rank>/run.sh  `bash LOG3/run.sh` reruns rank 3
+    LOG<rank>/log.txt   the rank's stdout+stderr (appended to on restarts)
+    scheduler/run.sh, scheduler/log.txt          dynamic mode
+    rank_table.json                              rank-table mode
+    hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
+    The training program writes its own files in LOG<rank>/ (deeplab.train: ckpt/, config.yaml).
+
+Exit status
+    0        every rank exited 0
+    N        the first failing rank's exit code; 128+S when it was killed by signal S
+    130/143  the launcher got SIGINT (Ctrl-C) / SIGTERM; every rank was stopped
+    2        bad input (one line on stderr, nothing started, no job directory written):
+             unknown platform or mode, devices not available, invalid topology, port in use,
+             missing entry script, job dir not empty, a template with an undefined variable,
+             a bad hccn.conf or rank table
+    1        the scheduler failed while ranks were running
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn, Optional, Sequence
+
+from launcher.errors import LaunchError
+from launcher.platforms import MODES, parse_device_list
+
+PROG = "launch-train"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (the rule for every bad input), still exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog=PROG,
+        usage=f"{PROG} [options] [-- TRAINING ARGS]",
+        description=__doc__.split("\n\nWhere it runs")[0],
+        epilog="The full manual: python -m pydoc launcher.cli",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = p.add_argument_group("where it runs")
+    count = where.add_mutually_exclusive_group()
+    count.add_argument("--devices", type=int, metavar="N", help="devices (ranks) per host")
+    where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
+    where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
+    where.add_argument("--platform", metavar="Ascend|GPU|CPU", help="default: detected")
+    where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
+    where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
+    where.add_argument("--hccn-conf", type=Path, default=Path("/etc/hccn.conf"), metavar="FILE")
+    where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
+    what = p.add_argument_group("what each rank runs")
+    entry = what.add_mutually_exclusive_group()
+    entry.add_argument("--entry", type=Path, metavar="SCRIPT.py", help="run python SCRIPT.py")
+    entry.add_argument("--module", metavar="MOD", help="run python -m MOD (default deeplab.train)")
+    what.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    what.add_argument("--bind-cores", action=argparse.BooleanOptionalAction, default=True)
+    what.add_argument("--templates", type=Path, metavar="DIR", help="your own template directory")
+    sup = p.add_argument_group("supervision")
+    sup.add_argument("--job-dir", type=Path, metavar="DIR", help="default ./jobs/<job-id>")
+    sup.add_argument("--max-restarts", type=int, default=0, metavar="N")
+    sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
+    sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
+    look = p.add_argument_group("looking before starting")
+    look.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
+    look.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
+    return p
+
+
+def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Launcher options before the first ``--``, training args (unchanged) after it."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
+    from launcher.resolve import LaunchOptions, parse_env_assignment
+
+    visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
+    return LaunchOptions(
+        args=tuple(training_args),
+        devices=ns.devices,
+        visible_devices=visible,
+        hosts=ns.hosts,
+        platform=ns.platform,
+        mode=ns.mode,
+        rank_table=ns.rank_table,
+        hccn_conf=ns.hccn_conf,
+        sched_port=ns.sched_port,
+        entry=ns.entry,
+        module=ns.module,
+        job_dir=ns.job_dir,
+        env=tuple(parse_env_assignment(item) for item in ns.env),
+        bind_cores=ns.bind_cores,
+        max_restarts=ns.max_restarts,
+        templates=ns.templates,
+        tee=ns.tee,
+    )
+
+
+def _multi_host_hooks():
+    """The SSH support, when installed: a parser for remote host names and a group factory.
+
+    launcher/hosts.py may define ``parse_remote_host(text) -> Host``; launcher/remote.py may
+    define ``rank_groups(plan) -> Sequence[RankGroup]`` for plans with remote hosts.
+    """
+    try:
+        from launcher import hosts as hosts_module  # type: ignore[attr-defined]
+    except ImportError:
+        hosts_module = None
+    try:
+        from launcher import remote as remote_module  # type: ignore[attr-defined]
+    except ImportError:
+        remote_module = None
+    parser = getattr(hosts_module, "parse_remote_host", None)
+    factory = getattr(remote_module, "rank_groups", None)
+    return parser, factory
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(own)
+    if ns.json and not ns.dry_run:
+        print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
+        return 2
+    try:
+        return _run(ns, training_args)
+    except LaunchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
+    from launcher.launch import launch, local_groups, prepare
+    from launcher.resolve import resolve_spec
+
+    remote_parser, remote_factory = _multi_host_hooks()
+    spec = resolve_spec(options_from_args(ns, training_args), remote_parser=remote_parser)
+    if ns.dry_run:
+        from launcher.dry_run import plan_json, plan_text
+
+        plan, files = prepare(spec)
+        sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
+        return 0
+    factory = remote_factory if (remote_factory is not None and any(not h.local for h in spec.hosts)) else local_groups
+    result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

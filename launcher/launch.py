@@ -1,0 +1,238 @@
+"""``launch(spec) -> JobResult``: the library call behind launch-train.
+
+Order of events, so that bad input never leaves anything behind:
+plan (pure) -> render every file (pure; a template error stops here) -> check the job
+directory and the scheduler port -> create the job directory, write job.json
+("planned") and every rendered file -> start and supervise (job.json "running") ->
+restart the whole group up to ``max_restarts`` times -> job.json with every rank's
+outcome. Remote hosts are started by the ``group_factory`` the multi-host support
+passes in; the default handles this machine only.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, TextIO
+
+from launcher.errors import LaunchError
+from launcher.failures import JobFailed, RankExit, RankFailure
+from launcher.job_record import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
+from launcher.live_status import LiveStatus
+from launcher.local_group import LocalRankGroup
+from launcher.mpirun_group import MpirunGroup
+from launcher.plan import Plan, plan_job, plan_restart
+from launcher.ports import check_port_free
+from launcher.rank_group import RankGroup
+from launcher.render import RenderedFile, render_job, render_rank_scripts
+from launcher.spec import JobSpec
+from launcher.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
+
+GroupFactory = Callable[[Plan], Sequence[RankGroup]]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended. ``exit_code`` is what launch-train exits with."""
+
+    plan: Plan
+    state: str
+    exit_code: int
+    restarts: int
+    exits: tuple[RankExit, ...]
+    first_failure: Optional[RankFailure] = None
+    problem: Optional[str] = None
+
+    @property
+    def job_dir(self) -> Path:
+        return self.plan.spec.job_dir
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+    def check(self) -> "JobResult":
+        """Raise JobFailed (naming the first failing rank) unless the job succeeded."""
+        if not self.succeeded:
+            failures = [self.first_failure] if self.first_failure else []
+            raise JobFailed(failures, None if failures else (self.problem or f"job {self.state}"))
+        return self
+
+
+def local_groups(plan: Plan) -> list[RankGroup]:
+    """Groups for a job whose hosts are all this machine."""
+    remote = [h.host.name for h in plan.hosts if not h.host.local]
+    if remote:
+        raise LaunchError(f"--hosts {','.join(remote)}: remote hosts need the SSH support (launcher/hosts.py)")
+    if plan.spec.mode == "mpirun":
+        return [MpirunGroup(plan)]
+    return [LocalRankGroup(plan, entry.host.name) for entry in plan.hosts]
+
+
+def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
+    """Plan and render; pure, raises LaunchError on anything the user can fix."""
+    try:
+        plan = plan_job(spec)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    return plan, render_job(plan)
+
+
+def check_job_dir_free(job_dir: Path) -> None:
+    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
+        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+
+
+def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
+    """Create the job directory: job.json first, then every rendered file."""
+    job_dir = plan.spec.job_dir
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_job_json(job_dir, job_document(plan))
+    for item in files:
+        target = job_dir / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, item.text, executable=item.executable)
+
+
+def launch(
+    spec: JobSpec,
+    *,
+    group_factory: GroupFactory = local_groups,
+    out: Optional[TextIO] = None,
+    status_out: Optional[TextIO] = None,
+    is_tty: Optional[bool] = None,
+    plain_interval: float = 30.0,
+    grace: float = STOP_GRACE_S,
+    interrupt: Optional[Interrupt] = None,
+) -> JobResult:
+    """Run the job described by ``spec`` to the end; bad input raises LaunchError before anything starts."""
+    out = out if out is not None else sys.stdout
+    status_out = status_out if status_out is not None else sys.stderr
+    plan, files = prepare(spec)
+    check_job_dir_free(spec.job_dir)
+    if plan.scheduler is not None and spec.hosts[0].local:
+        check_port_free(plan.scheduler.port, plan.scheduler.address)
+    groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
+    write_job_files(plan, files)
+
+    interrupt = interrupt or Interrupt()
+    restore = _install_signal_handlers(interrupt)
+    started = utc_now()
+    t0 = time.monotonic()
+    all_exits: tuple[RankExit, ...] = ()
+    restarts = 0
+    try:
+        write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started)))
+        while True:
+            status = LiveStatus(
+                plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
+            )
+            outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace)
+            all_exits = merge_exits(all_exits, outcome.exits)
+            if outcome.state != "failed" or restarts >= spec.max_restarts:
+                break
+            restarts += 1
+            _say(status_out, f"{_describe(outcome)}; restarting the whole job ({restarts} of {spec.max_restarts})")
+            plan = plan_restart(plan)
+            _rewrite_rank_scripts(plan, restarts, started)
+            groups = group_factory(plan)
+    finally:
+        restore()
+    result = _result(plan, outcome, restarts, all_exits)
+    ended = utc_now()
+    final = JobStatus(
+        state=result.state,
+        started=started,
+        ended=ended,
+        wall_time_s=round(time.monotonic() - t0, 3),
+        exit_code=result.exit_code,
+        restarts=restarts,
+        rank_exits=all_exits,
+        first_failure=result.first_failure,
+    )
+    write_job_json(spec.job_dir, job_document(plan, final))
+    _report(status_out, result)
+    return result
+
+
+def _result(plan: Plan, outcome: AttemptOutcome, restarts: int, exits: tuple[RankExit, ...]) -> JobResult:
+    if outcome.state == "succeeded":
+        code = 0
+    elif outcome.state == "interrupted":
+        code = 128 + int(outcome.signal_received or signal.SIGINT)
+    elif outcome.first_failure is not None:
+        code = outcome.first_failure.status_code
+    else:
+        code = 1
+    return JobResult(
+        plan=plan,
+        state=outcome.state,
+        exit_code=code,
+        restarts=restarts,
+        exits=exits,
+        first_failure=outcome.first_failure,
+        problem=outcome.helper_problem,
+    )
+
+
+def _describe(outcome: AttemptOutcome) -> str:
+    if outcome.first_failure is not None:
+        return outcome.first_failure.describe()
+    return outcome.helper_problem or f"job {outcome.state}"
+
+
+def _report(stream: TextIO, result: JobResult) -> None:
+    job_dir = result.job_dir
+    if result.succeeded:
+        _say(stream, f"job {result.plan.spec.job_id} succeeded: {result.plan.rank_size} ranks; job dir {job_dir}")
+        return
+    if result.state == "interrupted":
+        _say(stream, f"interrupted: every rank stopped; job dir {job_dir} (exit {result.exit_code})")
+        return
+    _say(stream, _describe_result(result))
+    failure = result.first_failure
+    if failure is not None and failure.tail:
+        _say(stream, f"last lines of {failure.log_path}:")
+        stream.write("".join(f"    {line}\n" for line in failure.tail.splitlines()))
+    _say(stream, f"every other rank was stopped; job dir {job_dir} (exit {result.exit_code})")
+    stream.flush()
+
+
+def _describe_result(result: JobResult) -> str:
+    if result.first_failure is not None:
+        return result.first_failure.describe()
+    return result.problem or f"job {result.state}"
+
+
+def _say(stream: TextIO, message: str) -> None:
+    stream.write(f"launch-train: {message}\n")
+    stream.flush()
+
+
+def _rewrite_rank_scripts(plan: Plan, attempt: int, started: str) -> None:
+    job_dir = plan.spec.job_dir
+    for item in render_rank_scripts(plan):
+        write_atomic(job_dir / item.path, item.text, executable=item.executable)
+    for rank in plan.ranks:
+        with open(job_dir / rank.log_dir / "log.txt", "a", encoding="utf-8") as log:
+            log.write(f"==== launch-train: restart {attempt}: {' '.join(rank.command)} ====\n")
+    write_job_json(job_dir, job_document(plan, JobStatus(state="running", started=started, restarts=attempt)))
+
+
+def _install_signal_handlers(interrupt: Interrupt) -> Callable[[], None]:
+    """SIGINT/SIGTERM stop the job cleanly instead of killing the launcher mid-way (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: interrupt.trigger(signum))
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

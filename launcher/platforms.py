@@ -1,0 +1,141 @@
+"""Which accelerator platform this machine has, which devices it offers, and the default start mode.
+
+Effects are limited to looking at the machine (PATH lookups, ``nvidia-smi -L``, reading
+hccn.conf); the rest of the launcher gets the answers as plain values.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional, Sequence
+
+from launcher.errors import LaunchError
+
+PLATFORMS = ("Ascend", "GPU", "CPU")
+MODES = ("rank-table", "mpirun", "dynamic")
+DEFAULT_MODE = {"Ascend": "rank-table", "GPU": "mpirun", "CPU": "dynamic"}
+DEFAULT_HCCN_CONF = Path("/etc/hccn.conf")
+
+_GPU_LINE = re.compile(r"^GPU (\d+):", re.MULTILINE)
+
+
+def gpu_ids() -> tuple[int, ...]:
+    """GPU indices ``nvidia-smi -L`` lists; empty when there is no nvidia-smi or it fails."""
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if done.returncode != 0:
+        return ()
+    return tuple(int(m) for m in _GPU_LINE.findall(done.stdout))
+
+
+def detect_platform(hccn_conf: Path = DEFAULT_HCCN_CONF) -> str:
+    """Ascend when ``npu-smi`` or hccn.conf is present, GPU when nvidia-smi lists GPUs, else CPU."""
+    if shutil.which("npu-smi") is not None or Path(hccn_conf).exists():
+        return "Ascend"
+    if gpu_ids():
+        return "GPU"
+    return "CPU"
+
+
+def check_platform(name: str) -> str:
+    """Accept the platform name in any case; one line on anything else."""
+    for known in PLATFORMS:
+        if name.lower() == known.lower():
+            return known
+    raise LaunchError(f"--platform {name!r}: unknown platform (use Ascend, GPU or CPU)")
+
+
+def usable_cpus() -> tuple[int, ...]:
+    """Core ids this process may run on (respects taskset and cgroup cpusets)."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return tuple(range(os.cpu_count() or 1))
+
+
+def visible_gpu_ids(environ: Optional[dict] = None) -> tuple[int, ...]:
+    """GPUs this process may use: nvidia-smi's list, narrowed by CUDA_VISIBLE_DEVICES when set."""
+    found = gpu_ids()
+    env = os.environ if environ is None else environ
+    narrowed = env.get("CUDA_VISIBLE_DEVICES")
+    if narrowed is None or not narrowed.strip():
+        return found
+    try:
+        wanted = tuple(int(part) for part in narrowed.split(",") if part.strip())
+    except ValueError:
+        return found  # UUID-style lists: trust nvidia-smi
+    return tuple(d for d in wanted if d in found)
+
+
+def parse_device_list(text: str, flag: str = "--visible-devices") -> tuple[int, ...]:
+    """``0,1,4-7`` -> (0, 1, 4, 5, 6, 7); duplicates and negatives are errors."""
+    devices: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise LaunchError(f"{flag} {text!r}: expected device ids like 0,1,2 or 0-3")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise LaunchError(f"{flag} {text!r}: range {part} is backwards")
+        devices.extend(range(low, high + 1))
+    if len(set(devices)) != len(devices):
+        raise LaunchError(f"{flag} {text!r}: a device is listed twice")
+    return tuple(devices)
+
+
+def choose_devices(
+    platform: str,
+    count: Optional[int],
+    visible: Optional[Sequence[int]],
+    available: Sequence[int],
+    *,
+    source: str,
+) -> tuple[int, ...]:
+    """Device ids per host from ``--devices N`` / ``--visible-devices``, checked against what exists.
+
+    CPU "devices" are just rank slots (ids 0..N-1): more ranks than cores is allowed (the
+    caller warns). On GPU/Ascend every id must be one the machine offers (``source`` says
+    where that list came from, for the error line).
+    """
+    if count is not None and count < 1:
+        raise LaunchError(f"--devices {count}: must be at least 1")
+    if platform == "CPU":
+        if visible is not None:
+            return tuple(visible) if count is None or count == len(visible) else _count_mismatch(count, visible)
+        return tuple(range(count if count is not None else 1))
+    if visible is not None:
+        missing = [d for d in visible if d not in available]
+        if missing:
+            raise LaunchError(
+                f"--visible-devices: {platform} device(s) {','.join(map(str, missing))} not available "
+                f"({source} lists {_listing(available)})"
+            )
+        if count is not None and count != len(visible):
+            _count_mismatch(count, visible)
+        return tuple(visible)
+    if not available:
+        raise LaunchError(f"--platform {platform}: no {platform} devices found ({source} lists none)")
+    if count is None:
+        return tuple(available)
+    if count > len(available):
+        raise LaunchError(
+            f"--devices {count}: only {len(available)} {platform} device(s) available ({source} lists "
+            f"{_listing(available)})"
+        )
+    return tuple(available[:count])
+
+
+def _count_mismatch(count: int, visible: Sequence[int]) -> tuple[int, ...]:
+    raise LaunchError(f"--devices {count} disagrees with --visible-devices ({len(visible)} ids); give one of them")
+
+
+def _listing(ids: Sequence[int]) -> str:
+    return ",".join(map(str, ids)) if ids else "none"

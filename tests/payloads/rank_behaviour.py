@@ -1,0 +1,78 @@
+"""A test rank: records what it was given, prints progress lines, then behaves as asked.
+
+    python rank_behaviour.py [--steps N] [--step-time S] [--sleep S] [--fail-rank R --exit-code C]
+                             [--kill-rank R --signal NAME] [--spawn-orphan] [--ignore-term] [extra args...]
+
+record.json (in the working directory): argv, cwd, environment, pid, CPU affinity.
+The rank number comes from RANK_ID, else OMPI_COMM_WORLD_RANK.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def rank_number() -> int:
+    for name in ("RANK_ID", "OMPI_COMM_WORLD_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return -1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--step-time", type=float, default=0.0)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--fail-rank", type=int, default=None)
+    parser.add_argument("--exit-code", type=int, default=1)
+    parser.add_argument("--kill-rank", type=int, default=None)
+    parser.add_argument("--signal", default="SIGKILL")
+    parser.add_argument("--spawn-orphan", action="store_true", help="leave a setsid'd grandchild running")
+    parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (needs SIGKILL)")
+    args, extra = parser.parse_known_args()
+    rank = rank_number()
+    record = {
+        "argv": sys.argv[1:],
+        "extra": extra,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "pid": os.getpid(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "rank": rank,
+    }
+    with open("record.json.tmp", "w") as handle:
+        json.dump(record, handle)
+    os.replace("record.json.tmp", "record.json")
+    print(f"rank {rank} started pid {os.getpid()}", flush=True)
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.spawn_orphan:
+        subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
+    for step in range(1, args.steps + 1):
+        time.sleep(args.step_time)
+        print(f"epoch: 1 step: {step}, loss is {1.0 / step:.5f}", flush=True)
+    if args.fail_rank == rank:
+        time.sleep(args.sleep)
+        print(f"rank {rank} failing with exit code {args.exit_code}", flush=True)
+        return args.exit_code
+    if args.kill_rank == rank:
+        time.sleep(args.sleep)
+        print(f"rank {rank} killing itself with {args.signal}", flush=True)
+        os.kill(os.getpid(), getattr(signal, args.signal))
+        time.sleep(10)
+    if args.fail_rank is not None or args.kill_rank is not None:
+        time.sleep(300)  # the others wait to be stopped by the launcher
+    else:
+        time.sleep(args.sleep)
+    print(f"rank {rank} done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
