@@ -1,7 +1,6 @@
 """gen-rank-table through real subprocesses: generation, merge, check, and every bad input."""
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hccl import hccn_conf, rank_table
 from hccl.addresses import primary_ipv4
 from tests.test_hccl_rank_table import EXPECTED_0X_2P, EXPECTED_1_2_2P, EXPECTED_8P_10_0_0_1
 
@@ -221,7 +221,8 @@ def test_no_topology_check_relaxes_placement(tmp_path):
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["hccl_3p_234_10.0.0.1.json"]
     checked = run(["check", "hccl_3p_234_10.0.0.1.json"], tmp_path)
-    assert_bad_input(checked, tmp_path, ["hccl_3p_234_10.0.0.1.json"], "hccl_3p_234_10.0.0.1.json: server 10.0.0.1: 3 devices")
+    assert_bad_input(checked, tmp_path, ["hccl_3p_234_10.0.0.1.json"],
+                     "hccl_3p_234_10.0.0.1.json: server 10.0.0.1: 3 devices")
     relaxed = run(["check", "hccl_3p_234_10.0.0.1.json", "--no-topology-check"], tmp_path)
     assert relaxed.returncode == 0
     assert relaxed.stdout == "hccl_3p_234_10.0.0.1.json: ok, format 1.0, 1 server, 3 devices, ranks 0-2\n"
@@ -314,7 +315,8 @@ def _write_json(path, edit):
 
 @pytest.mark.parametrize("command, setup, fragment", [
     (["merge", "a.json", "gone.json"], None, "gone.json: no such file"),
-    (["merge", "a.json", "bad.json"], lambda d: (d / "bad.json").write_text("{]"), "bad.json: line 1 column 2: not valid JSON"),
+    (["merge", "a.json", "bad.json"], lambda d: (d / "bad.json").write_text("{]"),
+     "bad.json: line 1 column 2: not valid JSON"),
     (["merge", "a.json", "a.json"], None, "server 10.0.0.1 appears in more than one table"),
     (["merge", "a.json", "dir.json"], lambda d: (d / "dir.json").mkdir(), "dir.json: is a directory"),
     (["merge", "a.json", "b.json"], lambda d: (d / "hccl_2s_16p.json").write_text("x"),
@@ -333,8 +335,7 @@ def _write_json(path, edit):
 ])
 def test_merge_and_check_bad_input(tmp_path, command, setup, fragment):
     (tmp_path / "a.json").write_text(EXPECTED_8P_10_0_0_1)
-    shutil.copy(DATA / "sample_host_b.conf", tmp_path / "b.conf")
-    assert run(["--hccn-conf", "b.conf", "--server-ip", "10.0.0.2", "-o", "b.json"], tmp_path).returncode == 0
+    rank_table.write(rank_table.build("10.0.0.2", hccn_conf.read(SAMPLE_B)), tmp_path / "b.json")
     if setup is not None:
         setup(tmp_path)
     before = sorted(os.listdir(tmp_path))
