@@ -28,6 +28,15 @@ def _pyplot():
     return plt
 
 
+_LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _render(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
@@ -41,12 +50,16 @@ def loss_curves(logs: dict[int, TrainingLog]) -> Plot | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
-    for rank, log in ranks.items():
+    for index, (rank, log) in enumerate(ranks.items()):
         finite = [(p.global_step, p.loss) for p in log.losses if math.isfinite(p.loss)]
         if finite:
             steps, losses = zip(*finite)
-            ax.plot(steps, losses, marker="o" if len(finite) < 30 else None, markersize=3, label=f"rank {rank}")
+            # Ranks of a data-parallel job often log near-identical losses: vary the line
+            # style so no rank hides behind another.
+            ax.plot(steps, losses, linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
+                    marker="o" if len(finite) < 30 else None, markersize=3, label=f"rank {rank}")
     ax.set_xlabel("step")
+    _integer_ticks(ax.xaxis)
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize="small", ncol=max(1, len(ranks) // 8))
@@ -60,15 +73,18 @@ def step_times(logs: dict[int, TrainingLog]) -> Plot | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     if max(len(log.epochs) for log in ranks.values()) > 1:
-        for rank, log in ranks.items():
-            ax.plot(range(1, len(log.epochs) + 1), [e.step_time_ms for e in log.epochs], marker="o", label=f"rank {rank}")
+        for index, (rank, log) in enumerate(ranks.items()):
+            ax.plot(range(1, len(log.epochs) + 1), [e.step_time_ms for e in log.epochs], marker="o",
+                    linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], label=f"rank {rank}")
         ax.set_xlabel("epoch")
+        _integer_ticks(ax.xaxis)
+        ax.set_ylim(bottom=0)
         ax.legend(loc="upper right", fontsize="small")
     else:
         names = [f"rank {r}" for r in ranks]
         values = [log.mean_step_time_ms for log in ranks.values()]
         bars = ax.bar(names, values, color="tab:blue")
-        ax.bar_label(bars, fmt="%.1f", fontsize="small")
+        ax.bar_label(bars, fmt="%.1f ms", fontsize="small")
     ax.set_ylabel("per step time (ms)")
     ax.grid(True, axis="y", alpha=0.3)
     return Plot("Step time per rank", _render(fig))

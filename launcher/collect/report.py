@@ -21,10 +21,15 @@ def fmt(value: Any, pattern: str) -> str:
     return pattern % value
 
 
-def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog]) -> list[Plot]:
+def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog]) -> dict[str, Plot]:
+    """The plots there is data for: "loss", "step_time", "class_iou"."""
     evaluation = summary.get("evaluation") or {}
-    candidates = [loss_curves(logs), step_times(logs), class_iou(evaluation.get("per_class_iou") or {})]
-    return [plot for plot in candidates if plot is not None]
+    candidates = {
+        "loss": loss_curves(logs),
+        "step_time": step_times(logs),
+        "class_iou": class_iou(evaluation.get("per_class_iou") or {}),
+    }
+    return {name: plot for name, plot in candidates.items() if plot is not None}
 
 
 def render_report(
