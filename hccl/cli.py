@@ -34,6 +34,7 @@ table of this host, the same bytes as MindSpore model_zoo's hccl_tools.py:
                           0.x: the pre-1.0 MindSpore layout (board_id from --board-id,
                           default 0x002f on aarch64 and 0x0000 elsewhere; chip_info 910,
                           deploy_mode lab, group_list[].instance_list[], para_plane_nic_*).
+                          These flags are refused with the other layouts.
   --force                 overwrite an existing output file.
   --no-topology-check     allow device sets HCCL's placement rules forbid (below).
 The underscore spellings of hccl_tools.py (--device_num, --visible_devices, --server_ip)
@@ -141,7 +142,16 @@ def _output_path(args: argparse.Namespace, default_name: str) -> str:
     return os.path.join(args.output_dir, default_name)
 
 
+_FORMAT_ONLY_FLAGS = (("host_ip", "--host-ip", "1.2"), ("super_device_ids", "--super-device-ids", "1.2"),
+                      ("device_port", "--device-port", "1.2"), ("super_pod_id", "--super-pod-id", "1.2"),
+                      ("board_id", "--board-id", "0.x"))
+
+
 def generate(args: argparse.Namespace) -> int:
+    for attribute, flag, fmt in _FORMAT_ONLY_FLAGS:
+        # Silently dropping a field the user asked for would hide a wrong --format.
+        if getattr(args, attribute) is not None and args.format != fmt:
+            raise HcclError(f"{flag} only applies to --format {fmt} (this table is {args.format})")
     selection = select_devices(args.visible_devices, args.device_num)
     server_ip = require_ipv4(args.server_ip, "--server-ip") if args.server_ip else primary_ipv4()
     if not args.no_topology_check:

@@ -189,6 +189,8 @@ HALF_CONF = "".join(f"address_{i}=10.1.1.{i + 1}\n" for i in range(4))
     (GOOD_CONF, ["--device-port", "http"], "argument --device-port: invalid int value: 'http'"),
     (GOOD_CONF, ["--device-port", "0", "--format", "1.2"], "--device-port 0: not a TCP port"),
     (GOOD_CONF, ["--format", "1.2", "--super-device-ids", "1,2"], "--super-device-ids: 2 ids for 8 devices"),
+    (GOOD_CONF, ["--host-ip", "10.0.0.9"], "--host-ip only applies to --format 1.2 (this table is 1.0)"),
+    (GOOD_CONF, ["--board-id", "0x002f", "--format", "1.2"], "--board-id only applies to --format 0.x"),
     (GOOD_CONF, ["--output-dir", "nowhere"], "--output-dir nowhere: no such directory"),
     (GOOD_CONF, ["-o", "nowhere/t.json"], "nowhere/t.json: directory nowhere does not exist"),
     (GOOD_CONF, ["-o", "x.json", "--output-dir", "."], "not allowed with argument"),
