@@ -128,6 +128,7 @@ def test_missing_rank_dir_is_reported_and_others_collected(tmp_path: Path, capsy
     summary = json.loads((final / "summary.json").read_text())
     assert [r["collected"] for r in summary["ranks"]] == [True, False, True]
     assert summary["problems"][0]["kind"] == "missing_rank_dir" and summary["problems"][0]["rank"] == 1
+    assert summary["problems"][0]["host"] == "localhost"
     assert str(job_dir / "LOG1") in summary["problems"][0]["message"]
     assert (final / "LOG2/log.txt").is_file() and not (final / "LOG1").exists()
     assert summary["throughput_images_per_s"] is None  # rank 1 unknown: no made-up total

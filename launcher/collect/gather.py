@@ -88,7 +88,7 @@ class GatherPlan:
     """Which directories and files to take from one host."""
 
     host: HostEntry | None  # None: the launch host's job dir (job.json's own directory)
-    rank_dirs: tuple[tuple[int, str], ...]  # (rank, "LOG<rank>")
+    rank_dirs: tuple[tuple[int, str, str], ...]  # (rank, "LOG<rank>", host name in job.json)
     job_files: bool
     scheduler: bool
 
@@ -99,12 +99,12 @@ def plan_gather(job: JobRecord) -> list[GatherPlan]:
     scheduler_host = job.scheduler_host
     scheduler_is_remote = any(h.name == scheduler_host and not h.local for h in job.hosts)
     for host in job.hosts:
-        ranks = tuple((r.rank, r.log_dir) for r in job.ranks if r.host == host.name)
+        ranks = tuple((r.rank, r.log_dir, r.host) for r in job.ranks if r.host == host.name)
         takes_scheduler = scheduler_is_remote and host.name == scheduler_host
         if host.local or not (ranks or takes_scheduler):
             continue
         plans.append(GatherPlan(host, ranks, job_files=False, scheduler=takes_scheduler))
-    local_ranks = tuple((r.rank, r.log_dir) for r in job.ranks if job.host(r.host).local)
+    local_ranks = tuple((r.rank, r.log_dir, r.host) for r in job.ranks if job.host(r.host).local)
     plans.insert(0, GatherPlan(None, local_ranks, job_files=True, scheduler=not scheduler_is_remote))
     return plans
 
@@ -112,7 +112,7 @@ def plan_gather(job: JobRecord) -> list[GatherPlan]:
 def _gather_host(
     plan: GatherPlan, open_files: Callable[[GatherPlan], HostFiles], stage: Path, include_checkpoints: bool
 ) -> HostGather:
-    name = plan.host.name if plan.host is not None else "(job dir)"
+    name = plan.host.name if plan.host is not None else "job dir"
     started = time.perf_counter()
     result = HostGather(host=name, uri="")
     try:
@@ -120,8 +120,8 @@ def _gather_host(
     except ConnectionError as err:  # one line from the connection factory, reported as data
         result.error = str(err)
         result.problems.append(Problem("unreachable_host", f"host {name}: {result.error}", host=name))
-        for rank, _ in plan.rank_dirs:
-            result.problems.append(Problem("rank_not_collected", f"rank {rank}: host {name} unreachable", rank, name))
+        for rank, _, host in plan.rank_dirs:
+            result.problems.append(Problem("rank_not_collected", f"rank {rank}: host {host} unreachable", rank, host))
         result.seconds = time.perf_counter() - started
         return result
     result.uri = files.uri("")
@@ -134,16 +134,16 @@ def _gather_host(
                 wanted += files.walk(SCHEDULER_DIR)
             except FileNotFoundError:
                 pass  # only dynamic-mode jobs have a scheduler
-        for rank, log_dir in plan.rank_dirs:
+        for rank, log_dir, host in plan.rank_dirs:
             try:
                 wanted += files.walk(log_dir)
                 result.ranks_found.append(rank)
             except FileNotFoundError:
                 result.problems.append(
-                    Problem("missing_rank_dir", f"rank {rank}: {files.uri(log_dir)} does not exist", rank, name)
+                    Problem("missing_rank_dir", f"rank {rank}: {files.uri(log_dir)} does not exist", rank, host)
                 )
             except OSError as err:
-                result.problems.append(Problem("unreadable_file", f"rank {rank}: {files.uri(log_dir)}: {err}", rank, name))
+                result.problems.append(Problem("unreadable_file", f"rank {rank}: {files.uri(log_dir)}: {err}", rank, host))
         for item in wanted:
             if not include_checkpoints and item.rel.endswith(CHECKPOINT_SUFFIX):
                 continue
