@@ -20,7 +20,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
@@ -208,8 +208,12 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None
         conn.close()
 
 
-def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest) -> list[HostReport]:
-    """Check all hosts in parallel; return their reports in host order or raise PreflightFailed."""
+def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest,
+                  hccn_conf_for: Optional[Callable[[RemoteHost, str], str]] = None) -> list[HostReport]:
+    """Check all hosts in parallel; return their reports in host order or raise PreflightFailed.
+
+    ``hccn_conf_for(host, path)`` gives the hccn.conf path on that host (default: ``path``).
+    """
     config = fabric_config(options)
 
     def check(index_host: tuple[int, RemoteHost]) -> HostReport:
@@ -220,7 +224,8 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
             "devices": int(request.devices.get(host.host_name, 1)),
             "remote_python": request.remote_python,
             "scheduler_port": request.scheduler_port if index == 0 else None,
-            "hccn_conf": request.hccn_conf if request.platform == "Ascend" else None,
+            "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
+            if request.platform == "Ascend" and request.hccn_conf else None,
         }
         return check_host(host, options, payload, config)
 

@@ -61,10 +61,11 @@ class AgentSession:
     """One SSH connection to one host, carrying one agent."""
 
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
-                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None) -> None:
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None) -> None:
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
+        self.plan_host = plan_host or host.host_name  # the host's name in job.json
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
@@ -121,7 +122,7 @@ class AgentSession:
     def start(self, heartbeat_timeout_s: float) -> None:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
-        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.host.name, heartbeat_timeout_s))
+        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s))
         for target in (self._read_events, self._read_stderr, self._send_heartbeats):
             thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
             thread.start()
@@ -236,7 +237,7 @@ class RemoteHostGroup(RankGroup):
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.start_timeout_s = start_timeout_s
-        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config)
+        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config, plan_host=host)
         self._pending: list[RankExit] = []
         self._reported: set[int] = set()
         self._lines: list[tuple[int, str]] = []

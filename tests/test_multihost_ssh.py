@@ -63,7 +63,7 @@ def test_wrong_host_key_is_rejected(sshd_hosts, tmp_path):
 
 def test_preflight_passes_and_picks_scheduler_port(sshd_hosts, ssh_options, tmp_path):
     hosts = resolve_hosts(parse_hosts_arg("127.0.0.2,127.0.0.3"), ssh_options)
-    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={h.name: 1 for h in hosts},
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={h.host_name: 1 for h in hosts},
                                remote_python=sys.executable, scheduler_port=0)
     reports = run_preflight(hosts, ssh_options, request)
     assert [r.host for r in reports] == ["127.0.0.2", "127.0.0.3"]
@@ -77,7 +77,7 @@ def test_preflight_failure_table_names_host_and_check(sshd_hosts, ssh_options, t
     hccn.write_text("address_0=192.168.100.101\naddress_1=192.168.100.102\n")
     hosts = resolve_hosts(parse_hosts_arg(f"127.0.0.2,127.0.0.3,root@{UNREACHABLE_ADDRESS}"), ssh_options)
     request = PreflightRequest(job_dir=Path("/proc/version/job"), platform="Ascend",
-                               devices={h.name: 2 for h in hosts}, remote_python="/nonexistent/python",
+                               devices={h.host_name: 2 for h in hosts}, remote_python="/nonexistent/python",
                                hccn_conf=str(hccn))
     with pytest.raises(PreflightFailed) as error:
         run_preflight(hosts, ssh_options, request)
@@ -87,7 +87,7 @@ def test_preflight_failure_table_names_host_and_check(sshd_hosts, ssh_options, t
     assert "/nonexistent/python cannot run the probe" in table
 
     request = PreflightRequest(job_dir=Path("/proc/version/job"), platform="Ascend",
-                               devices={h.name: 4 for h in hosts[:2]}, remote_python=sys.executable,
+                               devices={h.host_name: 4 for h in hosts[:2]}, remote_python=sys.executable,
                                hccn_conf=str(hccn))
     with pytest.raises(PreflightFailed) as error:
         run_preflight(hosts[:2], ssh_options, request)
