@@ -185,43 +185,45 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
     )
 
 
-def _multi_host_hooks():
-    """The SSH support, when installed: a parser for remote host names and a group factory.
+def _multi_host_extension():
+    """The SSH support's CLI module, when installed (None otherwise).
 
-    launcher/hosts.py may define ``parse_remote_host(text) -> Host``; launcher/remote.py may
-    define ``rank_groups(plan) -> Sequence[RankGroup]`` for plans with remote hosts.
+    ``launcher/multihost_cli.py`` (owned by the multi-host support) may define:
+        add_arguments(parser)                  its own flags (SSH user, key, known_hosts, ...)
+        remote_host_parser(ns) -> Callable[[str], Host]   for --hosts names not of this machine
+        group_factory(ns, spec) -> Callable[[Plan], Sequence[RankGroup]]   for jobs with remote hosts
     """
     try:
-        from launcher import hosts as hosts_module  # type: ignore[attr-defined]
+        from launcher import multihost_cli  # type: ignore[attr-defined]
     except ImportError:
-        hosts_module = None
-    try:
-        from launcher import remote as remote_module  # type: ignore[attr-defined]
-    except ImportError:
-        remote_module = None
-    parser = getattr(hosts_module, "parse_remote_host", None)
-    factory = getattr(remote_module, "rank_groups", None)
-    return parser, factory
+        return None
+    return multihost_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
-    ns = build_parser().parse_args(own)
+    extension = _multi_host_extension()
+    parser = build_parser()
+    if extension is not None and hasattr(extension, "add_arguments"):
+        extension.add_arguments(parser)
+    ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
     try:
-        return _run(ns, training_args)
+        return _run(ns, training_args, extension)
     except LaunchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
+def _run(ns: argparse.Namespace, training_args: Sequence[str], extension) -> int:
     from launcher.launch import launch, local_groups, prepare
     from launcher.resolve import resolve_spec
 
-    remote_parser, remote_factory = _multi_host_hooks()
+    remote_parser = None
+    if extension is not None and hasattr(extension, "remote_host_parser"):
+        remote_parser = extension.remote_host_parser(ns)
     spec = resolve_spec(options_from_args(ns, training_args), remote_parser=remote_parser)
     if ns.dry_run:
         from launcher.dry_run import plan_json, plan_text
@@ -229,7 +231,9 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
         return 0
-    factory = remote_factory if (remote_factory is not None and any(not h.local for h in spec.hosts)) else local_groups
+    factory = local_groups
+    if extension is not None and hasattr(extension, "group_factory") and any(not h.local for h in spec.hosts):
+        factory = extension.group_factory(ns, spec)
     result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
     return result.exit_code
 

@@ -17,8 +17,8 @@ from typing import Optional
 from launcher.failures import RankExit
 from launcher.job_record import utc_now
 from launcher.log_follow import LogFollower, tail_lines
-from launcher.plan import JOB_MARKER_VAR, Plan, Rank
-from launcher.process_tree import stop_trees, sweep_job
+from launcher.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR, Plan, Rank
+from launcher.process_tree import group_marker, stop_trees, sweep_group
 from launcher.rank_group import RankGroup
 
 
@@ -32,10 +32,11 @@ class _Running:
     reported: bool = False
 
 
-def popen_script(script: Path, job_dir: Path, log_path: Path) -> subprocess.Popen:
+def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subprocess.Popen:
     """``bash script`` as a new session; early bash errors (before run.sh's own redirect) land in the log too."""
     env = dict(os.environ)
     env[JOB_MARKER_VAR] = str(job_dir)
+    env[GROUP_MARKER_VAR] = group_marker(str(job_dir), host)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             ["bash", str(script)],
@@ -63,11 +64,11 @@ class LocalRankGroup(RankGroup):
     def start(self) -> None:
         if self._scheduler is not None:
             sched_dir = self.job_dir / self._scheduler.log_dir
-            self._scheduler_proc = popen_script(sched_dir / "run.sh", self.job_dir, sched_dir / "log.txt")
+            self._scheduler_proc = popen_script(sched_dir / "run.sh", self.job_dir, sched_dir / "log.txt", self.host)
         for rank in self._ranks:
             log_dir = self.job_dir / rank.log_dir
             follower = LogFollower.from_end(log_dir / "log.txt")
-            proc = popen_script(log_dir / "run.sh", self.job_dir, log_dir / "log.txt")
+            proc = popen_script(log_dir / "run.sh", self.job_dir, log_dir / "log.txt", self.host)
             self._running[rank.rank] = _Running(rank, proc, utc_now(), time.monotonic(), follower)
 
     def poll(self) -> tuple[RankExit, ...]:
@@ -120,7 +121,7 @@ class LocalRankGroup(RankGroup):
                 stopped.append(self._exit(item, code, stopped=True))
         if self._scheduler_proc is not None:
             self._scheduler_proc.wait()
-        sweep_job(str(self.job_dir))
+        sweep_group(str(self.job_dir), self.host)
         return tuple(stopped)
 
     def new_log_lines(self) -> list[tuple[int, str]]:

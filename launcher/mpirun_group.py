@@ -19,7 +19,7 @@ from launcher.job_record import utc_now
 from launcher.local_group import popen_script
 from launcher.log_follow import LogFollower, tail_lines
 from launcher.plan import Plan
-from launcher.process_tree import stop_trees, sweep_job
+from launcher.process_tree import stop_trees, sweep_group
 from launcher.rank_group import RankGroup
 
 EXIT_STATUS_FILE = "exit_status"
@@ -55,7 +55,7 @@ class MpirunGroup(RankGroup):
             self._followers[rank] = LogFollower.from_end(self.job_dir / f"LOG{rank}" / "log.txt")
         self._started = utc_now()
         self._started_mono = time.monotonic()
-        self._proc = popen_script(self.job_dir / "mpirun.sh", self.job_dir, self.job_dir / MPIRUN_LOG)
+        self._proc = popen_script(self.job_dir / "mpirun.sh", self.job_dir, self.job_dir / MPIRUN_LOG, self.host)
 
     def _times(self) -> dict:
         return {"started": self._started, "ended": utc_now(), "duration_s": round(time.monotonic() - self._started_mono, 3)}
@@ -109,7 +109,7 @@ class MpirunGroup(RankGroup):
                 else RankExit(rank, self._host_of[rank], None, signal.SIGTERM.value, **times)
             )
             stopped.append(RankExit(**{**exit_.__dict__, "stopped_by_launcher": True}))
-        sweep_job(str(self.job_dir))
+        sweep_group(str(self.job_dir), self.host)
         return tuple(stopped)
 
     def new_log_lines(self) -> list[tuple[int, str]]:

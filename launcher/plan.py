@@ -15,9 +15,11 @@ from typing import Mapping, Optional, Sequence
 from launcher.host_list import Host
 from launcher.spec import JobSpec
 
-# Set for every process of a job (ranks and scheduler): the supervisor's last sweep finds
-# anything that escaped its process tree by this variable.
+# Set for every process of a job (ranks and scheduler, in env.sh): names the job a process belongs to.
 JOB_MARKER_VAR = "LAUNCH_TRAIN_JOB_DIR"
+# Set by the group that starts a process (not in env.sh): "<job dir>@<host name>", so a group's
+# sweep never touches the processes of another "host" that happens to be this same machine.
+GROUP_MARKER_VAR = "LAUNCH_TRAIN_GROUP"
 SCHEDULER_MODULE = "launcher.ms_scheduler"
 RESUME_FLAG = "--resume"
 RESUMABLE_MODULES = frozenset({"deeplab.train"})

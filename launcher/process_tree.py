@@ -1,7 +1,7 @@
 """Stopping processes for good: SIGTERM, a short grace, then SIGKILL of the whole tree.
 
-Every process of a job carries ``LAUNCH_TRAIN_JOB_DIR=<job dir>`` in its environment;
-``sweep_job`` finds and kills any that escaped their process tree (a daemon that called
+Every process a group starts carries ``LAUNCH_TRAIN_GROUP=<job dir>@<host>`` in its
+environment (and ``LAUNCH_TRAIN_JOB_DIR=<job dir>`` from env.sh); ``sweep_group`` finds and kills any that escaped their process tree (a daemon that called
 setsid, a child reparented to init), so nothing of a job outlives the launcher.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterable
 
 import psutil
 
-from launcher.plan import JOB_MARKER_VAR
+from launcher.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -79,24 +79,28 @@ def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Pr
     return alive
 
 
-def job_processes(job_dir: str, exclude: Iterable[int] = ()) -> list[psutil.Process]:
-    """Processes whose environment says they belong to the job in ``job_dir``."""
+def group_marker(job_dir: str, host: str) -> str:
+    return f"{job_dir}@{host}"
+
+
+def job_processes(job_dir: str, exclude: Iterable[int] = (), *, var: str = JOB_MARKER_VAR) -> list[psutil.Process]:
+    """Processes whose environment says they belong to the job in ``job_dir`` (``var`` = its value)."""
     skip = {os.getpid(), *exclude}
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid in skip:
             continue
         try:
-            if proc.environ().get(JOB_MARKER_VAR) == job_dir:
+            if proc.environ().get(var) == job_dir:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
 
 
-def sweep_job(job_dir: str) -> int:
-    """SIGKILL whatever of the job is still running anywhere on this host; returns how many."""
-    stray = job_processes(job_dir)
+def sweep_group(job_dir: str, host: str) -> int:
+    """SIGKILL whatever a group of this job started and is still running on this machine; returns how many."""
+    stray = job_processes(group_marker(job_dir, host), var=GROUP_MARKER_VAR)
     for proc in stray:
         try:
             proc.kill()
