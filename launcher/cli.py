@@ -34,6 +34,7 @@ Where it runs
                               default: built with hccl/ from --hccn-conf
     --hccn-conf FILE          device IP list for the rank table (default /etc/hccn.conf)
     --sched-port PORT         dynamic mode scheduler port (default: a free port); checked free before start
+    --no-topology-check       accept device sets HCCL does not support (1, 2, 4 or 8 devices per server)
 
 What each rank runs
     --module MOD              python -m MOD (default deeplab.train)
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
     where.add_argument("--hccn-conf", type=Path, default=Path("/etc/hccn.conf"), metavar="FILE")
     where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
+    where.add_argument("--no-topology-check", dest="topology_check", action="store_false",
+                       help="accept rank tables with device sets HCCL does not support")
     what = p.add_argument_group("what each rank runs")
     entry = what.add_mutually_exclusive_group()
     entry.add_argument("--entry", type=Path, metavar="SCRIPT.py", help="run python SCRIPT.py")
@@ -182,6 +185,7 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
         max_restarts=ns.max_restarts,
         templates=ns.templates,
         tee=ns.tee,
+        topology_check=ns.topology_check,
     )
 
 

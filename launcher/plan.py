@@ -176,11 +176,11 @@ def plan_job(spec: JobSpec) -> Plan:
 
 def plan_restart(plan: Plan) -> Plan:
     """The plan for the next attempt: same ranks; ``--resume`` added for deeplab.train."""
-    spec = plan.spec
-    resumable = spec.entry.module in RESUMABLE_MODULES and RESUME_FLAG not in spec.args
-    ranks = plan.ranks
-    if resumable:
-        ranks = tuple(replace(r, command=r.command + (RESUME_FLAG,)) for r in ranks)
+    resumable = plan.spec.entry.module in RESUMABLE_MODULES
+    ranks = tuple(
+        replace(r, command=r.command + (RESUME_FLAG,)) if resumable and RESUME_FLAG not in r.command else r
+        for r in plan.ranks
+    )
     return replace(plan, ranks=ranks, attempt=plan.attempt + 1)
 
 

@@ -57,6 +57,7 @@ class LaunchOptions:
     templates: Optional[Path] = None
     tee: str = "0"
     python: Optional[str] = None
+    topology_check: bool = True
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -205,7 +206,7 @@ def _ascend(options: LaunchOptions, mode: str, hosts: tuple[Host, ...]):
             if not path.is_file():
                 raise LaunchError(f"--rank-table {path}: no such file")
             table = rank_table.load(path)
-            rank_table.validate(table)
+            rank_table.validate(table, topology_check=options.topology_check)
             text = path.read_text()
             if mode != "rank-table":
                 raise LaunchError("--rank-table: only used with --mode rank-table")
@@ -225,7 +226,7 @@ def _ascend(options: LaunchOptions, mode: str, hosts: tuple[Host, ...]):
         if len(hosts) > 1:
             raise LaunchError("--hosts: building a rank table for several hosts needs the SSH support; give --rank-table")
         table = rank_table.build(hosts[0].address, {d: ips[d] for d in devices}, devices=list(devices))
-        rank_table.validate(table)
+        rank_table.validate(table, topology_check=options.topology_check)
         return table, rank_table.dumps(table), devices
     except HcclError as exc:
         raise LaunchError(str(exc)) from None

@@ -144,17 +144,23 @@ def _gather_host(
                 )
             except OSError as err:
                 result.problems.append(Problem("unreadable_file", f"rank {rank}: {files.uri(log_dir)}: {err}", rank, host))
+        wanted = [w for w in wanted if include_checkpoints or not w.rel.endswith(CHECKPOINT_SUFFIX)]
         for item in wanted:
-            if not include_checkpoints and item.rel.endswith(CHECKPOINT_SUFFIX):
-                continue
-            dest = stage.joinpath(*item.rel.split("/"))
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            stage.joinpath(*item.rel.split("/")).parent.mkdir(parents=True, exist_ok=True)
+
+        def fetch(item: SourceFile) -> ManifestEntry | Problem:
             try:
-                fetched = files.fetch(item, dest)
-            except OSError as err:
-                result.problems.append(Problem("unreadable_file", f"{files.uri(item.rel)}: {err}", host=name))
-                continue
-            result.entries.append(ManifestEntry(item.rel, files.uri(item.rel), fetched.method, item.size, fetched.sha256))
+                fetched = files.fetch(item, stage.joinpath(*item.rel.split("/")))
+            except (FileNotFoundError, PermissionError) as err:  # vanished since listed, or not ours to read
+                return Problem("unreadable_file", f"{files.uri(item.rel)}: {err.strerror or err}", host=name)
+            return ManifestEntry(item.rel, files.uri(item.rel), fetched.method, item.size, fetched.sha256)
+
+        with ThreadPoolExecutor(max_workers=files.parallel_fetches) as pool:
+            for outcome in pool.map(fetch, wanted):
+                if isinstance(outcome, Problem):
+                    result.problems.append(outcome)
+                else:
+                    result.entries.append(outcome)
     except OSError as err:  # the connection dropped mid-way: keep what arrived
         result.error = str(err)
         result.problems.append(Problem("unreachable_host", f"host {name}: lost while gathering: {err}", host=name))

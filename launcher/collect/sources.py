@@ -43,6 +43,10 @@ class Fetched:
 class HostFiles(ABC):
     """A host's job directory, readable file by file."""
 
+    # How many files fetch() may be called on at once: local copies are bound by hashing
+    # and copying on the CPU, so one per core; one SFTP session is used by one thread.
+    parallel_fetches = 1
+
     def __init__(self, root: str) -> None:
         self.root = root
 
@@ -81,6 +85,8 @@ def _copy_hashing(read: Any, dest: Path, chunk_size: int = CHUNK) -> str:
 
 
 class LocalFiles(HostFiles):
+    parallel_fetches = max(1, os.cpu_count() or 1)
+
     def __init__(self, root: str, cache: HashCache, allow_links: bool = True) -> None:
         super().__init__(root)
         self.cache = cache
@@ -140,6 +146,9 @@ class SftpFiles(HostFiles):
         self.sftp = sftp
         self.host_uri = host_uri  # e.g. "ssh://user@127.0.0.2:22"
         self._on_close = on_close
+        import paramiko  # only here: local collections never pay its import
+
+        self._ssh_exception = paramiko.SSHException
 
     def _path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
@@ -170,10 +179,14 @@ class SftpFiles(HostFiles):
         return SourceFile(rel, int(attr.st_size or 0), float(attr.st_mtime or 0))
 
     def fetch(self, item: SourceFile, dest: Path) -> Fetched:
-        with self.sftp.open(self._path(item.rel), "rb") as remote:
-            # Pipelined reads: without prefetch every 32 KiB read is one round trip.
-            remote.prefetch(item.size)
-            digest = _copy_hashing(remote.read, dest, SFTP_CHUNK)
+        try:
+            with self.sftp.open(self._path(item.rel), "rb") as remote:
+                # Pipelined reads: without prefetch every 32 KiB read is one round trip.
+                remote.prefetch(item.size)
+                digest = _copy_hashing(remote.read, dest, SFTP_CHUNK)
+        except (EOFError, self._ssh_exception) as err:
+            # The session died: an OSError for the caller, which keeps what already arrived.
+            raise ConnectionError(f"SFTP session lost: {err}") from None
         os.utime(dest, (item.mtime, item.mtime))
         return Fetched("sftp", digest)
 

@@ -1,0 +1,161 @@
+"""The plan as a pure function: ranks, environments, cores, rank-table numbering, restarts."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hccl import rank_table
+from launcher.host_list import Host, parse_hosts
+from launcher.errors import LaunchError
+from launcher.plan import JOB_MARKER_VAR, plan_job, plan_restart, split_cores
+from launcher.spec import Entry, JobSpec
+
+JOB_DIR = Path("/jobs/j1")
+AVX512 = frozenset({"avx2", "avx512f"})
+
+
+def host(name: str = "node0", address: str = "127.0.0.1", cpus=(0, 1, 2, 3), local=True) -> Host:
+    return Host(name=name, address=address, local=local, cpus=tuple(cpus), cpu_flags=AVX512)
+
+
+def spec(**changes) -> JobSpec:
+    base = dict(
+        job_id="j1",
+        job_dir=JOB_DIR,
+        created="2026-01-01T00:00:00Z",
+        hosts=(host(),),
+        devices=(0, 1),
+        platform="CPU",
+        mode="dynamic",
+        entry=Entry(module="deeplab.train"),
+        python="/venv/bin/python",
+        args=("--config", "tiny_synthetic"),
+        sched_port=8118,
+    )
+    base.update(changes)
+    return JobSpec(**base)
+
+
+def test_dynamic_cpu_ranks_get_the_scheduler_worker_environment_and_cpu_tuning():
+    plan = plan_job(spec(env={"GLOG_v": "3", "OMP_NUM_THREADS": "7"}))
+    assert [r.rank for r in plan.ranks] == [0, 1]
+    r1 = plan.ranks[1]
+    assert r1.log_dir == "LOG1" and r1.local_index == 1 and r1.device_id == 1
+    assert r1.command == ("/venv/bin/python", "-m", "deeplab.train", "--config", "tiny_synthetic")
+    env = r1.env
+    assert {k: env[k] for k in ("MS_ROLE", "MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM", "MS_NODE_ID")} == {
+        "MS_ROLE": "MS_WORKER", "MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": "8118",
+        "MS_WORKER_NUM": "2", "MS_NODE_ID": "1",
+    }
+    assert (env["RANK_ID"], env["RANK_SIZE"], env["DEVICE_ID"]) == ("1", "2", "1")
+    assert env[JOB_MARKER_VAR] == str(JOB_DIR)
+    # 4 cores, 2 ranks: two cores each, and the thread counts follow; --env wins.
+    assert r1.cpus == (2, 3)
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["OPENBLAS_NUM_THREADS"] == "2"
+    assert env["OMP_NUM_THREADS"] == "7" and env["GLOG_v"] == "3"
+    sched = plan.scheduler
+    assert sched is not None and sched.env["MS_ROLE"] == "MS_SCHED" and sched.port == 8118
+    assert sched.command == ("/venv/bin/python", "-m", "launcher.ms_scheduler")
+
+
+def test_no_bind_cores_leaves_ranks_unbound_but_splits_threads():
+    plan = plan_job(spec(bind_cores=False))
+    assert all(r.cpus is None for r in plan.ranks)
+    assert plan.ranks[0].env["OMP_NUM_THREADS"] == "2"
+
+
+def test_gpu_ranks_see_the_chosen_devices_and_pick_by_local_index():
+    plan = plan_job(spec(platform="GPU", mode="mpirun", devices=(2, 3), sched_port=None))
+    assert plan.scheduler is None
+    assert [r.device_id for r in plan.ranks] == [2, 3]
+    assert plan.ranks[1].env["CUDA_VISIBLE_DEVICES"] == "2,3" and plan.ranks[1].env["DEVICE_ID"] == "1"
+    assert "ONEDNN_MAX_CPU_ISA" not in plan.ranks[0].env
+
+
+def test_rank_table_mode_takes_rank_ids_from_the_table():
+    table = rank_table.build("127.0.0.1", {4: "10.0.0.5", 5: "10.0.0.6"}, devices=[5, 4])
+    plan = plan_job(
+        spec(platform="Ascend", mode="rank-table", devices=(4, 5), sched_port=None,
+             rank_table=table, rank_table_json=rank_table.dumps(table))
+    )
+    by_device = {r.device_id: r for r in plan.ranks}
+    assert by_device[5].rank == 0 and by_device[4].rank == 1
+    assert by_device[4].env["RANK_TABLE_FILE"] == str(JOB_DIR / "rank_table.json")
+    assert by_device[4].env["SERVER_ID"] == "0" and by_device[4].env["DEVICE_ID"] == "4"
+
+
+def test_rank_table_that_does_not_match_the_devices_is_refused():
+    table = rank_table.build("127.0.0.1", {0: "10.0.0.1", 1: "10.0.0.2"}, devices=[0, 1])
+    with pytest.raises(ValueError, match="lists devices"):
+        plan_job(spec(platform="Ascend", mode="rank-table", devices=(0, 1, 2, 3), sched_port=None,
+                      rank_table=table, rank_table_json=rank_table.dumps(table)))
+
+
+def test_two_hosts_are_host_major_and_the_scheduler_is_on_the_first():
+    hosts = (host("a", "10.0.0.1", local=False), host("b", "10.0.0.2", local=False))
+    plan = plan_job(spec(hosts=hosts))
+    assert [(r.host, r.local_index, r.rank) for r in plan.ranks] == [("a", 0, 0), ("a", 1, 1), ("b", 0, 2), ("b", 1, 3)]
+    assert all(r.env["MS_SCHED_HOST"] == "10.0.0.1" and r.env["MS_WORKER_NUM"] == "4" for r in plan.ranks)
+    assert [h.slots for h in plan.hosts] == [2, 2]
+
+
+def test_restart_adds_resume_once_for_deeplab_train_only():
+    plan = plan_job(spec())
+    again = plan_restart(plan_restart(plan))
+    assert again.attempt == 2 and again.ranks[0].command.count("--resume") == 1
+    script = plan_job(spec(entry=Entry(script=Path("/x/train.py"))))
+    assert plan_restart(script).ranks[0].command == script.ranks[0].command
+
+
+def test_spec_validation_names_the_problem():
+    with pytest.raises(ValueError, match="--max-restarts"):
+        spec(max_restarts=-1)
+    with pytest.raises(ValueError, match="scheduler port"):
+        spec(sched_port=None)
+    with pytest.raises(ValueError, match="--tee 5"):
+        spec(tee=frozenset({5}))
+    with pytest.raises(ValueError, match="--env"):
+        spec(env={"BAD-NAME": "1"})
+    with pytest.raises(ValueError, match="distinct"):
+        spec(devices=(1, 1))
+    with pytest.raises(ValueError, match="host name"):
+        Host(name="a;rm -rf /", address="127.0.0.1")
+
+
+def test_hosts_accept_only_this_machine_without_ssh_support():
+    mine = {"localhost", "127.0.0.1", "vm"}
+    assert [h.local for h in parse_hosts("localhost", names_of_this_machine=mine)] == [True]
+    with pytest.raises(LaunchError, match="remote hosts need the SSH support"):
+        parse_hosts("localhost,gpu-node-7", names_of_this_machine=mine)
+    with pytest.raises(LaunchError, match="both this machine"):
+        parse_hosts("localhost,127.0.0.1", names_of_this_machine=mine)
+    remote = parse_hosts("other", lambda text: Host(name=text, address="10.1.1.1", local=False), names_of_this_machine=mine)
+    assert remote[0].address == "10.1.1.1" and not remote[0].local
+
+
+@given(cores=st.integers(1, 64), ranks=st.integers(1, 80))
+@settings(max_examples=200, deadline=None)
+def test_split_cores_gives_every_rank_cores_and_never_shares_when_there_are_enough(cores, ranks):
+    cpus = list(range(100, 100 + cores))
+    shares = split_cores(cpus, ranks)
+    assert len(shares) == ranks and all(shares)
+    flat = [c for share in shares for c in share]
+    assert set(flat) <= set(cpus)
+    if ranks <= cores:
+        assert len(flat) == len(set(flat)) == cores  # disjoint, and every core used
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+@given(n_hosts=st.integers(1, 4), n_devices=st.integers(1, 8))
+@settings(max_examples=50, deadline=None)
+def test_plans_number_ranks_densely_and_give_each_its_own_log_dir(n_hosts, n_devices):
+    hosts = tuple(host(f"h{i}", f"10.0.0.{i + 1}", local=False) for i in range(n_hosts))
+    plan = plan_job(spec(hosts=hosts, devices=tuple(range(n_devices))))
+    assert [r.rank for r in plan.ranks] == list(range(n_hosts * n_devices))
+    assert len({r.log_dir for r in plan.ranks}) == len(plan.ranks)
+    assert len({(r.host, r.device_id) for r in plan.ranks}) == len(plan.ranks)
+    assert {r.env["MS_NODE_ID"] for r in plan.ranks} == {str(i) for i in range(len(plan.ranks))}
