@@ -34,9 +34,11 @@ def tree(root: Path) -> dict[str, tuple[int, int, str]]:
 @pytest.fixture
 def good_job(tmp_path: Path) -> Path:
     return make_job(tmp_path / "jobs", [
-        RankSpec(0, losses=[1.2, 0.9, 0.7, 0.55, 0.41, 0.38], steps_per_epoch=3, step_time_ms=125.0,
+        RankSpec(0, losses=[1.2, 0.9, 0.7, 0.55, 0.41, 0.38, 0.37, 0.36, 0.35, 0.34, 0.33, 0.32], steps_per_epoch=3,
+                 step_time_ms=125.0, first_step_time_ms=4000.0,
                  ckpts={"deeplab-1_3.ckpt": 2 * MIB, "deeplab-2_3.ckpt": 2 * MIB + 17}),
-        RankSpec(1, losses=[1.3, 0.95, 0.72, 0.6, 0.45, 0.39], steps_per_epoch=3, step_time_ms=130.0),
+        RankSpec(1, losses=[1.3, 0.95, 0.72, 0.6, 0.45, 0.39, 0.38, 0.37, 0.36, 0.35, 0.34, 0.31], steps_per_epoch=3,
+                 step_time_ms=130.0, first_step_time_ms=4100.0),
     ])
 
 
@@ -48,9 +50,9 @@ def test_summary_numbers_are_the_logged_ones_and_hashes_match(good_job: Path, tm
     assert out.strip().splitlines()[-1] == f"report: {final / 'report.html'}"
     summary = json.loads((final / "summary.json").read_text())
     rank0, rank1 = summary["ranks"]
-    assert (rank0["final_loss"], rank1["final_loss"]) == (0.38, 0.39)
-    assert (rank0["steps"], rank0["epochs"]) == (6, 2)
-    assert rank0["mean_step_time_ms"] == 125.0
+    assert (rank0["final_loss"], rank1["final_loss"]) == (0.32, 0.31)
+    assert (rank0["steps"], rank0["epochs"]) == (12, 4)
+    assert rank0["mean_step_time_ms"] == 125.0 and rank0["first_epoch_step_time_ms"] == 4000.0
     assert rank0["batch_size"] == 4 and rank0["images_per_s"] == pytest.approx(4 * 1000 / 125.0)
     assert summary["throughput_images_per_s"] == pytest.approx(4000 / 125.0 + 4000 / 130.0)
     assert summary["wall_time_s"] == 60.0 and summary["problems"] == []
@@ -88,7 +90,7 @@ def test_collecting_twice_overwrites_nothing_and_into_writes_elsewhere(good_job:
     status, out, err = run_cli([str(good_job), "-o", str(results), "--into", str(again)], capsys)
     assert status == 0, err
     assert tree(first) == before
-    assert json.loads((again / "summary.json").read_text())["ranks"][0]["final_loss"] == 0.38
+    assert json.loads((again / "summary.json").read_text())["ranks"][0]["final_loss"] == 0.32
     status, _, err = run_cli([str(good_job), "--into", str(again)], capsys)
     assert status == 2 and "already exists" in err
 

@@ -67,10 +67,13 @@ def test_global_steps_are_kept():
     assert parse_training_log("\n".join(lines) + "\n").steps == 15
 
 
-def test_mean_step_time_and_last_miou():
-    text = "Epoch time: 1000, per step time: 100\nEpoch time: 600, per step time: 60\nmIoU = 0.1\nmIoU = 0.25\n"
+def test_mean_step_time_leaves_out_the_compiling_first_epoch_and_last_miou_wins():
+    text = ("Epoch time: 13000, per step time: 13000\nEpoch time: 600, per step time: 60\n"
+            "Epoch time: 1000, per step time: 100\nmIoU = 0.1\nmIoU = 0.25\n")
     log = parse_training_log(text)
-    assert log.mean_step_time_ms == 80.0 and log.miou == 0.25
+    assert log.mean_step_time_ms == 80.0 and log.first_epoch_step_time_ms == 13000
+    assert log.miou == 0.25
+    assert parse_training_log("Epoch time: 50, per step time: 5\n").mean_step_time_ms == 5
 
 
 def test_log_tail():

@@ -63,10 +63,19 @@ class TrainingLog:
 
     @property
     def mean_step_time_ms(self) -> float | None:
-        """Mean of the logged per-step times (each epoch weighs the same)."""
-        if not self.epochs:
+        """Mean per-step time of the epochs after the first (or of the only one).
+
+        The first epoch includes graph compilation (about 10 s for DeepLabV3 on a CPU),
+        which would otherwise dominate short runs and understate images/s.
+        """
+        timed = self.epochs[1:] or self.epochs
+        if not timed:
             return None
-        return sum(e.step_time_ms for e in self.epochs) / len(self.epochs)
+        return sum(e.step_time_ms for e in timed) / len(timed)
+
+    @property
+    def first_epoch_step_time_ms(self) -> float | None:
+        return self.epochs[0].step_time_ms if self.epochs else None
 
 
 def _number(text: str) -> float:

@@ -139,6 +139,10 @@ def build_summary(
     problems = list(gather_problems)
     state = job.status.get("state")
     args_batch = batch_size_from_args(job.args)
+    # Every rank runs the same args, and the trainer writes config.yaml on rank 0 only:
+    # the lowest rank's resolved config speaks for the ranks without one.
+    job_config = next(((i.config_batch_size, i.config_path) for _, i in sorted(ranks.items())
+                       if i.config_batch_size is not None), (None, None))
     rank_docs = []
     throughputs: list[float | None] = []
     for rank in job.ranks:
@@ -155,6 +159,8 @@ def build_summary(
                                     f"({log.dropped_line[:60]!r}); it was ignored", rank.rank, rank.host))
         if inputs.config_batch_size is not None:
             batch, batch_source = inputs.config_batch_size, inputs.config_path
+        elif job_config[0] is not None:
+            batch, batch_source = job_config
         elif args_batch is not None:
             batch, batch_source = args_batch, "job args --set batch_size"
         else:
@@ -179,6 +185,7 @@ def build_summary(
             "epochs": len(log.epochs) if log is not None else 0,
             "final_loss": log.final_loss if log is not None else None,
             "mean_step_time_ms": step_ms,
+            "first_epoch_step_time_ms": log.first_epoch_step_time_ms if log is not None else None,
             "batch_size": batch,
             "batch_size_source": batch_source,
             "images_per_s": images_per_s,
