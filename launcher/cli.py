@@ -26,6 +26,22 @@ Where it runs
     --hosts H1,H2,...         hosts, in rank order (default: this machine). Only names of this
                               machine (localhost, 127.0.0.1, its hostname) work without the
                               SSH support; other names need it.
+
+Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host section)
+    --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
+    --ssh-config FILE         OpenSSH client config (default ~/.ssh/config); --ssh-key FILE;
+                              --ssh-timeout S (default 10); --ssh-known-hosts FILE
+    --ssh-accept-unknown-host-keys
+                              accept host keys missing from known_hosts (default: refuse)
+    --remote-python PATH      interpreter on the hosts (default: this one's path)
+    --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
+    --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
+    Before anything starts, every host is checked in parallel (SSH, python + `import launcher,
+    deeplab`, job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
+    host); any failure prints one table and exits 2. The job dir is the same path on every host;
+    on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
+    from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
+    on every host.
     --platform Ascend|GPU|CPU default: Ascend when npu-smi or /etc/hccn.conf exists, GPU when
                               nvidia-smi lists GPUs, else CPU
     --mode rank-table|mpirun|dynamic
@@ -229,16 +245,26 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str], extension) -> int
     if extension is not None and hasattr(extension, "remote_host_parser"):
         remote_parser = extension.remote_host_parser(ns)
     spec = resolve_spec(options_from_args(ns, training_args), remote_parser=remote_parser)
+    if extension is not None and hasattr(extension, "adjust_spec"):
+        spec = extension.adjust_spec(ns, spec)  # e.g. --master-addr, --remote-python
     if ns.dry_run:
         from launcher.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
+        if not ns.json and extension is not None and hasattr(extension, "dry_run_text"):
+            sys.stdout.write(extension.dry_run_text(ns, plan))  # per host: how it is reached, what runs there
         return 0
     factory = local_groups
     if extension is not None and hasattr(extension, "group_factory") and any(not h.local for h in spec.hosts):
         factory = extension.group_factory(ns, spec)
-    result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+    try:
+        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+    except OSError as exc:
+        # A group that could not start (e.g. a host that went away after pre-flight); every
+        # group was closed by the supervisor before this reaches here.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     return result.exit_code
 
 

@@ -198,7 +198,7 @@ class MultiHostLaunch:
                     raise LaunchError(f"--hccn-conf on {spec.name}: no address for device(s) {missing}")
                 tables.append(rank_table.build(server_id, {d: ips[d] for d in chosen}, devices=chosen))
             table = rank_table.merge(tables)
-            rank_table.validate(table)
+            rank_table.validate(table, topology_check=getattr(options, "topology_check", True))
         except HcclError as exc:
             raise LaunchError(str(exc)) from None
         # The launcher reads --rank-table once while resolving the job; adjust_spec removes this file.
@@ -289,6 +289,7 @@ def remote_host_parser(ns: argparse.Namespace):
     options = LaunchOptions(
         hosts=ns.hosts, devices=ns.devices, visible_devices=_visible(ns), platform=ns.platform, mode=ns.mode,
         rank_table=ns.rank_table, hccn_conf=ns.hccn_conf, sched_port=ns.sched_port, job_dir=ns.job_dir,
+        topology_check=getattr(ns, "topology_check", True),
     )
     done = multi.before_resolve(options, preflight=not getattr(ns, "dry_run", False))
     ns.hosts, ns.devices, ns.sched_port, ns.rank_table = done.hosts, done.devices, done.sched_port, done.rank_table

@@ -175,11 +175,12 @@ class AgentSession:
         transport = self.connection.transport
         if self.channel is not None and self.channel.exit_status_ready():
             status = self.channel.recv_exit_status()
-            last = (self.stderr_tail.strip().splitlines() or [""])[-1]
-            return f"agent exited with status {status} before finishing" + (f": {last}" if last else "")
+            if status != -1:  # -1: the session closed without an exit status
+                last = (self.stderr_tail.strip().splitlines() or [""])[-1]
+                return f"agent exited with status {status} before finishing" + (f": {last}" if last else "")
         if transport is None or not transport.is_active():
             return "SSH connection lost"
-        return "agent output ended unexpectedly"
+        return "SSH session closed by the host without an exit status (connection cut or sshd session killed)"
 
     def drain(self) -> list[dict]:
         out = []

@@ -230,6 +230,9 @@ def test_dry_run_shows_each_host(cluster):
     done = run(rank_table_args(cluster, "--dry-run"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "rank 15: host 127.0.0.3" in done.stdout
+    per_host = done.stdout[done.stdout.index("per host:"):]
+    assert "127.0.0.3: ranks 8, 9, 10, 11, 12, 13, 14, 15" in per_host
+    assert "ssh -p 22 root@127.0.0.3" in per_host and "launcher.agent" in per_host
     assert not cluster["job_dir"].exists()
 
 
