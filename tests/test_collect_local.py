@@ -261,3 +261,18 @@ def test_destination_exists_is_input_error(good_job: Path, tmp_path: Path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(CollectInputError, match="already exists"):
         collect(CollectRequest(job_dir=good_job, into=tmp_path / "taken", hash_cache=None))
+
+
+def test_json_flag_prints_summary_json(good_job: Path, tmp_path: Path, capsys):
+    status, out, err = run_cli([str(good_job), "-o", str(tmp_path / "results"), "--json"], capsys)
+    assert status == 0, err
+    written = json.loads((tmp_path / "results" / "job-20261126-0001" / "summary.json").read_text())
+    assert json.loads(out) == written
+
+
+def test_running_job_is_collected_as_a_snapshot_with_a_problem(tmp_path: Path, capsys):
+    job_dir = make_job(tmp_path / "jobs", [RankSpec(0, exit_code=None)], state="running")
+    status, _, err = run_cli([str(job_dir), "-o", str(tmp_path / "results")], capsys)
+    assert status == 1 and "job_not_finished" in err
+    summary = json.loads((tmp_path / "results" / "job-20261126-0001" / "summary.json").read_text())
+    assert summary["ranks"][0]["status"] == "running" and summary["ranks"][0]["final_loss"] == 0.4

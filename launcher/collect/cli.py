@@ -45,7 +45,8 @@ Options:
 Exit status:
     0  everything collected, every rank succeeded
     1  collected with problems: a failed rank, a missing LOG dir, an unreachable host, a
-       truncated log, an unreadable file (listed in summary.json "problems" and on stderr)
+       truncated log, an unreadable file, a job still running (listed in summary.json
+       "problems" and on stderr)
     2  bad input: no job.json in JOB_DIR, unreadable job.json, destination exists; one line
        on stderr and nothing written
 """

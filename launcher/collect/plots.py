@@ -49,7 +49,7 @@ def loss_curves(logs: dict[int, TrainingLog]) -> Plot | None:
     if not ranks:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     for index, (rank, log) in enumerate(ranks.items()):
         finite = [(p.global_step, p.loss) for p in log.losses if math.isfinite(p.loss)]
         if finite:
@@ -71,21 +71,29 @@ def step_times(logs: dict[int, TrainingLog]) -> Plot | None:
     if not ranks:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, ax = plt.subplots(figsize=(11, 3.5))
     if max(len(log.epochs) for log in ranks.values()) > 1:
         for index, (rank, log) in enumerate(ranks.items()):
             ax.plot(range(1, len(log.epochs) + 1), [e.step_time_ms for e in log.epochs], marker="o",
                     linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], label=f"rank {rank}")
         ax.set_xlabel("epoch")
         _integer_ticks(ax.xaxis)
-        ax.set_ylim(bottom=0)
+        times = [e.step_time_ms for log in ranks.values() for e in log.epochs if e.step_time_ms > 0]
+        if times and max(times) > 10 * min(times):
+            # The first epoch compiles the graph (seconds): on a linear axis it flattens
+            # every later epoch into the floor.
+            ax.set_yscale("log")
+            ax.set_ylabel("per step time (ms, log scale)")
+        else:
+            ax.set_ylim(bottom=0)
         ax.legend(loc="upper right", fontsize="small")
     else:
         names = [f"rank {r}" for r in ranks]
         values = [log.mean_step_time_ms for log in ranks.values()]
         bars = ax.bar(names, values, color="tab:blue")
         ax.bar_label(bars, fmt="%.1f ms", fontsize="small")
-    ax.set_ylabel("per step time (ms)")
+    if not ax.get_ylabel():
+        ax.set_ylabel("per step time (ms)")
     ax.grid(True, axis="y", alpha=0.3)
     return Plot("Step time per rank", _render(fig))
 
@@ -95,7 +103,7 @@ def class_iou(per_class: dict[str, float | None]) -> Plot | None:
     if not known:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.28 * len(known) + 0.8)))
+    fig, ax = plt.subplots(figsize=(11, max(2.5, 0.28 * len(known) + 0.8)))
     names, values = zip(*known)
     ax.barh(names, values, color="tab:green")
     ax.invert_yaxis()

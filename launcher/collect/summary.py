@@ -138,6 +138,8 @@ def build_summary(
     """(summary document, all problems). Problems decide the exit status."""
     problems = list(gather_problems)
     state = job.status.get("state")
+    if state in ("planned", "running"):
+        problems.append(Problem("job_not_finished", f"job {job.job_id} is still {state}: this collection is a snapshot"))
     args_batch = batch_size_from_args(job.args)
     # Every rank runs the same args, and the trainer writes config.yaml on rank 0 only:
     # the lowest rank's resolved config speaks for the ranks without one.
