@@ -12,8 +12,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from launcher.collect import CollectRequest, collect
 from launcher.ssh import SshOptions
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS

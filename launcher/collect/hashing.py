@@ -14,9 +14,8 @@ import json
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 CHUNK = 4 << 20
 # Smaller files are re-read faster than a cache entry is worth keeping.
@@ -94,11 +93,3 @@ class HashCache:
             self.put(st, digest)
         return digest, False
 
-
-def hash_files(paths: Iterable[Path], cache: HashCache, workers: int | None = None) -> dict[Path, str]:
-    """Hash local files in parallel (one thread per core), consulting the cache first."""
-    paths = list(paths)
-    workers = workers or max(1, min(len(paths), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = list(pool.map(lambda p: cache.sha256(p)[0], paths))
-    return dict(zip(paths, digests))

@@ -16,7 +16,7 @@ import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from launcher.collect.hashing import CHUNK, HashCache
 
