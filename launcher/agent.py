@@ -190,11 +190,18 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
 
     document = json.loads((job_dir / "job.json").read_text())
     plan = plan_from_job_document(document)
-    if not plan.ranks_on(host) and (plan.scheduler is None or plan.scheduler.host != host):
+    runs_mpirun = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
+    if not runs_mpirun and not plan.ranks_on(host) and (plan.scheduler is None or plan.scheduler.host != host):
         emit("error", message=f"job.json of {job_dir} has no ranks on host {host!r}")
         emit("done", reason="error", code=2)
         return 2
-    group = LocalRankGroup(plan, host)
+    if plan.spec.mode == "mpirun":
+        # One mpirun on the first host starts every rank (over ssh on the others).
+        from launcher.mpirun_group import MpirunGroup
+
+        group = MpirunGroup(plan)
+    else:
+        group = LocalRankGroup(plan, host)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
     exits: dict[int, Any] = {}
     helper_reported = False
@@ -248,7 +255,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="stop the ranks when the controller is silent this long (seconds)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
     args = parser.parse_args(argv)
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--env {item!r}: expected KEY=VALUE")
+        os.environ[key] = value
     link = ControllerLink(args.heartbeat_timeout, grace_s=args.grace)
     emit = EventWriter(sys.stdout, link)
 

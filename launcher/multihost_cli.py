@@ -155,6 +155,8 @@ class MultiHostLaunch:
                 remote_python=self.remote_python,
                 scheduler_port=(options.sched_port or 0) if wants_port else None,
                 hccn_conf=hccn,
+                mpirun=mode == "mpirun",
+                first_host=_host_name(self.specs[0]),
             )
             try:
                 reports = run_preflight(resolved, self.ssh, requests, hccn_conf_for=self.hccn_conf_path)

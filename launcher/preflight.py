@@ -37,6 +37,8 @@ class PreflightRequest:
     remote_python: str = sys.executable
     scheduler_port: Optional[int] = None  # checked on the first host only; 0 = pick one there
     hccn_conf: Optional[str] = None  # path on each host (Ascend)
+    mpirun: bool = False  # mpirun mode: mpirun on the first host, Open MPI's orted on the others
+    first_host: Optional[str] = None  # host_name of the job's first host (None: the first one checked)
 
     def __post_init__(self) -> None:
         if not Path(self.job_dir).is_absolute():
@@ -121,6 +123,10 @@ def probe(request: dict) -> dict:
                 checks["scheduler_port"] = [True, str(out["scheduler_port"])]
             except OSError as error:
                 checks["scheduler_port"] = [False, f"port {port} is in use ({error.strerror})"]
+
+    for command in request.get("commands") or ():
+        found = shutil.which(command)
+        checks[command] = [found is not None, found or f"{command} not found in PATH of a non-interactive ssh session"]
 
     hccn_text = None
     hccn_path = request.get("hccn_conf")
@@ -218,12 +224,14 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
 
     def check(index_host: tuple[int, RemoteHost]) -> HostReport:
         index, host = index_host
+        first = host.host_name == request.first_host if request.first_host is not None else index == 0
         payload = {
             "job_dir": str(request.job_dir),
             "platform": request.platform,
             "devices": int(request.devices.get(host.host_name, 1)),
             "remote_python": request.remote_python,
-            "scheduler_port": request.scheduler_port if index == 0 else None,
+            "scheduler_port": request.scheduler_port if first else None,
+            "commands": (["mpirun"] if first else ["orted"]) if request.mpirun else [],
             "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
             if request.platform == "Ascend" and request.hccn_conf else None,
         }

@@ -13,6 +13,7 @@ ranks by itself.
 """
 from __future__ import annotations
 
+import os
 import posixpath
 import queue
 import shlex
@@ -20,6 +21,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from launcher.agent import decode_event
@@ -49,10 +51,13 @@ class PushedFile:
             raise ValueError(f"pushed file {self.path}: must stay inside the job directory")
 
 
-def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float) -> str:
+def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
+                  env: Optional[dict] = None) -> str:
     """The shell command that runs the agent on the host (every word quoted)."""
     words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
              "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+    for key, value in sorted((env or {}).items()):
+        words += ["--env", f"{key}={value}"]
     # exec: the agent is the session's process, so closing the channel reaches it directly.
     return f"cd {shlex.quote(job_dir)} && exec " + " ".join(shlex.quote(word) for word in words)
 
@@ -61,11 +66,13 @@ class AgentSession:
     """One SSH connection to one host, carrying one agent."""
 
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
-                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None) -> None:
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
+                 agent_env: Optional[dict] = None) -> None:
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
         self.plan_host = plan_host or host.host_name  # the host's name in job.json
+        self.agent_env = dict(agent_env or {})
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
@@ -122,7 +129,8 @@ class AgentSession:
     def start(self, heartbeat_timeout_s: float) -> None:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
-        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s))
+        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
+                                                 self.agent_env))
         for target in (self._read_events, self._read_stderr, self._send_heartbeats):
             thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
             thread.start()
@@ -213,7 +221,8 @@ class AgentSession:
 def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, job_json: str) -> list[PushedFile]:
     """What ``host`` needs of the job dir: its ranks' scripts, the scheduler's if it runs there,
     the shared files (rank table, hostfile), and job.json last-but-not-least (the agent reads it)."""
-    own = {rank.log_dir for rank in plan.ranks_on(host)}
+    ranks = plan.ranks if (plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host) else plan.ranks_on(host)
+    own = {rank.log_dir for rank in ranks}
     if plan.scheduler is not None and plan.scheduler.host == host:
         own.add(plan.scheduler.log_dir)
     files = []
@@ -230,15 +239,19 @@ class RemoteHostGroup(RankGroup):
 
     def __init__(self, plan: "Plan", host: str, remote: RemoteHost, options: SshOptions, remote_python: str,
                  *, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
-                 heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None) -> None:
+                 heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
+                 push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None) -> None:
         self.plan = plan
         self.host = host
-        self.ranks = tuple(rank.rank for rank in plan.ranks_on(host))
+        mpirun_here = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
+        self.ranks = tuple(rank.rank for rank in (plan.ranks if mpirun_here else plan.ranks_on(host)))
+        self.push_also = list(push_also)  # hosts that only need the files (mpirun starts their ranks)
         self.job_dir = str(plan.spec.job_dir)
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.start_timeout_s = start_timeout_s
-        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config, plan_host=host)
+        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config, plan_host=host,
+                                    agent_env=agent_env)
         self._pending: list[RankExit] = []
         self._reported: set[int] = set()
         self._lines: list[tuple[int, str]] = []
@@ -288,6 +301,7 @@ class RemoteHostGroup(RankGroup):
             self.session.push(files)
         except Exception as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
+        push_job_files(self.plan, self.push_also, self.session.options, job_json)
         self.session.start(self.heartbeat_timeout_s)
         self._started = True
         deadline = time.monotonic() + self.start_timeout_s
@@ -360,12 +374,97 @@ class RemoteHostGroup(RankGroup):
         return f"{self.host}:{posixpath.join(self.job_dir, f'LOG{rank}', 'log.txt')}"
 
 
+def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, job_json: str) -> None:
+    """Copy each host's part of the job dir to it (hosts whose ranks someone else starts: mpirun)."""
+    from launcher.render import render_job
+
+    rendered = render_job(plan)
+    for remote in hosts:
+        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name)
+        try:
+            session.open()
+            session.push(files_for_host(plan, rendered, remote.host_name, job_json))
+        except OSError:
+            raise
+        except Exception as error:  # SFTP refusals: permissions, full disk, ...
+            raise OSError(f"cannot copy the job files to {remote.host_name}:{plan.spec.job_dir}: {error}") from None
+        finally:
+            session.connection.close()
+
+
+def mpirun_ssh_env(options: SshOptions) -> dict:
+    """Open MPI starts its daemons with ``ssh``: give it the same config, key and host-key policy.
+
+    The paths must exist on the host running mpirun (the first host).
+    """
+    words = ["-o", "BatchMode=yes"]
+    if options.config_file is not None:
+        words += ["-F", str(Path(options.config_file).resolve())]
+    if options.key_file is not None:
+        words += ["-i", str(Path(options.key_file).resolve())]
+    if options.known_hosts is not None:
+        words += ["-o", f"UserKnownHostsFile={Path(options.known_hosts).resolve()}"]
+    if options.accept_unknown_host_keys:
+        words += ["-o", "StrictHostKeyChecking=accept-new"]
+    return {"OMPI_MCA_plm_rsh_args": " ".join(shlex.quote(word) for word in words)}
+
+
+class LocalMpirunAcrossHosts(RankGroup):
+    """mpirun on this machine (the first host) with ranks on remote hosts: push their files first."""
+
+    def __init__(self, plan: "Plan", others: Sequence[RemoteHost], options: SshOptions) -> None:
+        from launcher.mpirun_group import MpirunGroup
+
+        self.inner = MpirunGroup(plan)
+        self.plan, self.others, self.options = plan, list(others), options
+        self.host, self.ranks = self.inner.host, self.inner.ranks
+
+    def start(self) -> None:
+        job_json = (self.plan.spec.job_dir / "job.json").read_text()
+        push_job_files(self.plan, self.others, self.options, job_json)
+        for key, value in mpirun_ssh_env(self.options).items():
+            os.environ.setdefault(key, value)  # a user's own OMPI_MCA_plm_rsh_args wins
+        self.inner.start()
+
+    def poll(self) -> tuple[RankExit, ...]:
+        return self.inner.poll()
+
+    def helper_problem(self) -> Optional[str]:
+        return self.inner.helper_problem()
+
+    def helpers_done(self) -> bool:
+        return self.inner.helpers_done()
+
+    def close(self, grace: float) -> tuple[RankExit, ...]:
+        return self.inner.close(grace)
+
+    def new_log_lines(self) -> list[tuple[int, str]]:
+        return self.inner.new_log_lines()
+
+    def log_tail(self, rank: int, lines: int = 20) -> str:
+        return self.inner.log_tail(rank, lines)
+
+    def log_path(self, rank: int) -> str:
+        return self.inner.log_path(rank)
+
+
 def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
                       **group_options: float) -> "Callable[[Plan], list[RankGroup]]":
-    """The ``group_factory`` for launch(): local hosts as LocalRankGroup, the others through agents."""
+    """The ``group_factory`` for launch(): local hosts as LocalRankGroup, the others through agents.
+
+    mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
+    hosts with ssh itself); the other hosts only get their files.
+    """
     from launcher.local_group import LocalRankGroup
 
     def factory(plan: "Plan") -> list[RankGroup]:
+        if plan.spec.mode == "mpirun":
+            first = plan.hosts[0].host
+            others = [remote_hosts[e.host.name] for e in plan.hosts[1:] if not e.host.local]
+            if first.local:
+                return [LocalMpirunAcrossHosts(plan, others, options)]
+            return [RemoteHostGroup(plan, first.name, remote_hosts[first.name], options, remote_python,
+                                    push_also=others, agent_env=mpirun_ssh_env(options), **group_options)]
         groups: list[RankGroup] = []
         for entry in plan.hosts:
             name = entry.host.name

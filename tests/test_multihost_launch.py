@@ -251,3 +251,18 @@ def test_two_host_mindspore_cpu_training(cluster, synthetic_voc):
         log = (job_dir / f"LOG{rank}" / "log.txt").read_text()
         assert "epoch: 10 step: 1, loss is" in log
     assert list((job_dir / "LOG0" / "ckpt").glob("*.ckpt"))
+
+
+def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
+    hostfile = cluster["tmp"] / "hostfile"
+    hostfile.write_text("# two test hosts, two ranks each\nroot@127.0.0.2 slots=2\nroot@127.0.0.3 slots=2  # second\n")
+    done = run(launch_args(cluster, "--hostfile", str(hostfile), "--platform", "CPU", "--mode", "mpirun",
+                           "--entry", str(cluster["payload"]), "--tee", "none"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_dir = cluster["job_dir"]
+    assert (job_dir / "hostfile").read_text().splitlines()[-2:] == ["127.0.0.2 slots=2", "127.0.0.3 slots=2"]
+    for rank in range(4):
+        env = json.loads((job_dir / f"LOG{rank}" / "record.json").read_text())["env"]
+        assert env["RANK_ID"] == str(rank) and env["RANK_SIZE"] == "4"
+        # mpirun (started by the agent on the first host) reached the second host with ssh itself.
+        assert env["SSH_CONNECTION"].split()[2] == ("127.0.0.2" if rank < 2 else "127.0.0.3")
