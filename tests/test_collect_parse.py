@@ -137,3 +137,21 @@ def test_newest_job_by_created(tmp_path: Path):
     assert newest_job_dir(tmp_path) == newer
     with pytest.raises(CollectInputError, match="no job directories"):
         newest_job_dir(tmp_path / "empty")
+
+
+def test_plan_gather_takes_each_host_once_and_the_scheduler_from_its_host(tmp_path: Path):
+    from launcher.collect.gather import plan_gather
+
+    hosts = [{"name": "here", "address": "127.0.0.1", "user": None, "port": 22, "local": True, "slots": 1},
+             {"name": "a", "address": "10.0.0.2", "user": "u", "port": 2222, "local": False, "slots": 1},
+             {"name": "b", "address": "10.0.0.3", "user": "u", "port": 22, "local": False, "slots": 1},
+             {"name": "idle", "address": "10.0.0.4", "user": "u", "port": 22, "local": False, "slots": 1}]
+    job_dir = make_job(tmp_path, [RankSpec(0, host="here"), RankSpec(1, host="a"), RankSpec(2, host="b"),
+                                  RankSpec(3, host="a")], hosts=hosts,
+                       host_dirs={"a": tmp_path / "a", "b": tmp_path / "b"})
+    doc = json.loads((job_dir / "job.json").read_text())
+    doc["scheduler"]["host"] = "a"
+    plans = plan_gather(parse_job(doc))
+    assert [(p.host.name if p.host else None, [r[0] for r in p.rank_dirs], p.job_files, p.scheduler) for p in plans] == [
+        (None, [0], True, False), ("a", [1, 3], False, True), ("b", [2], False, False)]
+    assert plans[1].host.port == 2222 and plans[1].host.job_dir == str(job_dir)  # same path on every host
