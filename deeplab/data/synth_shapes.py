@@ -2,9 +2,10 @@
 
 Every VOC class 1..20 gets its own silhouette built from a few polygons (a plane has
 wings and a tail, a bicycle two rings and a frame, a person a head, torso and legs...)
-with random proportions, and its own appearance: a hue, a saturation level and a
-texture pattern. Hues are 18 degrees apart and the five patterns are assigned so that
-classes sharing a pattern are 90 degrees apart in hue; backgrounds are nearly grey. A
+with random proportions, and its own appearance: a two-tone texture pattern in a bright
+and a dark tone of two hues (see ``_styles``); backgrounds are nearly grey. Parts are
+kept at least ~0.2 of the object radius thick so they survive the output stride of a
+segmentation network and the void band along boundaries. A
 network therefore has colour, texture and shape cues, none of which is a flat colour.
 Shapes live in unit coordinates (roughly [-1, 1]^2, y down) and are placed by the caller.
 """
@@ -58,25 +59,25 @@ def aeroplane(rng: np.random.Generator) -> list[Polygon]:
     span = rng.uniform(0.75, 0.95)
     sweep = rng.uniform(0.1, 0.35)
     return [
-        _rect(-1.0, -0.13, 0.95, 0.13),
-        np.array([(0.95, -0.13), (1.1, 0.0), (0.95, 0.13)]),
+        _rect(-1.0, -0.16, 0.95, 0.16),
+        np.array([(0.95, -0.16), (1.12, 0.0), (0.95, 0.16)]),
         np.array([(-0.15, 0.0), (0.25, 0.0), (0.05 - sweep, span), (-0.2 - sweep, span)]),
         np.array([(-0.15, 0.0), (0.25, 0.0), (0.05 - sweep, -span), (-0.2 - sweep, -span)]),
-        np.array([(-1.0, 0.0), (-0.75, 0.0), (-0.9, -0.45), (-1.05, -0.45)]),
+        np.array([(-1.0, 0.0), (-0.65, 0.0), (-0.85, -0.5), (-1.1, -0.5)]),
     ]
 
 
 def bicycle(rng: np.random.Generator) -> list[Polygon]:
-    wheel = rng.uniform(0.36, 0.45)
-    width = 0.1
+    wheel = rng.uniform(0.4, 0.48)
+    width = 0.2
     return [
-        _ring(-0.55, 0.35, wheel, wheel * 0.62),
-        _ring(0.55, 0.35, wheel, wheel * 0.62),
+        _ring(-0.55, 0.35, wheel, wheel * 0.45),
+        _ring(0.55, 0.35, wheel, wheel * 0.45),
         _bar(-0.55, 0.35, -0.05, -0.3, width),
         _bar(-0.05, -0.3, 0.55, 0.35, width),
         _bar(-0.05, -0.3, 0.4, -0.35, width),
         _bar(-0.55, 0.35, 0.05, 0.35, width),
-        _rect(-0.2, -0.45, 0.05, -0.33),
+        _rect(-0.25, -0.5, 0.1, -0.3),
     ]
 
 
@@ -105,8 +106,8 @@ def bottle(rng: np.random.Generator) -> list[Polygon]:
     return [
         _rect(-half, -0.25, half, 1.0),
         _ellipse(0.0, -0.25, half, 0.28),
-        _rect(-0.12, -0.95, 0.12, -0.3),
-        _rect(-0.16, -1.0, 0.16, -0.88),
+        _rect(-0.15, -0.95, 0.15, -0.3),
+        _rect(-0.19, -1.0, 0.19, -0.85),
     ]
 
 
@@ -142,11 +143,11 @@ def cat(rng: np.random.Generator) -> list[Polygon]:
 def chair(rng: np.random.Generator) -> list[Polygon]:
     back = rng.uniform(0.8, 1.0)
     return [
-        _rect(-0.65, 0.0, 0.6, 0.2),
-        _rect(-0.65, -back, -0.45, 0.2),
-        _rect(-0.65, 0.2, -0.48, 1.0),
-        _rect(0.43, 0.2, 0.6, 1.0),
-        _bar(-0.55, -back * 0.5, 0.0, -back * 0.5, 0.12),
+        _rect(-0.65, -0.05, 0.6, 0.22),
+        _rect(-0.65, -back, -0.4, 0.2),
+        _rect(-0.65, 0.2, -0.42, 1.0),
+        _rect(0.37, 0.2, 0.6, 1.0),
+        _bar(-0.5, -back * 0.5, 0.05, -back * 0.5, 0.22),
     ]
 
 
@@ -156,10 +157,9 @@ def cow(rng: np.random.Generator) -> list[Polygon]:
         _rect(-0.9, -0.45, 0.55, 0.25),
         np.array([(0.5, -0.45), (1.0, -0.65), (1.05, -0.2), (0.55, -0.05)]),
         np.array([(0.7, -0.62), (0.75, -0.9), (0.85, -0.6)]),
-        _rect(-0.85, 0.2, -0.65, leg),
-        _rect(-0.5, 0.2, -0.3, leg),
-        _rect(0.1, 0.2, 0.3, leg),
-        _rect(0.35, 0.2, 0.52, leg),
+        _rect(-0.88, 0.2, -0.64, leg),
+        _rect(-0.52, 0.2, -0.28, leg),
+        _rect(0.05, 0.2, 0.29, leg),
     ]
 
 
@@ -168,9 +168,9 @@ def diningtable(rng: np.random.Generator) -> list[Polygon]:
     return [
         np.array([(-1.0, -0.3), (1.0, -0.3), (0.85, -0.3 - top), (-0.85, -0.3 - top)]),
         _rect(-1.0, -0.3, 1.0, -0.12),
-        _rect(-0.9, -0.12, -0.72, 0.85),
-        _rect(0.72, -0.12, 0.9, 0.85),
-        _rect(-0.35, -0.12, -0.2, 0.6),
+        _rect(-0.95, -0.12, -0.72, 0.85),
+        _rect(0.72, -0.12, 0.95, 0.85),
+        _rect(-0.12, -0.12, 0.12, 0.6),
     ]
 
 
@@ -180,9 +180,9 @@ def dog(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.1, 0.0, 0.7, 0.32),
         _ellipse(0.72, -0.35, 0.3, 0.26),
         np.array([(0.62, -0.55), (0.5, -0.95), (0.8, -0.6)]),
-        _bar(-0.75, -0.1, -1.0, tail, 0.14),
-        _rect(-0.65, 0.15, -0.48, 0.75),
-        _rect(0.3, 0.15, 0.47, 0.75),
+        _bar(-0.75, -0.1, -1.0, tail, 0.22),
+        _rect(-0.68, 0.15, -0.44, 0.8),
+        _rect(0.26, 0.15, 0.5, 0.8),
     ]
 
 
@@ -192,11 +192,11 @@ def horse(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.2, -0.05, 0.7, 0.3),
         np.array([(0.25, -0.25), (0.5, -0.1), (0.85, -neck), (0.6, -neck)]),
         np.array([(0.6, -neck), (1.05, -neck + 0.15), (1.05, -neck + 0.35), (0.8, -neck + 0.3)]),
-        _rect(-0.75, 0.1, -0.6, 1.0),
-        _rect(-0.5, 0.1, -0.35, 1.0),
-        _rect(0.1, 0.1, 0.25, 1.0),
-        _rect(0.3, 0.1, 0.45, 1.0),
-        _bar(-0.85, -0.15, -1.05, 0.5, 0.12),
+        _rect(-0.8, 0.1, -0.58, 1.0),
+        _rect(-0.48, 0.1, -0.26, 1.0),
+        _rect(0.05, 0.1, 0.27, 1.0),
+        _rect(0.3, 0.1, 0.5, 1.0),
+        _bar(-0.85, -0.15, -1.05, 0.5, 0.2),
     ]
 
 
@@ -206,8 +206,8 @@ def motorbike(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.62, 0.4, wheel, wheel),
         _ellipse(0.62, 0.4, wheel, wheel),
         np.array([(-0.6, 0.35), (0.55, 0.35), (0.45, -0.2), (-0.1, -0.3), (-0.55, -0.1)]),
-        _bar(0.45, -0.2, 0.62, -0.65, 0.12),
-        _bar(0.5, -0.65, 0.85, -0.7, 0.1),
+        _bar(0.45, -0.2, 0.62, -0.65, 0.22),
+        _bar(0.5, -0.65, 0.85, -0.7, 0.2),
     ]
 
 
@@ -216,10 +216,10 @@ def person(rng: np.random.Generator) -> list[Polygon]:
     return [
         _ellipse(0.0, -0.78, 0.22, 0.24),
         np.array([(-shoulders, -0.52), (shoulders, -0.52), (0.3, 0.25), (-0.3, 0.25)]),
-        _bar(-shoulders + 0.05, -0.45, -shoulders - 0.25, 0.15, 0.14),
-        _bar(shoulders - 0.05, -0.45, shoulders + 0.25, 0.15, 0.14),
-        _rect(-0.28, 0.2, -0.06, 1.0),
-        _rect(0.06, 0.2, 0.28, 1.0),
+        _bar(-shoulders + 0.05, -0.45, -shoulders - 0.25, 0.15, 0.22),
+        _bar(shoulders - 0.05, -0.45, shoulders + 0.25, 0.15, 0.22),
+        _rect(-0.3, 0.2, -0.04, 1.0),
+        _rect(0.04, 0.2, 0.3, 1.0),
     ]
 
 
@@ -227,7 +227,7 @@ def pottedplant(rng: np.random.Generator) -> list[Polygon]:
     tips = int(rng.integers(6, 9))
     return [
         np.array([(-0.45, 0.35), (0.45, 0.35), (0.32, 1.0), (-0.32, 1.0)]),
-        _star(0.0, -0.25, 0.75, 0.3, tips, turn=rng.uniform(0, math.pi)),
+        _star(0.0, -0.25, 0.75, 0.42, tips, turn=rng.uniform(0, math.pi)),
     ]
 
 
@@ -236,7 +236,7 @@ def sheep(rng: np.random.Generator) -> list[Polygon]:
     polygons = [_ellipse(0.0, -0.05, 0.7, 0.4)]
     for angle in np.linspace(0, 2 * math.pi, 9, endpoint=False):
         polygons.append(_ellipse(0.62 * math.cos(angle), -0.05 + 0.38 * math.sin(angle), puff, puff))
-    polygons += [_rect(-0.5, 0.3, -0.35, 0.9), _rect(0.35, 0.3, 0.5, 0.9), _ellipse(0.95, -0.2, 0.2, 0.16)]
+    polygons += [_rect(-0.52, 0.3, -0.3, 0.9), _rect(0.3, 0.3, 0.52, 0.9), _ellipse(0.95, -0.2, 0.24, 0.2)]
     return polygons
 
 
@@ -247,8 +247,6 @@ def sofa(rng: np.random.Generator) -> list[Polygon]:
         _rect(-1.0, -0.35, -1.0 + arm, 0.55),
         _rect(1.0 - arm, -0.35, 1.0, 0.55),
         _rect(-0.9, -0.7, 0.9, 0.1),
-        _rect(-0.95, 0.55, -0.8, 0.7),
-        _rect(0.8, 0.55, 0.95, 0.7),
     ]
 
 
@@ -276,35 +274,35 @@ SHAPES: tuple[ShapeFn, ...] = (
 
 @dataclass(frozen=True)
 class ClassStyle:
-    """Appearance of one class: shape family, hue (OpenCV 0..179), saturation, texture pattern."""
+    """Appearance of one class: shape family, texture pattern, bright and dark tone hues (OpenCV 0..179)."""
 
     class_id: int
     shape: ShapeFn
-    hue: int
-    saturation: int
     pattern: str
-    dark_complement: bool  # second tone: the complementary hue (True) or a dark shade of the hue
+    hue: int         # the bright tone
+    second_hue: int  # the dark tone
 
     def __post_init__(self) -> None:
         if not 1 <= self.class_id <= 20:
             raise ValueError(f"class_id must be in 1..20, got {self.class_id}")
         if self.pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
+        if not (0 <= self.hue < 180 and 0 <= self.second_hue < 180):
+            raise ValueError(f"hues must be in 0..179, got {self.hue} and {self.second_hue}")
 
 
 def _styles() -> tuple[ClassStyle, ...]:
+    """Bright hues 18 degrees apart; the dark tone is 90 degrees away, alternately up and down.
+
+    That makes every (tone, hue) pair belong to one class only: neighbours in hue differ in
+    their dark tone by 180 degrees, and classes sharing a pattern are 90 degrees apart.
+    """
     styles = []
-    for class_id in range(1, 21):
-        group, pattern_index = divmod(class_id - 1, 5)
-        hue_degrees = group * 90 + pattern_index * 18
-        styles.append(ClassStyle(
-            class_id=class_id,
-            shape=SHAPES[class_id - 1],
-            hue=hue_degrees // 2,
-            saturation=235 if group % 2 == 0 else 170,
-            pattern=PATTERNS[pattern_index],
-            dark_complement=group >= 2,
-        ))
+    for index in range(20):
+        hue_degrees = index * 18
+        second_degrees = (hue_degrees + (90 if index % 2 == 0 else -90)) % 360
+        styles.append(ClassStyle(class_id=index + 1, shape=SHAPES[index], pattern=PATTERNS[index % 5],
+                                 hue=hue_degrees // 2, second_hue=second_degrees // 2))
     return tuple(styles)
 
 
@@ -340,14 +338,11 @@ def pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray, period: float, rng:
 def paint_texture(style: ClassStyle, u: np.ndarray, v: np.ndarray, period: float,
                   rng: np.random.Generator) -> np.ndarray:
     """HxWx3 float32 BGR texture of a class, with hue/brightness jitter and a shading gradient."""
-    hue = style.hue + rng.uniform(-3, 3)
-    saturation = style.saturation + rng.uniform(-20, 15)
-    value = rng.uniform(185, 250)
-    first = _hsv_to_bgr(hue, saturation, value)
-    if style.dark_complement:
-        second = _hsv_to_bgr(hue + 90, saturation, value * 0.55)
-    else:
-        second = _hsv_to_bgr(hue, saturation, value * 0.4)
+    jitter = rng.uniform(-3, 3)
+    saturation = rng.uniform(200, 255)
+    value = rng.uniform(190, 250)
+    first = _hsv_to_bgr(style.hue + jitter, saturation, value)
+    second = _hsv_to_bgr(style.second_hue + jitter, saturation, value * 0.55)
     tone = pattern_mask(style.pattern, u, v, period, rng)[..., None]
     texture = tone * first + (1.0 - tone) * second
     angle = rng.uniform(0, 2 * math.pi)
