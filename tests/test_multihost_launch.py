@@ -266,3 +266,25 @@ def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
         assert env["RANK_ID"] == str(rank) and env["RANK_SIZE"] == "4"
         # mpirun (started by the agent on the first host) reached the second host with ssh itself.
         assert env["SSH_CONNECTION"].split()[2] == ("127.0.0.2" if rank < 2 else "127.0.0.3")
+
+
+def test_this_machine_plus_a_remote_host(cluster):
+    # The local host gets its own hccn.conf through {host}; its scheduler-facing address is
+    # its primary address (never 127.0.0.1, which would be each host itself).
+    (cluster["tmp"] / "hccn" / "localhost").mkdir()
+    (cluster["tmp"] / "hccn" / "localhost" / "hccn.conf").write_text(
+        "".join(f"address_{d}=192.168.5.{10 + d}\n" for d in range(8)))
+    args = rank_table_args(cluster)
+    args[args.index("--hosts") + 1] = "localhost,root@127.0.0.3"
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = json.loads((cluster["job_dir"] / "job.json").read_text())
+    assert [(h["name"], h["local"]) for h in job["hosts"]] == [("localhost", True), ("127.0.0.3", False)]
+    assert job["hosts"][0]["address"] != "127.0.0.1"
+    table = json.loads((cluster["job_dir"] / "rank_table.json").read_text())
+    server_ids = [s["server_id"] for s in table["server_list"]]
+    assert "127.0.0.3" in server_ids and job["hosts"][0]["address"] in server_ids
+    for rank in range(16):
+        record = json.loads((cluster["job_dir"] / f"LOG{rank}" / "record.json").read_text())
+        if job["ranks"][rank]["host"] == "127.0.0.3":  # started by the agent in 127.0.0.3's SSH session
+            assert record["env"]["SSH_CONNECTION"].split()[2] == "127.0.0.3"
