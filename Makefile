@@ -30,5 +30,29 @@ system-deps:
 test: install system-deps
 	$(PY) -m pytest
 
+# The demo: synthetic VOC-layout data (made once), a 2-rank CPU data-parallel training of
+# tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint.
+# Every run is a new job under $(DEMO_DIR)/jobs/; $(DEMO_DIR)/latest points at the newest.
+DEMO_STEPS ?= 240
+DEMO_DATA  := $(abspath $(DEMO_DIR)/data)
+DEMO_BIN   := $(VENV)/bin
+
+demo: install
+	@set -e; \
+	test -f $(DEMO_DATA)/synth.json || $(DEMO_BIN)/deeplab-synth --out $(DEMO_DATA) --force; \
+	job=$(DEMO_DIR)/jobs/$$(date -u +%Y%m%d-%H%M%S); \
+	$(DEMO_BIN)/launch-train --platform CPU --devices 2 --job-dir $$job --status-interval 20 -- \
+	  --config tiny_synthetic --data-root $(DEMO_DATA) --train-steps $(DEMO_STEPS); \
+	ln -sfn jobs/$$(basename $$job) $(DEMO_DIR)/latest; \
+	ckpt=$$(ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
+	$(DEMO_BIN)/deeplab-eval --config tiny_synthetic --data-root $(DEMO_DATA) --ckpt $$ckpt --output $$job/LOG0/eval.json; \
+	echo; \
+	echo "demo data:    $(DEMO_DATA)"; \
+	echo "job:          $$job  (also $(DEMO_DIR)/latest)"; \
+	echo "  plan+status $$job/job.json"; \
+	echo "  rank logs   $$job/LOG0/log.txt $$job/LOG1/log.txt (scheduler: $$job/scheduler/log.txt)"; \
+	echo "  checkpoint  $$ckpt"; \
+	echo "  evaluation  $$job/LOG0/eval.json"
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

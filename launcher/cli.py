@@ -70,7 +70,8 @@ Supervision
     --max-restarts N          restart the whole job up to N times after a failure (default 0);
                               deeplab.train gets --resume on restarts (it resumes from its newest
                               checkpoint); each restart appends to the same log.txt after a marker line
-    --tee RANKS               ranks whose output is also printed here, prefixed [host:rank]
+    --tee RANKS               ranks whose output is also printed here, prefixed [host:rank], without
+                              MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
     --status-interval S       seconds between status blocks when stderr is not a terminal (default 30)
 

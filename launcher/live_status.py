@@ -5,6 +5,7 @@ plain block is printed every ``plain_interval`` seconds, so CI logs stay readabl
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Optional, Sequence, TextIO
@@ -14,6 +15,9 @@ from launcher.progress import RankProgress, format_progress, update_progress
 from launcher.rank_group import RankGroup
 
 _CLEAR_LINE = "\x1b[2K"
+# MindSpore's own C++ log records ("[WARNING] DISTRIBUTED(123,7f..,python):..."): dozens per
+# start-up, so the console copy (--tee) leaves them out; log.txt keeps everything, errors are shown.
+_MINDSPORE_CHATTER = re.compile(r"^\[(DEBUG|INFO|WARNING)\] [A-Z_]+\(\d+,")
 _UP = "\x1b[{}A"
 
 
@@ -53,7 +57,7 @@ class LiveStatus:
         for group in groups:
             for rank, line in group.new_log_lines():
                 self.progress[rank] = update_progress(self.progress[rank], line, now)
-                if rank in self.tee:
+                if rank in self.tee and not _MINDSPORE_CHATTER.match(line):
                     teed.append(f"[{self.host_of[rank]}:{rank}] {line}")
         if teed:
             self._erase()

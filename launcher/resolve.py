@@ -7,6 +7,7 @@ script. Every problem is a LaunchError naming the flag or file; nothing is writt
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import secrets
 import sys
@@ -135,6 +136,10 @@ def resolve_spec(
         else:
             sched_port = free_port(first.address if first.local else "0.0.0.0")
 
+    for arg in options.args:
+        if not arg.startswith("-") and not Path(arg).is_absolute() and os.sep in arg and Path(arg).exists():
+            warn(f"training arg {arg!r} is a relative path; ranks run in <job-dir>/LOG<rank>/, "
+                 f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
     job_id = new_job_id()
     job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
