@@ -2,8 +2,6 @@
 
 Real MindSpore GRAPH_MODE runs on tiny inputs, 1 CPU thread (whole module: ~20 s).
 """
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -46,24 +44,13 @@ def dilations(cell):
     return [c.dilation[-1] for _, c in cell.cells_and_names() if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3)]
 
 
-@contextlib.contextmanager
-def pynative_mode():
-    """Big backbones run once in PyNative mode: compiling a graph would cost more than the run."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
-
-
 @pytest.mark.parametrize("output_stride, layer3, layer4", [(16, [1], [2, 4, 8]), (8, [2], [4, 8, 16])])
 def test_atrous_backbone_keeps_the_output_stride(output_stride, layer3, layer4):
     backbone = resnet50(output_stride=output_stride)
     assert set(dilations(backbone.layer3)) == set(layer3)
     assert dilations(backbone.layer4) == layer4  # multi-grid (1, 2, 4) times the stage's rate
     backbone.set_train(False)
-    with pynative_mode():
-        features = backbone(images(1, 33))
+    features = backbone(images(1, 33))
     side = (33 - 1) // output_stride + 1
     assert [f.shape for f in features] == [(1, 256, 9, 9), (1, 512, 5, 5), (1, 1024, side, side),
                                            (1, 2048, side, side)]
@@ -75,8 +62,7 @@ def test_resnet101_deeplabv3_forward_on_a_small_crop(output_stride):
     rates = [cell.cell_list[0].dilation[-1] for _, cell in net.cells_and_names() if isinstance(cell, ASPPConv)]
     assert rates == [6 * 16 // output_stride, 12 * 16 // output_stride, 18 * 16 // output_stride]
     net.set_train(False)
-    with pynative_mode():
-        assert net(images(1, 33)).shape == (1, 3, 33, 33)
+    assert net(images(1, 33)).shape == (1, 3, 33, 33)
 
 
 def test_tiny_forward_gives_logits_at_input_size():
@@ -107,8 +93,7 @@ def test_image_pyramid_merges_scales_by_maximum():
     single.set_train(False)
     pyramid = ImagePyramid(single, [1.0, 0.5])
     x = images(1, 33, seed=1)
-    with pynative_mode():
-        full, merged = single(x).asnumpy(), pyramid(x).asnumpy()
+    full, merged = single(x).asnumpy(), pyramid(x).asnumpy()
     assert (merged >= full - 1e-5).all() and not np.allclose(merged, full)
 
 

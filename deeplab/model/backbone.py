@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Type, Union
 
-from mindspore import nn
+from mindspore import nn, ops
 
 from deeplab.model.layers import batch_norm, conv1x1, conv3x3, conv7x7_stem
 
@@ -33,7 +33,7 @@ class BasicBlock(nn.Cell):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(ops.add(out, identity))
 
 
 class Bottleneck(nn.Cell):
@@ -58,7 +58,7 @@ class Bottleneck(nn.Cell):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(ops.add(out, identity))
 
 
 Block = Type[Union[BasicBlock, Bottleneck]]
