@@ -18,6 +18,9 @@ from launcher.errors import LaunchError
 # and addresses, and nothing that could change the meaning of a hostfile line or a shell word.
 _HOST_TEXT = re.compile(r"^[A-Za-z0-9_.:%-]+$")
 
+# Names are what the user wrote (user@host:port, [v6]:port): shown in logs and comments only.
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_.:%@\[\]-]+$")
+
 LOCAL_ADDRESS = "127.0.0.1"
 
 
@@ -40,9 +43,10 @@ class Host:
     cpu_flags: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        for label, value in (("name", self.name), ("address", self.address)):
-            if not value or not _HOST_TEXT.match(value):
-                raise ValueError(f"host {label} {value!r}: use letters, digits, '.', '-', '_' or ':' only")
+        if not self.name or not _HOST_NAME.match(self.name):
+            raise ValueError(f"host name {self.name!r}: use letters, digits and . - _ : @ [ ] only")
+        if not self.address or not _HOST_TEXT.match(self.address):
+            raise ValueError(f"host address {self.address!r}: use letters, digits, '.', '-', '_' or ':' only")
         if self.user is not None and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", self.user):
             raise ValueError(f"host {self.name}: bad user name {self.user!r}")
         if not 0 < self.port < 65536:
