@@ -211,8 +211,10 @@ def _multi_host_extension():
 
     ``launcher/multihost_cli.py`` (owned by the multi-host support) may define:
         add_arguments(parser)                  its own flags (SSH user, key, known_hosts, ...)
-        remote_host_parser(ns) -> Callable[[str], Host]   for --hosts names not of this machine
+        remote_host_parser(ns) -> Callable[[str], Host] | None   for --hosts names not of this machine
+        adjust_spec(ns, spec) -> JobSpec       e.g. the scheduler address remote hosts can reach
         group_factory(ns, spec) -> Callable[[Plan], Sequence[RankGroup]]   for jobs with remote hosts
+        dry_run_text(ns, plan) -> str          appended to the text dry run
     """
     try:
         from launcher import multihost_cli  # type: ignore[attr-defined]
