@@ -70,17 +70,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="collect-results", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job_dir", nargs="?", type=Path, help="job directory (default: newest under ./jobs)")
-    parser.add_argument("-o", "--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--into", type=Path)
+    # The module docstring is the manual: --help shows it whole.
+    parser = _Parser(prog="collect-results", usage="%(prog)s [JOB_DIR] [options]", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=True)
+    parser.add_argument("job_dir", nargs="?", type=Path, metavar="JOB_DIR", help="job directory (default: newest under ./jobs)")
+    parser.add_argument("-o", "--results-dir", type=Path, default=Path("results"), metavar="DIR")
+    parser.add_argument("--into", type=Path, metavar="DIR")
     parser.add_argument("--no-checkpoints", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--ssh-config", type=Path)
-    parser.add_argument("--ssh-key", type=Path)
-    parser.add_argument("--ssh-known-hosts", type=Path)
-    parser.add_argument("--ssh-timeout", type=float, default=10.0)
+    parser.add_argument("--ssh-config", type=Path, metavar="FILE")
+    parser.add_argument("--ssh-key", type=Path, metavar="FILE")
+    parser.add_argument("--ssh-known-hosts", type=Path, metavar="FILE")
+    parser.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument("--ssh-accept-unknown-host-keys", action="store_true")
     parser.add_argument("--no-hash-cache", action="store_true")
     return parser
