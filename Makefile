@@ -31,7 +31,8 @@ test: install system-deps
 	$(PY) -m pytest
 
 # The demo: synthetic VOC-layout data (made once), a 2-rank CPU data-parallel training of
-# tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint.
+# tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint,
+# then collect-results into $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html).
 # Every run is a new job under $(DEMO_DIR)/jobs/; $(DEMO_DIR)/latest points at the newest.
 DEMO_STEPS ?= 240
 DEMO_DATA  := $(abspath $(DEMO_DIR)/data)
@@ -52,7 +53,9 @@ demo: install
 	echo "  plan+status $$job/job.json"; \
 	echo "  rank logs   $$job/LOG0/log.txt $$job/LOG1/log.txt (scheduler: $$job/scheduler/log.txt)"; \
 	echo "  checkpoint  $$ckpt"; \
-	echo "  evaluation  $$job/LOG0/eval.json"
+	echo "  evaluation  $$job/LOG0/eval.json"; \
+	echo; \
+	$(DEMO_BIN)/collect-results $$job -o $(DEMO_DIR)/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
