@@ -74,6 +74,17 @@ class RemoteHost:
         return self.spec.host if self.spec.port is None else f"{self.spec.host}:{self.spec.port}"
 
 
+class AcceptForThisRun(paramiko.MissingHostKeyPolicy):
+    """--ssh-accept-unknown-host-keys: trust an unknown key for this connection only.
+
+    paramiko's AutoAddPolicy would also rewrite the known_hosts file it loaded, from several
+    threads at once; the user's file is left as it is.
+    """
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
 def fabric_config(options: SshOptions) -> Config:
     """A fabric Config that loads the ssh config file(s) the way OpenSSH does."""
     try:
@@ -135,7 +146,7 @@ def connection(host: RemoteHost, options: SshOptions, config: Optional[Config] =
             conn.client.load_host_keys(str(known))
         except (OSError, paramiko.SSHException, ValueError) as error:
             raise ValueError(f"known_hosts file {known}: cannot read: {error}") from None
-    policy = paramiko.AutoAddPolicy() if options.accept_unknown_host_keys else paramiko.RejectPolicy()
+    policy = AcceptForThisRun() if options.accept_unknown_host_keys else paramiko.RejectPolicy()
     conn.client.set_missing_host_key_policy(policy)
     return conn
 

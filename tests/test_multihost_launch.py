@@ -225,6 +225,10 @@ def test_unknown_host_key_is_rejected_unless_accepted(sshd_hosts, cluster):
     assert not cluster["job_dir"].exists()
     assert empty.read_text() == ""
 
+    accepted = run(rank_table_args(cluster, "--ssh-known-hosts", str(empty), "--ssh-accept-unknown-host-keys"))
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert empty.read_text() == ""  # accepted for this run, not written anywhere
+
 
 def test_dry_run_shows_each_host(cluster):
     done = run(rank_table_args(cluster, "--dry-run"))
