@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import posixpath
 import queue
+import secrets
 import shlex
 import signal
 import threading
@@ -103,7 +104,9 @@ class AgentSession:
             for item in files:
                 target = posixpath.join(self.job_dir, item.path)
                 self._makedirs(sftp, posixpath.dirname(target), made)
-                temp = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.push-tmp")
+                # A name of its own: hosts sharing the job dir's file system may push the same file.
+                temp = posixpath.join(posixpath.dirname(target),
+                                      f".{posixpath.basename(target)}.push-{secrets.token_hex(4)}")
                 with sftp.open(temp, "w") as handle:
                     handle.write(item.text.encode())
                 sftp.chmod(temp, 0o755 if item.executable else 0o644)
@@ -261,32 +264,40 @@ class RemoteHostGroup(RankGroup):
         self._problem: Optional[str] = None  # lost connection or agent error
         self._started = False
         self._closed = False
+        self._stop_sent = False
+        # The remote groups of one attempt: the supervisor closes groups one after the other,
+        # so the first close() asks every agent to stop at once and the job stops in one grace period.
+        self.siblings: list[RemoteHostGroup] = [self]
 
     # -- events -------------------------------------------------------------------------
     def _pump(self) -> None:
         for event in self.session.drain():
-            kind = event["event"]
-            if kind == "exited":
-                rank = int(event["rank"])
-                self._tails[rank] = event.get("tail") or ""
-                if rank in self._reported:
-                    continue
-                self._reported.add(rank)
-                self._pending.append(RankExit(
-                    rank=rank, host=self.host, exit_code=event.get("code"), signal=event.get("signal"),
-                    started=event.get("started"), ended=event.get("ended"), duration_s=event.get("duration_s"),
-                    stopped_by_launcher=bool(event.get("stopped")),
-                ))
-            elif kind == "progress":
-                self._lines.append((int(event["rank"]), str(event.get("line", ""))))
-            elif kind == "helper":
-                self._helper_problem = event.get("problem") or self._helper_problem
-                self._helper_done = self._helper_done or bool(event.get("done"))
-            elif kind == "error":
-                self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
-            elif kind == "lost":
-                if not self._closed:
-                    self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
+            self._handle(event)
+
+    def _handle(self, event: dict) -> None:
+        """One agent event, in the order the agent sent them."""
+        kind = event["event"]
+        if kind == "exited":
+            rank = int(event["rank"])
+            self._tails[rank] = event.get("tail") or ""
+            if rank in self._reported:
+                return
+            self._reported.add(rank)
+            self._pending.append(RankExit(
+                rank=rank, host=self.host, exit_code=event.get("code"), signal=event.get("signal"),
+                started=event.get("started"), ended=event.get("ended"), duration_s=event.get("duration_s"),
+                stopped_by_launcher=bool(event.get("stopped")),
+            ))
+        elif kind == "progress":
+            self._lines.append((int(event["rank"]), str(event.get("line", ""))))
+        elif kind == "helper":
+            self._helper_problem = event.get("problem") or self._helper_problem
+            self._helper_done = self._helper_done or bool(event.get("done"))
+        elif kind == "error":
+            self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
+        elif kind == "lost":
+            if not self._closed:
+                self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
 
     # -- RankGroup ----------------------------------------------------------------------
     def start(self) -> None:
@@ -321,8 +332,7 @@ class RemoteHostGroup(RankGroup):
             event = self.session.events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             return None
-        self.session.events.put(event)  # let _pump see it too (order is kept: nothing else reads)
-        self._pump()
+        self._handle(event)
         return event
 
     def poll(self) -> tuple[RankExit, ...]:
@@ -343,9 +353,9 @@ class RemoteHostGroup(RankGroup):
         if self._closed:
             return ()
         self._closed = True
+        for group in self.siblings:
+            group.request_stop(grace)
         if self._started:
-            self.session.send(f"stop {grace:g}")
-            self.session.stop()
             # The agent needs the grace period plus the time to report.
             self.session.finished.wait(grace + 15.0)
             self._pump()
@@ -360,6 +370,13 @@ class RemoteHostGroup(RankGroup):
                 self._reported.add(rank)
                 out.append(RankExit(rank, self.host, None, signal.SIGTERM, stopped_by_launcher=True))
         return tuple(out)
+
+    def request_stop(self, grace: float) -> None:
+        """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""
+        if self._started and not self._stop_sent:
+            self._stop_sent = True
+            self.session.send(f"stop {grace:g}")
+            self.session.stop()
 
     def new_log_lines(self) -> list[tuple[int, str]]:
         self._pump()
@@ -466,12 +483,16 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
             return [RemoteHostGroup(plan, first.name, remote_hosts[first.name], options, remote_python,
                                     push_also=others, agent_env=mpirun_ssh_env(options), **group_options)]
         groups: list[RankGroup] = []
+        remote: list[RemoteHostGroup] = []
         for entry in plan.hosts:
             name = entry.host.name
             if entry.host.local:
                 groups.append(LocalRankGroup(plan, name))
             else:
-                groups.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python, **group_options))
+                remote.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python, **group_options))
+                groups.append(remote[-1])
+        for group in remote:
+            group.siblings = remote
         return groups
 
     return factory
