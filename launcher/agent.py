@@ -7,10 +7,16 @@ scheduler, on the first host of a dynamic job) with the same local supervision c
 local launch uses, and reports on stdout, one JSON object per line:
 
     {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
-    {"event": "started", "rank": 3, "pid": 4242}
-    {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594}
-    {"event": "exited", "rank": 3, "code": 1, "signal": null, "tail": "...", ...}
-    {"event": "done", "reason": "finished" | "stop-requested" | "controller-lost" | "signal", "code": 0}
+    {"event": "started", "rank": 3}
+    {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594, "line": "..."}
+    {"event": "exited", "rank": 3, "code": 1, "signal": null, "stopped": false, "tail": "...", ...}
+    {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
+    {"event": "error", "message": "..."}
+    {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
+
+Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
+scheduler may still be waiting for other hosts) until the controller, which alone knows
+when the whole job is over, says ``stop``.
 
 It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job).
 It stops its ranks and exits when asked to, when stdin closes (the SSH session or the
@@ -37,7 +43,6 @@ from typing import Any, Optional, Sequence, TextIO
 from launcher.progress import STEP_LINE, STEP_TIME_LINE
 
 EVENTS = ("hello", "started", "progress", "exited", "helper", "done", "error")
-DONE_REASONS = ("finished", "stop-requested", "controller-lost", "signal", "error")
 
 
 def encode_event(event: str, **fields: Any) -> str:
@@ -227,9 +232,6 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
             if not helper_reported and (problem is not None or group.helpers_done()):
                 helper_reported = True
                 emit("helper", problem=problem, done=group.helpers_done())
-            # Finished ranks are not cleaned up yet: on hosts sharing a machine, the local
-            # group's final sweep would reach the other host's ranks. The controller says stop
-            # once every host is finished.
     finally:
         for rank_exit in group.close(grace=link.grace_s):
             exits[rank_exit.rank] = rank_exit
