@@ -38,9 +38,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
 from launcher.progress import STEP_LINE, STEP_TIME_LINE
+
+if TYPE_CHECKING:
+    from launcher.plan import Plan
 
 EVENTS = ("hello", "started", "progress", "exited", "helper", "done", "error")
 

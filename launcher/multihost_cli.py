@@ -31,9 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from launcher.errors import LaunchError
 from launcher.host_list import Host, local_names
