@@ -105,7 +105,9 @@ def class_iou(per_class: dict[str, float | None]) -> Plot | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, max(2.5, 0.28 * len(known) + 0.8)))
     names, values = zip(*known)
-    ax.barh(names, values, color="tab:green")
+    bars = ax.barh(names, values, color="tab:green")
+    # Values on the bars: a class at 0.00 has no visible bar otherwise.
+    ax.bar_label(bars, fmt="%.2f", padding=3, fontsize="small")
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU")
