@@ -71,3 +71,25 @@ def test_duplicates_by_resolved_address():
 def test_hostspec_validates_directly():
     with pytest.raises(ValueError, match="slots=0"):
         HostSpec("h", slots=0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hosts", "root@127.0.0.2", "--hostfile", "hosts.txt"], "--hosts and --hostfile: give one of them"),
+    (["--hostfile", "missing.txt"], "--hostfile missing.txt: cannot read: No such file or directory"),
+    (["--hosts", "root@127.0.0.2", "--ssh-config", "missing"], "--ssh-config missing: no such file"),
+    (["--hosts", "nosuchhost.invalid"], "cannot resolve host 'nosuchhost.invalid'"),
+    (["--hosts", "root@127.0.0.2", "--ssh-timeout", "0"], "--ssh-timeout 0.0: must be a positive number"),
+    (["--hosts", "127.0.0.2,127.0.0.2:22"], "'127.0.0.2:22' is the same host as '127.0.0.2'"),
+    (["--hosts", "a;b@h1"], "user 'a;b' may only contain"),
+])
+def test_launch_train_rejects_bad_multi_host_flags_in_one_line(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", *flags, "--platform", "CPU",
+                           "--job-dir", str(tmp_path / "job")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("launch-train: error: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "job").exists()
