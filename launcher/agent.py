@@ -9,6 +9,7 @@ local launch uses, and reports on stdout, one JSON object per line:
     {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
     {"event": "started", "rank": 3}
     {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594, "line": "..."}
+    {"event": "line", "rank": 0, "line": "..."}      (every log line of the --tee ranks)
     {"event": "exited", "rank": 3, "code": 1, "signal": null, "stopped": false, "tail": "...", ...}
     {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
     {"event": "error", "message": "..."}
@@ -45,7 +46,7 @@ from launcher.progress import STEP_LINE, STEP_TIME_LINE
 if TYPE_CHECKING:
     from launcher.plan import Plan
 
-EVENTS = ("hello", "started", "progress", "exited", "helper", "done", "error")
+EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
 
 
 def encode_event(event: str, **fields: Any) -> str:
@@ -192,7 +193,7 @@ def plan_from_job_document(document: dict) -> "Plan":
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
-              poll_interval_s: float = 0.2) -> int:
+              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
     from launcher.local_group import LocalRankGroup
 
@@ -228,6 +229,8 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
                 fields = progress_event(number, line)
                 if fields is not None:
                     emit("progress", **fields)
+                elif number in forward_ranks:
+                    emit("line", rank=number, line=line)
             for rank_exit in group.poll():
                 exits[rank_exit.rank] = rank_exit
                 emit("exited", **_exit_fields(rank_exit, group))
@@ -260,6 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="stop the ranks when the controller is silent this long (seconds)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--forward-lines", default="", metavar="RANKS",
+                        help="comma-separated ranks whose every log line is sent (the controller's --tee)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
     args = parser.parse_args(argv)
@@ -278,7 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(number, on_signal)
     threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
     try:
-        return run_agent(args.job_dir.resolve(), args.host, link, emit)
+        forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
+        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward)
     except (OSError, ValueError, KeyError) as error:
         # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")

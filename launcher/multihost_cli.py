@@ -262,7 +262,9 @@ class MultiHostLaunch:
 
             remote = self.remote[host.name]
             target = f"{remote.user}@{remote.hostname}"
-            command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s)
+            forward = sorted({r.rank for r in ranks} & set(plan.spec.tee))
+            command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s,
+                                    forward_ranks=forward)
             lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
             lines.append(f"    (files pushed first: job.json, LOG<rank>/env.sh + run.sh of its ranks"
                          f"{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")

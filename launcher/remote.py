@@ -53,10 +53,12 @@ class PushedFile:
 
 
 def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None) -> str:
+                  env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> str:
     """The shell command that runs the agent on the host (every word quoted)."""
     words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
              "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+    if forward_ranks:
+        words += ["--forward-lines", ",".join(str(rank) for rank in sorted(forward_ranks))]
     for key, value in sorted((env or {}).items()):
         words += ["--env", f"{key}={value}"]
     # exec: the agent is the session's process, so closing the channel reaches it directly.
@@ -68,12 +70,13 @@ class AgentSession:
 
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
-                 agent_env: Optional[dict] = None) -> None:
+                 agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> None:
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
         self.plan_host = plan_host or host.host_name  # the host's name in job.json
         self.agent_env = dict(agent_env or {})
+        self.forward_ranks = tuple(forward_ranks)
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
@@ -133,7 +136,7 @@ class AgentSession:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
-                                                 self.agent_env))
+                                                 self.agent_env, self.forward_ranks))
         for target in (self._read_events, self._read_stderr, self._send_heartbeats):
             thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
             thread.start()
@@ -253,8 +256,10 @@ class RemoteHostGroup(RankGroup):
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.start_timeout_s = start_timeout_s
+        # The --tee ranks of this host send every log line; the others only their progress.
+        forward = sorted(set(self.ranks) & set(plan.spec.tee))
         self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config, plan_host=host,
-                                    agent_env=agent_env)
+                                    agent_env=agent_env, forward_ranks=forward)
         self._pending: list[RankExit] = []
         self._reported: set[int] = set()
         self._lines: list[tuple[int, str]] = []
@@ -288,7 +293,7 @@ class RemoteHostGroup(RankGroup):
                 started=event.get("started"), ended=event.get("ended"), duration_s=event.get("duration_s"),
                 stopped_by_launcher=bool(event.get("stopped")),
             ))
-        elif kind == "progress":
+        elif kind in ("progress", "line"):
             self._lines.append((int(event["rank"]), str(event.get("line", ""))))
         elif kind == "helper":
             self._helper_problem = event.get("problem") or self._helper_problem

@@ -21,6 +21,7 @@ SLEEPER = '''\
 import os, time
 with open("pid", "w") as out:
     out.write(str(os.getpid()))
+print("hello from rank", os.environ["RANK_ID"], flush=True)
 print("epoch: 1 step: 7, loss is 0.125", flush=True)
 time.sleep(float(os.environ.get("SLEEP", "60")))
 '''
@@ -181,3 +182,17 @@ def test_agent_for_a_host_without_ranks_says_so(two_rank_job):
     events = [decode_event(line) for line in agent.stdout.splitlines()]
     assert agent.returncode == 2
     assert events[0]["event"] == "error" and "no ranks on host 'node-z'" in events[0]["message"]
+
+
+def test_forwarded_ranks_send_every_line(two_rank_job):
+    agent = _agent(two_rank_job, "--forward-lines", "1")
+    try:
+        events = _read_until(agent, lambda e, seen: sum(x["event"] == "progress" for x in seen) == 2)
+        lines = [(e["rank"], e["line"]) for e in events if e["event"] == "line"]
+        assert (1, "hello from rank 1") in lines
+        assert all(rank == 1 for rank, _ in lines)  # rank 0 only reports progress
+        agent.stdin.write("stop\n")
+        agent.stdin.flush()
+        _read_until(agent, lambda e, _: e["event"] == "done")
+    finally:
+        agent.kill()

@@ -26,6 +26,7 @@ keys = [k for k in os.environ if k.startswith(("RANK", "DEVICE", "MS_", "SERVER"
 with open("record.json.tmp", "w") as out:
     json.dump({"env": {k: os.environ[k] for k in keys}, "cwd": os.getcwd(), "pid": os.getpid()}, out)
 os.replace("record.json.tmp", "record.json")
+print("payload rank", os.environ["RANK_ID"], flush=True)
 print("epoch: 1 step: 1, loss is 0.5", flush=True)
 if os.environ.get("FAIL_RANK") == os.environ["RANK_ID"]:
     time.sleep(0.5)
@@ -88,8 +89,13 @@ def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_rank_table_job_over_two_hosts(cluster):
-    done = run(rank_table_args(cluster))
+    args = rank_table_args(cluster)
+    args[args.index("--tee") + 1] = "9"
+    done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
+    # --tee 9: every line of rank 9 comes back from its host; other ranks show progress only.
+    assert "[127.0.0.3:9] payload rank 9" in done.stdout
+    assert "payload rank 10" not in done.stdout
     job_dir = cluster["job_dir"]
     table = json.loads((job_dir / "rank_table.json").read_text())
     # One table merged from both hosts' hccn.conf, servers in server_id order.
@@ -230,13 +236,13 @@ def test_unknown_host_key_is_rejected_unless_accepted(sshd_hosts, cluster):
     assert empty.read_text() == ""  # accepted for this run, not written anywhere
 
 
-def test_dry_run_shows_each_host(cluster):
+def test_dry_run_shows_each_host(sshd_hosts, cluster):
     done = run(rank_table_args(cluster, "--dry-run"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "rank 15: host 127.0.0.3" in done.stdout
     per_host = done.stdout[done.stdout.index("per host:"):]
     assert "127.0.0.3: ranks 8, 9, 10, 11, 12, 13, 14, 15" in per_host
-    assert "ssh -p 22 root@127.0.0.3" in per_host and "launcher.agent" in per_host
+    assert f"ssh -p {sshd_hosts.hosts[1].port} root@127.0.0.3" in per_host and "launcher.agent" in per_host
     assert not cluster["job_dir"].exists()
 
 
