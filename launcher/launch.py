@@ -131,7 +131,14 @@ def launch(
             status = LiveStatus(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
-            outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace)
+            try:
+                outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace)
+            except OSError:
+                # A group could not start (every group is closed by now): job.json must not say "running".
+                failed = JobStatus(state="failed", started=started, ended=utc_now(), exit_code=1, restarts=restarts,
+                                   wall_time_s=round(time.monotonic() - t0, 3), rank_exits=all_exits)
+                write_job_json(spec.job_dir, job_document(plan, failed))
+                raise
             all_exits = merge_exits(all_exits, outcome.exits)
             if outcome.state != "failed" or restarts >= spec.max_restarts:
                 break
