@@ -262,6 +262,14 @@ def test_two_host_mindspore_cpu_training(cluster, synthetic_voc):
         assert "epoch: 10 step: 1, loss is" in log
     assert list((job_dir / "LOG0" / "ckpt").glob("*.ckpt"))
 
+    # The same ssh flags bring every host's results together (over SFTP from the "remote" hosts).
+    results = cluster["tmp"] / "results"
+    collected = run([sys.executable, "-m", "launcher.collect.cli", str(job_dir), "-o", str(results),
+                     "--ssh-config", str(cluster["config"]), "--json"])
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    summary = json.loads((results / job["job_id"] / "summary.json").read_text())
+    assert [(r["rank"], r["host"], r["steps"]) for r in summary["ranks"]] == [(0, "127.0.0.2", 10), (1, "127.0.0.3", 10)]
+
 
 def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
     hostfile = cluster["tmp"] / "hostfile"
