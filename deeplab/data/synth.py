@@ -206,7 +206,8 @@ def _write_set(root: Path, spec: SynthSpec) -> None:
         slots = class_slots(spec.seed, split_index, count)
         ids = []
         for index in range(count):
-            objects = OBJECTS_PER_IMAGE[0] + (index * 7 + spec.seed) % len(OBJECTS_PER_IMAGE)
+            # 3 or 4 objects, alternating; slots 3i..3i+2 always belong to image i (full coverage).
+            objects = OBJECTS_PER_IMAGE[(index + spec.seed) % len(OBJECTS_PER_IMAGE)]
             classes = [int(c) for c in slots[3 * index: 3 * index + objects]]
             photo, label = render_sample(spec.seed, split_index, index, spec.size, classes)
             name = sample_id(split, index)

@@ -292,17 +292,17 @@ class ClassStyle:
 
 
 def _styles() -> tuple[ClassStyle, ...]:
-    """Bright hues 18 degrees apart; the dark tone is 90 degrees away, alternately up and down.
+    """Bright hues 18 degrees apart; the dark tone's hue is that of class (11 i + 3) mod 20.
 
-    That makes every (tone, hue) pair belong to one class only: neighbours in hue differ in
-    their dark tone by 180 degrees, and classes sharing a pattern are 90 degrees apart.
+    That permutation has no fixed point and no swapped pair (no two classes are each
+    other's tones reversed), puts the dark tones of hue neighbours 162 degrees apart, and
+    keeps classes that share a pattern (i, i+5, ...) at least 36 degrees apart in both tones.
     """
     styles = []
     for index in range(20):
-        hue_degrees = index * 18
-        second_degrees = (hue_degrees + (90 if index % 2 == 0 else -90)) % 360
+        second = (11 * index + 3) % 20
         styles.append(ClassStyle(class_id=index + 1, shape=SHAPES[index], pattern=PATTERNS[index % 5],
-                                 hue=hue_degrees // 2, second_hue=second_degrees // 2))
+                                 hue=index * 9, second_hue=second * 9))
     return tuple(styles)
 
 
