@@ -150,6 +150,20 @@ def test_synthetic_set_shows_all_classes_with_textures_and_boundary_bands(synthe
         assert seen == set(range(1, 21)), split
 
 
+def test_synthetic_class_styles_are_pairwise_distinct():
+    from deeplab.data.synth_shapes import STYLES
+
+    assert [s.class_id for s in STYLES] == list(range(1, 21))
+    assert len({s.shape for s in STYLES}) == 20
+    assert len({s.hue for s in STYLES}) == 20 and len({s.second_hue for s in STYLES}) == 20
+    for style in STYLES:
+        assert style.hue != style.second_hue
+        for other in STYLES:
+            # no class is another's tones reversed in the same pattern
+            if other is not style and other.pattern == style.pattern:
+                assert (other.hue, other.second_hue) != (style.second_hue, style.hue)
+
+
 def test_synthetic_set_is_deterministic_per_seed(tmp_path):
     first = write_synthetic_voc(tmp_path / "a", train=3, val=2, size=64, seed=7)
     second = write_synthetic_voc(tmp_path / "b", train=3, val=2, size=64, seed=7)
