@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from launcher.agent import decode_event
 from launcher.failures import RankExit
 from launcher.rank_group import RankGroup
-from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error
+from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
 
 if TYPE_CHECKING:
     from launcher.plan import Plan
@@ -270,6 +270,8 @@ class RemoteHostGroup(RankGroup):
         self._started = False
         self._closed = False
         self._stop_sent = False
+        self._launch_attempted = False
+        self._launch_error: Optional[BaseException] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
         self.siblings: list[RemoteHostGroup] = [self]
@@ -306,6 +308,32 @@ class RemoteHostGroup(RankGroup):
 
     # -- RankGroup ----------------------------------------------------------------------
     def start(self) -> None:
+        # The first group started launches every sibling's agent in parallel (connect, copy the
+        # files, start the agent): the supervisor starts groups one after the other, and a
+        # cluster of many hosts should not pay for each connection in turn.
+        waiting = [group for group in self.siblings if not group._launch_attempted]
+        for group in waiting:
+            group._launch_attempted = True
+        outcome = run_on_each(waiting, lambda group: group._launch())
+        for group, error in outcome.failed.items():
+            group._launch_error = error
+        if self._launch_error is not None:
+            raise self._launch_error if isinstance(self._launch_error, OSError) else OSError(
+                f"cannot start the agent on {self.host}: {self._launch_error}")
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            event = self._wait_event(deadline)
+            if event is None:
+                break
+            if event["event"] == "hello":
+                return
+            if event["event"] in ("error", "lost", "done"):
+                message = event.get("message") or event.get("reason") or "agent ended at start"
+                raise OSError(f"agent on {self.host} did not start: {message}")
+        raise OSError(f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
+
+    def _launch(self) -> None:
+        """Connect, copy this host's files, start the agent (its "hello" is awaited in start())."""
         self.session.open()  # ConnectionError (an OSError) with one clear line
         # The controller has written the job dir locally by now (launch() does, before start):
         # the host gets the same rendered files and the same job.json.
@@ -320,17 +348,6 @@ class RemoteHostGroup(RankGroup):
         push_job_files(self.plan, self.push_also, self.session.options, job_json)
         self.session.start(self.heartbeat_timeout_s)
         self._started = True
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            event = self._wait_event(deadline)
-            if event is None:
-                break
-            if event["event"] == "hello":
-                return
-            if event["event"] in ("error", "lost", "done"):
-                message = event.get("message") or event.get("reason") or "agent ended at start"
-                raise OSError(f"agent on {self.host} did not start: {message}")
-        raise OSError(f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
 
     def _wait_event(self, deadline: float) -> Optional[dict]:
         try:
