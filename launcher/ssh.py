@@ -163,7 +163,13 @@ def describe_ssh_error(error: BaseException, host: RemoteHost, options: SshOptio
         return f"authentication as {host.user!r} failed on {where} (check --ssh-key / IdentityFile / User)"
     if isinstance(error, (socket.timeout, TimeoutError)):
         return f"no answer from {where} within {options.timeout_s:g}s"
-    if isinstance(error, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = list(error.errors.values())
+        if causes and all(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return f"connection refused by {where} (is sshd running?)"
+        reasons = sorted({getattr(cause, "strerror", None) or str(cause) for cause in causes})
+        return f"cannot reach {where}: {'; '.join(reasons) or error}"
+    if isinstance(error, ConnectionRefusedError):
         return f"connection refused by {where} (is sshd running?)"
     if isinstance(error, OSError):
         return f"cannot reach {where}: {error.strerror or error}"
