@@ -94,3 +94,11 @@ def test_preflight_failure_table_names_host_and_check(sshd_hosts, ssh_options, t
     table = str(error.value)
     assert "4 Ascend devices needed, 2 found by address_N lines" in table
     assert "/proc/version exists and is not a directory" in table or "job_dir" in table
+
+
+def test_unknown_user_fails_preflight(sshd_hosts, ssh_options, tmp_path):
+    hosts = resolve_hosts(parse_hosts_arg("nosuchuser@127.0.0.2"), ssh_options)
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={}, remote_python=sys.executable)
+    with pytest.raises(PreflightFailed) as error:
+        run_preflight(hosts, ssh_options, request)
+    assert "authentication as 'nosuchuser' failed" in str(error.value)
