@@ -10,12 +10,11 @@ passes in; the default handles this machine only.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 

@@ -23,6 +23,8 @@ GROUP_MARKER_VAR = "LAUNCH_TRAIN_GROUP"
 SCHEDULER_MODULE = "launcher.ms_scheduler"
 RESUME_FLAG = "--resume"
 RESUMABLE_MODULES = frozenset({"deeplab.train"})
+CKPT_DIR_FLAG = "--ckpt-dir"
+DEFAULT_CKPT_DIR = "ckpt"  # deeplab.train's default, relative to the rank's working directory
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -175,13 +177,41 @@ def plan_job(spec: JobSpec) -> Plan:
 
 
 def plan_restart(plan: Plan) -> Plan:
-    """The plan for the next attempt: same ranks; ``--resume`` added for deeplab.train."""
-    resumable = plan.spec.entry.module in RESUMABLE_MODULES
-    ranks = tuple(
-        replace(r, command=r.command + (RESUME_FLAG,)) if resumable and RESUME_FLAG not in r.command else r
-        for r in plan.ranks
-    )
-    return replace(plan, ranks=ranks, attempt=plan.attempt + 1)
+    """The plan for the next attempt: same ranks; for deeplab.train, every rank resumes from one checkpoint.
+
+    deeplab.train saves checkpoints from rank 0 only, in its own --ckpt-dir (default
+    ./ckpt, i.e. LOG0/ckpt). On a restart every rank gets ``--resume``, and the other ranks
+    also get ``--ckpt-dir`` pointing at rank 0's directory: a rank that found no checkpoint
+    would start again from step 0 while rank 0 resumed, and their collectives would no
+    longer match. Not needed when every rank saves its own (save_ckpt_all_ranks=true) or
+    the directory is already shared (an absolute --ckpt-dir).
+    """
+    if plan.spec.entry.module not in RESUMABLE_MODULES:
+        return replace(plan, attempt=plan.attempt + 1)
+    shared_dir = _rank0_checkpoint_dir(plan)
+    ranks = []
+    for r in plan.ranks:
+        command = r.command if RESUME_FLAG in r.command else r.command + (RESUME_FLAG,)
+        if shared_dir is not None and r.rank != 0 and command[-2:] != (CKPT_DIR_FLAG, shared_dir):
+            command = command + (CKPT_DIR_FLAG, shared_dir)
+        ranks.append(replace(r, command=command))
+    return replace(plan, ranks=tuple(ranks), attempt=plan.attempt + 1)
+
+
+def _rank0_checkpoint_dir(plan: Plan) -> Optional[str]:
+    """Rank 0's checkpoint directory as an absolute path, or None when ranks need no redirection."""
+    args = list(plan.spec.args)
+    if any(a.replace(" ", "") == "save_ckpt_all_ranks=true" for a in args):
+        return None
+    given: Optional[str] = None
+    for i, arg in enumerate(args):
+        if arg == CKPT_DIR_FLAG and i + 1 < len(args):
+            given = args[i + 1]
+        elif arg.startswith(CKPT_DIR_FLAG + "="):
+            given = arg.split("=", 1)[1]
+    if given is not None and Path(given).is_absolute():
+        return None
+    return str(plan.spec.job_dir / plan.ranks[0].log_dir / (given or DEFAULT_CKPT_DIR))
 
 
 def _launch_env(spec: JobSpec, host_index: int, local_index: int, device_id: int, rank: int, size: int) -> dict:

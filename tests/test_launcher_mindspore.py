@@ -1,36 +1,21 @@
-"""Real MindSpore under launch-train's dynamic start (CPU): an all-reduce, and 2-rank data-parallel training."""
+"""Real MindSpore under launch-train's dynamic start (CPU): 2-rank data-parallel training, and a restart that resumes."""
 from __future__ import annotations
 
-import io
 import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from launcher.launch import launch
-from launcher.resolve import LaunchOptions, resolve_spec
 from tests.fixtures.jobs import TRAIN_STEPS, assert_nothing_left, descendant_pids
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def test_dynamic_start_runs_a_mindspore_allreduce_across_two_workers(tmp_path):
-    job_dir = tmp_path / "job"
-    baseline = descendant_pids()
-    options = LaunchOptions(platform="CPU", devices=2, job_dir=job_dir, tee="none",
-                            entry=REPO / "tests" / "payloads" / "allreduce.py")
-    console = io.StringIO()
-    result = launch(resolve_spec(options, warn=lambda m: None), out=console, status_out=console)
-    assert result.exit_code == 0, console.getvalue()
-    for rank in range(2):
-        got = json.loads((job_dir / f"LOG{rank}" / "allreduce.json").read_text())
-        assert got == {"rank": rank, "size": 2, "sum": 3.0}
-    scheduler_log = (job_dir / "scheduler" / "log.txt").read_text()
-    assert "for 2 workers" in scheduler_log and "registered successfully" in scheduler_log
-    assert_nothing_left(job_dir, baseline)
 
 
 def test_two_rank_cpu_training_trains_for_real_and_saves_a_checkpoint(two_rank_cpu_job: Path):
@@ -47,3 +32,52 @@ def test_two_rank_cpu_training_trains_for_real_and_saves_a_checkpoint(two_rank_c
     checkpoints = sorted((job_dir / "LOG0" / "ckpt").glob("*.ckpt"))
     assert checkpoints and checkpoints[-1].stat().st_size > 0
     assert not list((job_dir / "LOG1").glob("ckpt/*.ckpt"))  # rank 0 alone writes checkpoints
+
+
+def test_a_killed_rank_restarts_the_job_and_every_rank_resumes_from_one_checkpoint(tmp_path, synthetic_voc):
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "--platform", "CPU", "--devices", "2", "--job-dir", str(job_dir),
+         "--max-restarts", "1", "--tee", "none", "--", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
+         "--train-steps", "6", "--set", "save_checkpoint_steps=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((job_dir / "LOG0" / "ckpt").glob("*.ckpt")):
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint before the kill"
+            time.sleep(0.05)
+        victim = _rank_process(job_dir, rank=1)
+        victim.kill()
+        _, err = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 0, err[-3000:]
+    assert "rank 1 on" in err and "killed by SIGKILL" in err and "restarting the whole job (1 of 1)" in err
+    status = json.loads((job_dir / "job.json").read_text())["status"]
+    assert status["state"] == "succeeded" and status["restarts"] == 1
+    resumed = {}
+    for rank in range(2):
+        log = (job_dir / f"LOG{rank}" / "log.txt").read_text()
+        second_attempt = log.split("==== launch-train: restart 1:")[1]
+        match = re.search(r"resumed from (\S+) at step (\d+)", second_attempt)
+        assert match, second_attempt[-2000:]
+        checkpoint = job_dir / f"LOG{rank}" / match.group(1)  # an absolute path stays as it is
+        resumed[rank] = (checkpoint.resolve(), int(match.group(2)))
+        assert "epoch: 6 step: 1, loss is" in second_attempt
+    assert resumed[0] == resumed[1] and resumed[0][0].parent == job_dir / "LOG0" / "ckpt" and resumed[0][1] >= 2
+    assert_nothing_left(job_dir, baseline)
+
+
+def _rank_process(job_dir: Path, rank: int) -> psutil.Process:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            if env.get("LAUNCH_TRAIN_JOB_DIR") == str(job_dir) and env.get("RANK_ID") == str(rank) \
+                    and "deeplab.train" in proc.cmdline():
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    raise AssertionError(f"rank {rank} of {job_dir} is not running")

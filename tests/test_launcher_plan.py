@@ -1,7 +1,6 @@
 """The plan as a pure function: ranks, environments, cores, rank-table numbering, restarts."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,10 +102,18 @@ def test_two_hosts_are_host_major_and_the_scheduler_is_on_the_first():
     assert [h.slots for h in plan.hosts] == [2, 2]
 
 
-def test_restart_adds_resume_once_for_deeplab_train_only():
+def test_restart_adds_resume_once_and_points_every_rank_at_rank0s_checkpoints():
     plan = plan_job(spec())
     again = plan_restart(plan_restart(plan))
-    assert again.attempt == 2 and again.ranks[0].command.count("--resume") == 1
+    assert again.attempt == 2
+    assert again.ranks[0].command == plan.ranks[0].command + ("--resume",)
+    assert again.ranks[1].command == plan.ranks[1].command + ("--resume", "--ckpt-dir", str(JOB_DIR / "LOG0" / "ckpt"))
+    relative = plan_restart(plan_job(spec(args=("--ckpt-dir", "out/ck"))))
+    assert relative.ranks[1].command[-2:] == ("--ckpt-dir", str(JOB_DIR / "LOG0" / "out/ck"))
+    shared = plan_restart(plan_job(spec(args=("--ckpt-dir", "/shared/ck"))))
+    assert shared.ranks[1].command[-1] == "--resume"
+    own = plan_restart(plan_job(spec(args=("--set", "save_ckpt_all_ranks=true"))))
+    assert own.ranks[1].command[-1] == "--resume"
     script = plan_job(spec(entry=Entry(script=Path("/x/train.py"))))
     assert plan_restart(script).ranks[0].command == script.ranks[0].command
 
