@@ -68,8 +68,10 @@ Supervision
     --job-dir DIR             default ./jobs/<job-id>, job id = UTC time + random suffix; must not
                               exist or be empty
     --max-restarts N          restart the whole job up to N times after a failure (default 0);
-                              deeplab.train gets --resume on restarts (it resumes from its newest
-                              checkpoint); each restart appends to the same log.txt after a marker line
+                              deeplab.train ranks get --resume on restarts, and ranks other than 0
+                              also --ckpt-dir <job-dir>/LOG0/ckpt, so every rank resumes from rank 0's
+                              newest checkpoint; each restart appends to the same log.txt after a
+                              "==== launch-train: restart N: <command>" line
     --tee RANKS               ranks whose output is also printed here, prefixed [host:rank], without
                               MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
