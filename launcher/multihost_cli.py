@@ -127,6 +127,9 @@ class MultiHostLaunch:
         platform = check_platform(options.platform) if options.platform else detect_platform(options.hccn_conf)
         mode = options.mode or DEFAULT_MODE[platform]
         mine = local_names()
+        if not options.platform and _is_remote(self.specs[0], mine):
+            print(f"launch-train: warning: --platform not given: {platform} detected on this machine, "
+                  "not on the hosts; give --platform if they differ", file=sys.stderr)
         remote_specs = [spec for spec in self.specs if _is_remote(spec, mine)]
         try:
             resolved = resolve_hosts(remote_specs, self.ssh)
