@@ -5,8 +5,10 @@ One SSH session per host runs a small self-contained Python probe (the function
 the interpreter and ``import launcher, deeplab``; that the job dir can be created and
 written; the device count (CPU: usable cores, GPU: ``nvidia-smi``, Ascend: ``npu-smi``
 or the ``address_N`` lines of hccn.conf); hccn.conf readable (Ascend, its text comes
-back for the rank table); and, on the first host of a dynamic job, that the scheduler
-port is free (port 0: the probe picks a free one). Connection problems (refused,
+back for the rank table); ``mpirun`` on the first host and ``orted`` on the others
+(mpirun mode); and, on the first host of a dynamic job, that the scheduler port is free
+(port 0: the probe picks a free one). It also reports the host's usable cores and CPU
+flags, which the plan uses for core binding and CPU tuning. Connection problems (refused,
 unknown host key, bad user/key, timeout) are failures of the ``ssh`` check.
 
 Any failure anywhere -> ``PreflightFailed`` whose message is one table of what

@@ -4,7 +4,7 @@
 ``--ssh-timeout``, ``--ssh-known-hosts``, ``--ssh-accept-unknown-host-keys``).
 ``resolve_hosts`` reads the ssh config as OpenSSH does (``Host`` blocks give
 ``HostName``/``Port``/``User``/``IdentityFile``) and finds each host's address;
-``connect`` opens a fabric ``Connection`` whose host key must already be known:
+``connection`` makes a fabric ``Connection`` whose host key must already be known:
 fabric's default would add any unknown key silently, which would make a
 man-in-the-middle invisible, so ours rejects unless the user asked otherwise.
 ``run_on_each`` fans one function out over many connections and returns fabric's
