@@ -7,7 +7,9 @@ else. The scheduler (dynamic mode) is started first, the same way, from schedule
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,6 +34,21 @@ class _Running:
     reported: bool = False
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_launcher() -> None:
+    """In the child before exec: SIGKILL it if the launcher dies (even by SIGKILL, which nothing can catch).
+
+    The setting survives exec, so it covers the rank's program itself; what the rank
+    starts in turn is stopped by the launcher's normal clean-up.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the launcher's own clean-up still applies
+
+
 def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subprocess.Popen:
     """``bash script`` as a new session; early bash errors (before run.sh's own redirect) land in the log too."""
     env = dict(os.environ)
@@ -47,6 +64,7 @@ def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subp
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_die_with_launcher,
         )
 
 

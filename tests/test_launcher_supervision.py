@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.jobs import assert_nothing_left, descendant_pids
+from tests.fixtures.jobs import assert_nothing_left, descendant_pids, processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = str(REPO / "tests" / "payloads" / "rank_behaviour.py")
@@ -162,4 +162,21 @@ def test_library_call_returns_failures_as_data(tmp_path, hccn_conf):
     assert "rank 1 failing" in result.first_failure.tail
     with pytest.raises(JobFailed, match="rank 1 on .* failed \\(exit code 9\\)"):
         result.check()
+    assert_nothing_left(job_dir, baseline)
+
+
+def test_ranks_die_with_a_launcher_that_is_killed_outright(tmp_path, hccn_conf):
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    proc = subprocess.Popen([*LAUNCH, "--job-dir", str(job_dir), "--entry", PAYLOAD, *ascend(hccn_conf, 2), "--",
+                             "--sleep", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        wait_for(lambda: all((job_dir / f"LOG{r}" / "record.json").exists() for r in range(2)))
+        proc.kill()  # SIGKILL: the launcher gets no chance to clean up
+        proc.wait(timeout=10)
+        wait_for(lambda: not processes_mentioning(str(job_dir)), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert_nothing_left(job_dir, baseline)
