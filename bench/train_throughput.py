@@ -54,7 +54,12 @@ def run_worker(command: list[str]) -> dict[str, Any]:
     """Run one measuring subprocess; its JSON line plus its own peak RSS (from wait4)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=REPO_DIR)
-    stdout, stderr = _communicate(process)
+    try:
+        stdout, stderr = _communicate(process)
+    except BaseException:  # Ctrl-C: leave no measuring process behind
+        process.kill()
+        process.wait()
+        raise
     _, status, usage = os.wait4(process.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     process.returncode = code

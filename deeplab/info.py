@@ -48,7 +48,7 @@ def describe(cfg: Config, config_name: str, batch: int = 1) -> dict[str, Any]:
     ms = runtime.start_mindspore("CPU", runtime.resolve_threads(cfg.threads))
     import numpy as np
 
-    from deeplab.model import build_model, count_parameters
+    from deeplab.model import ImagePyramid, build_model, count_parameters
 
     net = build_model(cfg)
     net.set_train(False)
@@ -58,7 +58,8 @@ def describe(cfg: Config, config_name: str, batch: int = 1) -> dict[str, Any]:
     forward_s = time.perf_counter() - start
     params = count_parameters(net)
     side = feature_size(cfg.crop_size, cfg.output_stride)
-    channels = {"resnet101": 2048, "resnet50": 2048, "tiny": 128}[cfg.backbone]
+    backbone = net.net.backbone if isinstance(net, ImagePyramid) else net.backbone
+    channels = backbone.stage_channels[-1]
     return {
         "config": config_name,
         "backbone": cfg.backbone,
