@@ -28,14 +28,19 @@ def parse_text(raw: str, field_type: Any) -> Any:
         if _is_optional(field_type) and text.lower() in _NULL_WORDS - {""}:
             return None
         return text
-    try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        value = text
+    value = _yaml_value(text) if text else None
     if isinstance(value, str) and _is_sequence_type(_strips_to(field_type)):
         # "1.0,1.5" or "1.0 1.5" (no brackets) as a convenience on the command line.
-        value = [yaml.safe_load(part) for part in value.replace(",", " ").split()]
+        value = [_yaml_value(part) for part in value.replace(",", " ").split()]
     return value
+
+
+def _yaml_value(text: str) -> Any:
+    """YAML's reading of ``text``; the text itself when it is not valid YAML (coerce then says why)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def coerce(value: Any, field_type: Any) -> Any:
