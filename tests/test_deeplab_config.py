@@ -48,6 +48,7 @@ def test_every_preset_loads():
     ("eval_scales=1.0,1.5", "eval_scales", [1.0, 1.5]),
     ("eval_scales=1", "eval_scales", [1.0]),
     ("atrous_rates=null", "atrous_rates", None),
+    ("image_pyramid=None", "image_pyramid", None),
     ("image_pyramid=[0.5, 1.0]", "image_pyramid", [0.5, 1.0]),
     ("flip=true", "flip", True),
     ("fine_tune_batch_norm=False", "fine_tune_batch_norm", False),

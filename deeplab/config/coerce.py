@@ -22,11 +22,11 @@ _FALSE_WORDS = {"false", "no", "off", "0"}
 def parse_text(raw: str, field_type: Any) -> Any:
     """Parse the text of a ``--set`` value for a field of ``field_type`` (then use :func:`coerce`)."""
     text = raw.strip()
+    if _is_optional(field_type) and text.lower() in _NULL_WORDS - {""}:
+        return None
     if _strips_to(field_type) is str:
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             return text[1:-1]
-        if _is_optional(field_type) and text.lower() in _NULL_WORDS - {""}:
-            return None
         return text
     value = _yaml_value(text) if text else None
     if isinstance(value, str) and _is_sequence_type(_strips_to(field_type)):
@@ -96,7 +96,10 @@ def _to_int(value: Any) -> int:
         raise ValueError(f"expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    number = _to_float(value)
+    try:
+        number = _to_float(value)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
     if not number.is_integer():
         raise ValueError(f"expected an integer, got {value!r}")
     return int(number)
