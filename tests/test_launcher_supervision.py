@@ -111,8 +111,9 @@ def test_max_restarts_restarts_the_whole_job_then_fails(tmp_path, hccn_conf):
     status = job_status(job_dir)
     assert status["restarts"] == 2 and status["state"] == "failed"
     for rank in range(2):
-        log = (job_dir / f"LOG{rank}" / "log.txt").read_text()
-        assert log.count(f"rank {rank} started") == 3 and log.count("==== launch-train: restart") == 2
+        assert (job_dir / f"LOG{rank}" / "log.txt").read_text().count("==== launch-train: restart") == 2
+    # Rank 0 ran (and failed) three times; rank 1 may be stopped before it prints anything.
+    assert (job_dir / "LOG0" / "log.txt").read_text().count("rank 0 failing with exit code 4") == 3
     assert_nothing_left(job_dir, baseline)
 
 
