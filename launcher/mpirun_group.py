@@ -60,6 +60,12 @@ class MpirunGroup(RankGroup):
     def _times(self) -> dict:
         return {"started": self._started, "ended": utc_now(), "duration_s": round(time.monotonic() - self._started_mono, 3)}
 
+    def _status_mtime(self, rank: int) -> int:
+        try:
+            return self._status_file(rank).stat().st_mtime_ns
+        except OSError:
+            return 0
+
     def _read_status(self, rank: int) -> Optional[int]:
         try:
             return int(self._status_file(rank).read_text().strip())
@@ -67,14 +73,17 @@ class MpirunGroup(RankGroup):
             return None
 
     def poll(self) -> tuple[RankExit, ...]:
-        exits = []
+        found = []
         for rank in self.ranks:
             if rank in self._reported:
                 continue
             status = self._read_status(rank)
             if status is not None:
                 self._reported.add(rank)
-                exits.append(exit_from_status(rank, self._host_of[rank], status, **self._times()))
+                found.append((self._status_mtime(rank), exit_from_status(rank, self._host_of[rank], status, **self._times())))
+        # mpirun stops the other ranks itself once one fails; several statuses can appear between two
+        # polls, and the one written first is the rank that failed first.
+        exits = [exit_ for _, exit_ in sorted(found, key=lambda item: item[0])]
         code = self._proc.poll() if self._proc is not None else None
         if code is not None and not exits:
             # mpirun is gone; ranks that left no status never ran their wrapper to the end.

@@ -86,7 +86,6 @@ def test_ctrl_c_or_sigterm_to_the_launcher_stops_every_rank(tmp_path, hccn_conf,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         wait_for(lambda: all((job_dir / f"LOG{r}" / "record.json").exists() for r in range(2)))
-        time.sleep(0.3)  # past the payload's signal(SIGTERM, SIG_IGN)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (needs SIGKILL)")
     args, extra = parser.parse_known_args()
     rank = rank_number()
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # before record.json: tests signal once it exists
     record = {
         "argv": sys.argv[1:],
         "extra": extra,
@@ -50,8 +52,6 @@ def main() -> int:
         json.dump(record, handle)
     os.replace("record.json.tmp", "record.json")
     print(f"rank {rank} started pid {os.getpid()}", flush=True)
-    if args.ignore_term:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.spawn_orphan:
         subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
     for step in range(1, args.steps + 1):
