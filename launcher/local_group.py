@@ -8,6 +8,7 @@ else. The scheduler (dynamic mode) is started first, the same way, from schedule
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
@@ -69,13 +70,13 @@ def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subp
 
 
 class LocalRankGroup(RankGroup):
-    def __init__(self, plan: Plan, host: str, *, with_scheduler: bool = True) -> None:
+    def __init__(self, plan: Plan, host: str) -> None:
         self.plan = plan
         self.host = host
         self.job_dir = plan.spec.job_dir
         self._ranks: tuple[Rank, ...] = plan.ranks_on(host)
         self.ranks = tuple(r.rank for r in self._ranks)
-        self._scheduler = plan.scheduler if (with_scheduler and plan.scheduler and plan.scheduler.host == host) else None
+        self._scheduler = plan.scheduler if (plan.scheduler is not None and plan.scheduler.host == host) else None
         self._scheduler_proc: Optional[subprocess.Popen] = None
         self._running: dict[int, _Running] = {}
 
@@ -110,7 +111,7 @@ class LocalRankGroup(RankGroup):
             duration_s=round(time.monotonic() - item.started_mono, 3),
         )
         if stopped:
-            exit_ = RankExit(**{**exit_.__dict__, "stopped_by_launcher": True})
+            exit_ = dataclasses.replace(exit_, stopped_by_launcher=True)
         return exit_
 
     def helper_problem(self) -> Optional[str]:

@@ -8,6 +8,7 @@ output goes to <job-dir>/mpirun.log.
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import time
@@ -117,7 +118,7 @@ class MpirunGroup(RankGroup):
                 if status is not None
                 else RankExit(rank, self._host_of[rank], None, signal.SIGTERM.value, **times)
             )
-            stopped.append(RankExit(**{**exit_.__dict__, "stopped_by_launcher": True}))
+            stopped.append(dataclasses.replace(exit_, stopped_by_launcher=True))
         sweep_group(str(self.job_dir), self.host)
         return tuple(stopped)
 
