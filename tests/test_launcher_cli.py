@@ -108,9 +108,34 @@ def test_zero_devices(tmp_path):
     _bad(tmp_path, "--platform", "CPU", "--devices", "0", expect="--devices 0: must be at least 1")
 
 
+def _tool(bin_dir: Path, name: str, script: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text("#!/bin/sh\n" + script)
+    (bin_dir / name).chmod(0o755)
+
+
 def test_gpus_that_are_not_there(tmp_path):
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no nvidia-smi
+    _tool(tmp_path / "bin", "nvidia-smi", "echo 'No devices were found'; exit 6\n")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
     _bad(tmp_path, "--platform", "GPU", "--devices", "2", env=env, expect="no GPU devices found")
+
+
+def test_platform_detection(tmp_path, monkeypatch):
+    from launcher.platforms import detect_platform
+
+    bin_dir = tmp_path / "bin"
+    _tool(bin_dir, "nvidia-smi", "echo 'No devices were found'; exit 6\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    missing_conf = tmp_path / "no-hccn.conf"
+    assert detect_platform(missing_conf) == "CPU"
+    _tool(bin_dir, "nvidia-smi", "echo 'GPU 0: Fake (UUID: GPU-0)'\n")
+    assert detect_platform(missing_conf) == "GPU"
+    conf = tmp_path / "hccn.conf"
+    conf.write_text("address_0=10.0.0.1\n")
+    assert detect_platform(conf) == "Ascend"
+    conf.unlink()
+    _tool(bin_dir, "npu-smi", "exit 0\n")
+    assert detect_platform(missing_conf) == "Ascend"
 
 
 def test_more_ascend_devices_than_hccn_conf_lists(tmp_path, fake_hccn_conf):
