@@ -117,7 +117,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
             "host": f.host,
             "exit_code": f.exit_code,
             "signal": f.signal_name,
-            "log": f.log_path,
+            "log": f"LOG{f.rank}/log.txt",  # relative to the job dir (schema 1); the console shows where it is
             "tail": f.tail,
         }
     return {
