@@ -180,3 +180,24 @@ def test_ranks_die_with_a_launcher_that_is_killed_outright(tmp_path, hccn_conf):
             proc.kill()
             proc.wait()
     assert_nothing_left(job_dir, baseline)
+
+
+def test_a_failed_scheduler_stops_the_workers_and_user_templates_are_used(tmp_path):
+    # A user template directory overriding only the scheduler's script: this one fails at once.
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "scheduler.sh.j2").write_text(
+        "#!/usr/bin/env bash\ncd \"$(dirname \"${BASH_SOURCE[0]}\")\"\n"
+        "echo 'custom scheduler for {{ spec.job_id }} on port {{ scheduler.port }}' >> log.txt\nexit 3\n")
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    done = launch_cli(job_dir, "--platform", "CPU", "--devices", "2", "--templates", str(templates), "--",
+                      "--sleep", "120")
+    assert done.returncode == 1, done.stderr
+    assert "scheduler on" in done.stderr and "failed (exit code 3)" in done.stderr
+    assert "custom scheduler for" in (job_dir / "scheduler" / "log.txt").read_text()
+    assert "source ./env.sh" in (job_dir / "LOG0" / "run.sh").read_text()  # the built-in run.sh.j2 still applies
+    status = job_status(job_dir)
+    assert status["state"] == "failed" and status["exit_code"] == 1
+    assert {r["signal"] for r in status["ranks"]} == {"SIGTERM"}
+    assert_nothing_left(job_dir, baseline)
