@@ -119,8 +119,9 @@ def test_max_restarts_restarts_the_whole_job_then_fails(tmp_path, hccn_conf):
 def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_path):
     job_dir = tmp_path / "job"
     baseline = descendant_pids()
+    injection = f"$(touch {tmp_path}/pwned);`touch {tmp_path}/pwned`"
     done = launch_cli(job_dir, "--platform", "CPU", "--devices", "2", "--tee", "all", "--env", "EXTRA=it's here",
-                      "--", "--steps", "3", "extra arg")
+                      "--env", f"INJECT={injection}", "--", "--steps", "3", "extra arg", injection)
     assert done.returncode == 0, done.stderr
     document = json.loads((job_dir / "job.json").read_text())
     assert document["status"]["state"] == "succeeded" and document["status"]["exit_code"] == 0
@@ -131,7 +132,8 @@ def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_pa
     for rank in document["ranks"]:
         record = json.loads((job_dir / rank["log_dir"] / "record.json").read_text())
         assert record["cwd"] == str(job_dir / rank["log_dir"])
-        assert record["extra"] == ["extra arg"] and record["env"]["EXTRA"] == "it's here"
+        assert record["extra"] == ["extra arg", injection] and record["env"]["EXTRA"] == "it's here"
+        assert record["env"]["INJECT"] == injection
         assert {k: record["env"][k] for k in rank["env"]} == rank["env"]
         assert record["affinity"] == rank["cpus"]
     # By hand: the same rank, the same environment, the same command, output to the same log.
@@ -139,7 +141,8 @@ def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_pa
     subprocess.run(["bash", "LOG1/run.sh"], cwd=job_dir, check=True, timeout=30, env={"PATH": os.environ["PATH"]})
     again = json.loads((job_dir / "LOG1" / "record.json").read_text())
     assert {k: again["env"][k] for k in document["ranks"][1]["env"]} == document["ranks"][1]["env"]
-    assert again["argv"] == ["--steps", "3", "extra arg"]
+    assert again["argv"] == ["--steps", "3", "extra arg", injection]
+    assert not (tmp_path / "pwned").exists()  # every value reached the shell quoted
     assert (job_dir / "LOG1" / "log.txt").read_text().count("rank 1 done") == 2
     assert_nothing_left(job_dir, baseline)
 
