@@ -4,7 +4,7 @@ Every VOC class 1..20 gets its own silhouette built from a few polygons (a plane
 wings and a tail, a bicycle two rings and a frame, a person a head, torso and legs...)
 with random proportions, and its own appearance: a two-tone texture pattern in a bright
 and a dark tone of two hues (see ``_styles``); backgrounds are nearly grey. Parts are
-kept at least ~0.2 of the object radius thick so they survive the output stride of a
+kept at least ~0.28 of the object radius thick so they survive the output stride of a
 segmentation network and the void band along boundaries. A
 network therefore has colour, texture and shape cues, none of which is a flat colour.
 Shapes live in unit coordinates (roughly [-1, 1]^2, y down) and are placed by the caller.
@@ -68,11 +68,11 @@ def aeroplane(rng: np.random.Generator) -> list[Polygon]:
 
 
 def bicycle(rng: np.random.Generator) -> list[Polygon]:
-    wheel = rng.uniform(0.4, 0.48)
-    width = 0.2
+    wheel = rng.uniform(0.42, 0.5)
+    width = 0.3
     return [
-        _ring(-0.55, 0.35, wheel, wheel * 0.45),
-        _ring(0.55, 0.35, wheel, wheel * 0.45),
+        _ring(-0.55, 0.35, wheel, wheel * 0.3),
+        _ring(0.55, 0.35, wheel, wheel * 0.3),
         _bar(-0.55, 0.35, -0.05, -0.3, width),
         _bar(-0.05, -0.3, 0.55, 0.35, width),
         _bar(-0.05, -0.3, 0.4, -0.35, width),
@@ -143,11 +143,11 @@ def cat(rng: np.random.Generator) -> list[Polygon]:
 def chair(rng: np.random.Generator) -> list[Polygon]:
     back = rng.uniform(0.8, 1.0)
     return [
-        _rect(-0.65, -0.05, 0.6, 0.22),
-        _rect(-0.65, -back, -0.4, 0.2),
-        _rect(-0.65, 0.2, -0.42, 1.0),
-        _rect(0.37, 0.2, 0.6, 1.0),
-        _bar(-0.5, -back * 0.5, 0.05, -back * 0.5, 0.22),
+        _rect(-0.65, -0.1, 0.65, 0.22),
+        _rect(-0.65, -back, -0.33, 0.2),
+        _rect(-0.65, 0.2, -0.35, 1.0),
+        _rect(0.35, 0.2, 0.65, 1.0),
+        _bar(-0.45, -back * 0.5, 0.1, -back * 0.5, 0.3),
     ]
 
 
@@ -157,9 +157,9 @@ def cow(rng: np.random.Generator) -> list[Polygon]:
         _rect(-0.9, -0.45, 0.55, 0.25),
         np.array([(0.5, -0.45), (1.0, -0.65), (1.05, -0.2), (0.55, -0.05)]),
         np.array([(0.7, -0.62), (0.75, -0.9), (0.85, -0.6)]),
-        _rect(-0.88, 0.2, -0.64, leg),
-        _rect(-0.52, 0.2, -0.28, leg),
-        _rect(0.05, 0.2, 0.29, leg),
+        _rect(-0.9, 0.2, -0.6, leg),
+        _rect(-0.5, 0.2, -0.2, leg),
+        _rect(0.05, 0.2, 0.35, leg),
     ]
 
 
@@ -168,9 +168,9 @@ def diningtable(rng: np.random.Generator) -> list[Polygon]:
     return [
         np.array([(-1.0, -0.3), (1.0, -0.3), (0.85, -0.3 - top), (-0.85, -0.3 - top)]),
         _rect(-1.0, -0.3, 1.0, -0.12),
-        _rect(-0.95, -0.12, -0.72, 0.85),
-        _rect(0.72, -0.12, 0.95, 0.85),
-        _rect(-0.12, -0.12, 0.12, 0.6),
+        _rect(-0.95, -0.12, -0.67, 0.85),
+        _rect(0.67, -0.12, 0.95, 0.85),
+        _rect(-0.15, -0.12, 0.15, 0.6),
     ]
 
 
@@ -180,9 +180,9 @@ def dog(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.1, 0.0, 0.7, 0.32),
         _ellipse(0.72, -0.35, 0.3, 0.26),
         np.array([(0.62, -0.55), (0.5, -0.95), (0.8, -0.6)]),
-        _bar(-0.75, -0.1, -1.0, tail, 0.22),
-        _rect(-0.68, 0.15, -0.44, 0.8),
-        _rect(0.26, 0.15, 0.5, 0.8),
+        _bar(-0.75, -0.1, -1.0, tail, 0.28),
+        _rect(-0.7, 0.15, -0.42, 0.8),
+        _rect(0.24, 0.15, 0.52, 0.8),
     ]
 
 
@@ -192,11 +192,10 @@ def horse(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.2, -0.05, 0.7, 0.3),
         np.array([(0.25, -0.25), (0.5, -0.1), (0.85, -neck), (0.6, -neck)]),
         np.array([(0.6, -neck), (1.05, -neck + 0.15), (1.05, -neck + 0.35), (0.8, -neck + 0.3)]),
-        _rect(-0.8, 0.1, -0.58, 1.0),
-        _rect(-0.48, 0.1, -0.26, 1.0),
-        _rect(0.05, 0.1, 0.27, 1.0),
-        _rect(0.3, 0.1, 0.5, 1.0),
-        _bar(-0.85, -0.15, -1.05, 0.5, 0.2),
+        _rect(-0.82, 0.1, -0.54, 1.0),
+        _rect(-0.46, 0.1, -0.18, 1.0),
+        _rect(0.1, 0.1, 0.38, 1.0),
+        _bar(-0.85, -0.15, -1.05, 0.5, 0.28),
     ]
 
 
@@ -206,8 +205,8 @@ def motorbike(rng: np.random.Generator) -> list[Polygon]:
         _ellipse(-0.62, 0.4, wheel, wheel),
         _ellipse(0.62, 0.4, wheel, wheel),
         np.array([(-0.6, 0.35), (0.55, 0.35), (0.45, -0.2), (-0.1, -0.3), (-0.55, -0.1)]),
-        _bar(0.45, -0.2, 0.62, -0.65, 0.22),
-        _bar(0.5, -0.65, 0.85, -0.7, 0.2),
+        _bar(0.45, -0.2, 0.62, -0.65, 0.28),
+        _bar(0.5, -0.65, 0.85, -0.7, 0.28),
     ]
 
 
@@ -216,8 +215,8 @@ def person(rng: np.random.Generator) -> list[Polygon]:
     return [
         _ellipse(0.0, -0.78, 0.22, 0.24),
         np.array([(-shoulders, -0.52), (shoulders, -0.52), (0.3, 0.25), (-0.3, 0.25)]),
-        _bar(-shoulders + 0.05, -0.45, -shoulders - 0.25, 0.15, 0.22),
-        _bar(shoulders - 0.05, -0.45, shoulders + 0.25, 0.15, 0.22),
+        _bar(-shoulders + 0.05, -0.45, -shoulders - 0.25, 0.15, 0.28),
+        _bar(shoulders - 0.05, -0.45, shoulders + 0.25, 0.15, 0.28),
         _rect(-0.3, 0.2, -0.04, 1.0),
         _rect(0.04, 0.2, 0.3, 1.0),
     ]
@@ -236,7 +235,7 @@ def sheep(rng: np.random.Generator) -> list[Polygon]:
     polygons = [_ellipse(0.0, -0.05, 0.7, 0.4)]
     for angle in np.linspace(0, 2 * math.pi, 9, endpoint=False):
         polygons.append(_ellipse(0.62 * math.cos(angle), -0.05 + 0.38 * math.sin(angle), puff, puff))
-    polygons += [_rect(-0.52, 0.3, -0.3, 0.9), _rect(0.3, 0.3, 0.52, 0.9), _ellipse(0.95, -0.2, 0.24, 0.2)]
+    polygons += [_rect(-0.55, 0.3, -0.27, 0.9), _rect(0.27, 0.3, 0.55, 0.9), _ellipse(0.95, -0.2, 0.24, 0.2)]
     return polygons
 
 
