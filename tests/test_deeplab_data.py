@@ -320,6 +320,18 @@ def test_train_dataset_shapes_and_dtypes(synthetic_voc):
     assert len(set(labels.tolist()) - {0, 255}) >= 10
 
 
+def test_train_dataset_is_reproducible_from_the_seed(synthetic_voc):
+    from deeplab.data.pipeline import build_train_dataset
+
+    def first_batches(seed: int) -> list[np.ndarray]:
+        dataset = build_train_dataset(pipeline_cfg(seed=seed), synthetic_voc)
+        return [b[1] for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)][:3]
+
+    same = zip(first_batches(3), first_batches(3))
+    assert all(np.array_equal(a, b) for a, b in same)
+    assert not all(np.array_equal(a, b) for a, b in zip(first_batches(3), first_batches(4)))
+
+
 def test_train_shards_are_disjoint_and_cover_the_split(synthetic_voc):
     from deeplab.data.pipeline import build_train_dataset
 
