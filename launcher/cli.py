@@ -23,9 +23,9 @@ Where it runs
     --devices N               devices (ranks) per host; CPU default 1, GPU/Ascend default all found
     --visible-devices LIST    exact device ids per host, e.g. 0,1,4-7 (GPU: nvidia-smi ids;
                               Ascend: ids in hccn.conf or the rank table)
-    --hosts H1,H2,...         hosts, in rank order (default: this machine). Only names of this
-                              machine (localhost, 127.0.0.1, its hostname) work without the
-                              SSH support; other names need it.
+    --hosts H1,H2,...         hosts, in rank order (default: this machine); names other than
+                              this machine's (localhost, 127.0.0.1, its hostname) are reached
+                              over SSH (below).
 
 Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host section)
     --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
@@ -208,61 +208,45 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
     )
 
 
-def _multi_host_extension():
-    """The SSH support's CLI module, when installed (None otherwise).
-
-    ``launcher/multihost_cli.py`` (owned by the multi-host support) may define:
-        add_arguments(parser)                  its own flags (SSH user, key, known_hosts, ...)
-        remote_host_parser(ns) -> Callable[[str], Host] | None   for --hosts names not of this machine
-        adjust_spec(ns, spec) -> JobSpec       e.g. the scheduler address remote hosts can reach
-        group_factory(ns, spec) -> Callable[[Plan], Sequence[RankGroup]]   for jobs with remote hosts
-        dry_run_text(ns, plan) -> str          appended to the text dry run
-    """
-    try:
-        from launcher import multihost_cli  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return multihost_cli
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from launcher import multihost_cli
+
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
-    extension = _multi_host_extension()
     parser = build_parser()
-    if extension is not None and hasattr(extension, "add_arguments"):
-        extension.add_arguments(parser)
+    multihost_cli.add_arguments(parser)
     ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
     try:
-        return _run(ns, training_args, extension)
+        return _run(ns, training_args)
     except LaunchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(ns: argparse.Namespace, training_args: Sequence[str], extension) -> int:
+def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     from launcher.launch import launch, local_groups, prepare
+    from launcher.multihost_cli import MultiHostLaunch
     from launcher.resolve import resolve_spec
 
-    remote_parser = None
-    if extension is not None and hasattr(extension, "remote_host_parser"):
-        remote_parser = extension.remote_host_parser(ns)
-    spec = resolve_spec(options_from_args(ns, training_args), remote_parser=remote_parser)
-    if extension is not None and hasattr(extension, "adjust_spec"):
-        spec = extension.adjust_spec(ns, spec)  # e.g. --master-addr, --remote-python
+    options = options_from_args(ns, training_args)
+    multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
+    if multi is not None:
+        # Pre-flight every host (not for dry runs) and complete the options with what it found.
+        options = multi.before_resolve(options, preflight=not ns.dry_run)
+    spec = resolve_spec(options, remote_parser=multi.parse_remote_host if multi else None)
+    if multi is not None:
+        spec = multi.after_resolve(spec)  # --master-addr, --remote-python
     if ns.dry_run:
         from launcher.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
-        if not ns.json and extension is not None and hasattr(extension, "dry_run_text"):
-            sys.stdout.write(extension.dry_run_text(ns, plan))  # per host: how it is reached, what runs there
+        if not ns.json and multi is not None:
+            sys.stdout.write(multi.dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
-    factory = local_groups
-    if extension is not None and hasattr(extension, "group_factory") and any(not h.local for h in spec.hosts):
-        factory = extension.group_factory(ns, spec)
+    factory = multi.rank_groups if multi is not None else local_groups
     try:
         result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
     except OSError as exc:

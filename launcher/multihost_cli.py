@@ -1,22 +1,22 @@
 """launch-train over several hosts: the SSH flags, pre-flight, and what they change in the job.
 
-launcher.cli loads this module as its multi-host extension and calls, in this order
-(all before anything is written or started):
+launcher.cli adds these flags with ``add_arguments(parser)`` (--hostfile, --ssh-config,
+--ssh-key, --ssh-timeout, --ssh-known-hosts, --ssh-accept-unknown-host-keys,
+--remote-python, --master-addr, --heartbeat-timeout), then, when a host is remote
+(``MultiHostLaunch.from_args`` returns None when every host is this machine), calls in
+this order, all before anything is written or started:
 
-  ``add_arguments(parser)``            --hostfile, --ssh-config, --ssh-key, --ssh-timeout,
-                                        --ssh-known-hosts, --ssh-accept-unknown-host-keys,
-                                        --remote-python, --master-addr, --heartbeat-timeout
-  ``remote_host_parser(ns)``           when a host is remote: resolves the hosts through the ssh
-                                        config, pre-flights all of them in parallel (exit 2 with one
-                                        table if anything fails, nothing started), and turns what it
-                                        found into the launcher's own flags: --hosts from --hostfile,
-                                        --devices from hostfile slots, --sched-port picked free on the
-                                        first host, --rank-table merged from every host's hccn.conf
-                                        (Ascend). Returns the parser for remote ``--hosts`` names.
-  ``adjust_spec(ns, spec)``            the scheduler address the other hosts can reach
-                                        (--master-addr), the ranks' interpreter (--remote-python)
-  ``group_factory(ns, spec)``          remote hosts run their ranks through agents over SSH
-  ``dry_run_text(ns, plan)``           per host: how it is reached, what runs there
+  ``before_resolve(options)``  resolves the hosts through the ssh config, pre-flights all of
+                               them in parallel (exit 2 with one table if anything fails,
+                               nothing started) and completes the options with what it found:
+                               --hosts from --hostfile, --devices from hostfile slots,
+                               --sched-port picked free on the first host, --rank-table merged
+                               from every host's hccn.conf (Ascend)
+  ``parse_remote_host``        the launcher's parser for remote ``--hosts`` names
+  ``after_resolve(spec)``      the scheduler address the other hosts can reach (--master-addr),
+                               the ranks' interpreter (--remote-python)
+  ``rank_groups(plan)``        remote hosts run their ranks through agents over SSH
+  ``dry_run_text(plan)``       per host: how it is reached, what runs there
 
 ``--hccn-conf`` may contain ``{host}``, replaced by each host's name: hosts whose
 hccn.conf is elsewhere (or test hosts that share one machine) each read their own.
@@ -204,7 +204,7 @@ class MultiHostLaunch:
             rank_table.validate(table, topology_check=getattr(options, "topology_check", True))
         except HcclError as exc:
             raise LaunchError(str(exc)) from None
-        # The launcher reads --rank-table once while resolving the job; adjust_spec removes this file.
+        # The launcher reads --rank-table once while resolving the job; after_resolve removes this file.
         handle, name = tempfile.mkstemp(prefix="rank_table-", suffix=".json")
         with os.fdopen(handle, "w") as out:
             out.write(rank_table.dumps(table))
@@ -276,51 +276,3 @@ class MultiHostLaunch:
 
 def _host_name(spec: HostSpec) -> str:
     return spec.host if spec.port is None else f"{spec.host}:{spec.port}"
-
-
-
-# -- the extension interface launcher.cli calls ------------------------------------------
-_STATE = "multi_host_launch"  # attribute on the argparse namespace carrying the MultiHostLaunch
-
-
-def remote_host_parser(ns: argparse.Namespace):
-    """Pre-flight the remote hosts and complete ``ns``; None when every host is this machine."""
-    multi = MultiHostLaunch.from_args(ns)
-    setattr(ns, _STATE, multi)
-    if multi is None:
-        return None
-    from launcher.resolve import LaunchOptions
-
-    options = LaunchOptions(
-        hosts=ns.hosts, devices=ns.devices, visible_devices=_visible(ns), platform=ns.platform, mode=ns.mode,
-        rank_table=ns.rank_table, hccn_conf=ns.hccn_conf, sched_port=ns.sched_port, job_dir=ns.job_dir,
-        topology_check=getattr(ns, "topology_check", True),
-    )
-    done = multi.before_resolve(options, preflight=not getattr(ns, "dry_run", False))
-    ns.hosts, ns.devices, ns.sched_port, ns.rank_table = done.hosts, done.devices, done.sched_port, done.rank_table
-    return multi.parse_remote_host
-
-
-def _visible(ns: argparse.Namespace):
-    if getattr(ns, "visible_devices", None) is None:
-        return None
-    from launcher.platforms import parse_device_list
-
-    return parse_device_list(ns.visible_devices)
-
-
-def adjust_spec(ns: argparse.Namespace, spec):
-    multi: Optional[MultiHostLaunch] = getattr(ns, _STATE, None)
-    return spec if multi is None else multi.after_resolve(spec)
-
-
-def group_factory(ns: argparse.Namespace, spec):
-    multi: Optional[MultiHostLaunch] = getattr(ns, _STATE, None)
-    if multi is None:
-        raise LaunchError("remote hosts without the multi-host set-up (remote_host_parser was not called)")
-    return multi.rank_groups
-
-
-def dry_run_text(ns: argparse.Namespace, plan) -> str:
-    multi: Optional[MultiHostLaunch] = getattr(ns, _STATE, None)
-    return "" if multi is None else multi.dry_run_text(plan)
