@@ -18,8 +18,10 @@ Every class appears within the first 7 images of each split. Like VOC, a band of
 ("void") runs along every object boundary. The output is a function of the arguments only
 (same seed, same bytes).
 
-Defaults (--train 300 --val 60 --size 128, seed 0) take a few seconds and are what the
-``tiny_synthetic`` preset is meant to learn; tests use far fewer.
+Defaults (--train 300 --val 60 --size 128, seed 0) take about 3 s and are what the
+``tiny_synthetic`` preset is meant to learn: measured on 2 shared CPU cores, it reached
+val mIoU 0.95 (single scale) after 1800 steps of batch 8 (~48 epochs, 7.5 min); 600 steps
+gave 0.75-0.82. Tests use far fewer images.
 
 The set is written to a temporary directory next to DIR and renamed into place, so DIR
 is either complete or absent. An existing non-empty DIR is replaced only with --force.
