@@ -52,7 +52,7 @@ def trained_ckpt(synthetic_voc, tmp_path_factory) -> Path:
 def test_eval_prints_the_table_and_miou_line_and_writes_eval_json(synthetic_voc, trained_ckpt, tmp_path):
     output = tmp_path / "eval.json"
     proc = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
-                "--ckpt", str(trained_ckpt), "--output", str(output), *FAST)
+                "--ckpt", str(trained_ckpt), "--scales", "1.0", "--no-flip", "--output", str(output), *FAST)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert re.fullmatch(r"mIoU = [01]\.\d{5}", lines[-1]), lines[-1]
