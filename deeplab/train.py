@@ -16,7 +16,9 @@ Usage:
 --resume        continue from the newest checkpoint in --ckpt-dir: weights, momentum
                 accumulators, global step (and so the learning rate) are restored and the run
                 ends at the same final step as an uninterrupted one; starts from step 0 when
-                the directory holds no checkpoint yet
+                the directory holds no checkpoint yet. In a distributed run every rank loads
+                rank 0's newest checkpoint, so give all ranks one shared --ckpt-dir (or use
+                save_ckpt_all_ranks=true); ranks that find different steps stop with exit 2
 
 Distributed runs: the program reads the environment MindSpore's start-ups define (see
 deeplab/distributed.py): dynamic cluster (MS_ROLE=MS_WORKER, MS_WORKER_NUM, MS_NODE_ID,
@@ -168,6 +170,9 @@ def train(opts: TrainOptions) -> TrainResult:
     prefix = checkpoints.checkpoint_prefix(start.rank_id, cfg.save_ckpt_all_ranks)
     ckpt_dir = Path(opts.ckpt_dir)
 
+    # Every rank resumes from the checkpoints of the rank(s) that save: the prefix of a rank
+    # that does not save is rank 0's, so all ranks load the same weights when they share
+    # --ckpt-dir; _agree_on_start_step refuses a run whose ranks found different steps.
     resume_from = checkpoints.newest_checkpoint(ckpt_dir, prefix) if opts.resume else None
     if not opts.resume and saves and checkpoints.list_checkpoints(ckpt_dir, prefix):
         raise UsageError(
@@ -207,6 +212,8 @@ def train(opts: TrainOptions) -> TrainResult:
         _print(f"resumed from {resume_from} at step {start_step}")
     elif opts.resume:
         _print(f"no checkpoint in {ckpt_dir}; starting from step 0")
+    if start.is_distributed:
+        _agree_on_start_step(start_step, ckpt_dir)
     if start_step > total_steps:
         raise UsageError(f"--train-steps {total_steps}: the checkpoint {resume_from} is already at step {start_step}")
 
@@ -236,6 +243,32 @@ def train(opts: TrainOptions) -> TrainResult:
                 result.checkpoints.append(saver.save(train_step, step=step, epoch=epoch))
         _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
     return result
+
+
+def _agree_on_start_step(step: int, ckpt_dir: Path) -> None:
+    """All ranks must continue from the same step (and so the same checkpoint)."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import nn, ops
+    from mindspore.communication import get_group_size
+
+    class AllSum(nn.Cell):  # MindSpore's CPU AllReduce only sums
+        def __init__(self):
+            super().__init__()
+            self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+
+        def construct(self, values):
+            return self.all_reduce(values)
+
+    all_sum = AllSum()
+    mean = float(all_sum(ms.Tensor(np.array([step], dtype=np.float32))).asnumpy()[0]) / get_group_size()
+    # Every rank sees the same spread, so either all continue or all stop here.
+    spread = float(all_sum(ms.Tensor(np.array([(step - mean) ** 2], dtype=np.float32))).asnumpy()[0])
+    if spread > 0:
+        raise UsageError(
+            f"--resume: ranks found checkpoints of different steps (this rank: {step} in {ckpt_dir}, "
+            f"mean over ranks {mean:g}); give all ranks one shared --ckpt-dir or --set save_ckpt_all_ranks=true"
+        )
 
 
 def _endless_batches(dataset):

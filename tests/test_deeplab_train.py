@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +165,8 @@ def _free_port() -> int:
 SCHEDULER = "import mindspore as ms; ms.set_device('CPU'); from mindspore.communication import init; init()"
 
 
-def test_two_rank_data_parallel_over_a_dynamic_cluster(synthetic_voc, tmp_path):
-    """A real MindSpore scheduler + 2 workers on loopback; gradients are all-reduced."""
+def _run_cluster(tmp_path: Path, synthetic_voc: Path, ckpt_dirs: list[Path], *args: str) -> list[tuple[int, str]]:
+    """A real MindSpore scheduler + 2 deeplab-train workers on loopback; (exit code, output) per rank."""
     port = str(_free_port())
     common = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": port, "MS_WORKER_NUM": "2"}
     procs = [subprocess.Popen([sys.executable, "-c", SCHEDULER], env=_env(MS_ROLE="MS_SCHED", **common),
@@ -176,9 +175,9 @@ def test_two_rank_data_parallel_over_a_dynamic_cluster(synthetic_voc, tmp_path):
     try:
         for rank in range(2):
             rank_dir = tmp_path / f"LOG{rank}"
-            rank_dir.mkdir()
+            rank_dir.mkdir(exist_ok=True)
             procs.append(subprocess.Popen(
-                _train_cmd(synthetic_voc, rank_dir / "ckpt", "--train-steps", "3", "--set", "batch_size=2"),
+                _train_cmd(synthetic_voc, ckpt_dirs[rank], "--set", "batch_size=2", *args),
                 env=_env(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), RANK_ID=str(rank), **common),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=rank_dir,
                 start_new_session=True))
@@ -189,12 +188,28 @@ def test_two_rank_data_parallel_over_a_dynamic_cluster(synthetic_voc, tmp_path):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    for proc, out in zip(procs[1:], outputs):
-        assert proc.returncode == 0, out
+    return [(proc.returncode, out) for proc, out in zip(procs[1:], outputs)]
+
+
+def test_two_rank_data_parallel_over_a_dynamic_cluster_and_its_resume(synthetic_voc, tmp_path):
+    shared = tmp_path / "shared-ckpt"
+    for code, out in _run_cluster(tmp_path, synthetic_voc, [shared, shared], "--train-steps", "3"):
+        assert code == 0, out
         # 16 images over 2 ranks, batch 2: 4 steps per epoch per rank.
         assert [(e, s) for e, s, _ in step_lines(out)] == [(1, 1), (1, 2), (1, 3)], out
-    assert [s for s, _ in list_checkpoints(tmp_path / "LOG0" / "ckpt")] == [3]
-    assert not (tmp_path / "LOG1" / "ckpt").exists()  # only rank 0 saves
+    assert [s for s, _ in list_checkpoints(shared)] == [3]  # only rank 0 saves
+
+    # Both ranks resume from rank 0's checkpoint in the shared directory.
+    for code, out in _run_cluster(tmp_path, synthetic_voc, [shared, shared], "--train-steps", "5", "--resume"):
+        assert code == 0, out
+        assert "at step 3" in out and [(e, s) for e, s, _ in step_lines(out)] == [(1, 4), (2, 1)], out
+    assert [s for s, _ in list_checkpoints(shared)] == [5]
+
+    # Per-rank directories (rank 1's is empty): the ranks would diverge, so both refuse.
+    own = [shared, tmp_path / "LOG1" / "ckpt"]
+    for code, out in _run_cluster(tmp_path, synthetic_voc, own, "--train-steps", "6", "--resume"):
+        assert code == 2, out
+        assert "ranks found checkpoints of different steps" in out and "Traceback" not in out, out
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
