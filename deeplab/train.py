@@ -188,6 +188,10 @@ def train(opts: TrainOptions) -> TrainResult:
             f"{cfg.batch_size} per rank over {start.rank_size} rank(s)"
         )
     total_steps = opts.train_steps or cfg.epoch_size * steps_per_epoch
+    how = f"{start.mode} start" if start.is_distributed else "single process"
+    _print(f"deeplab-train: rank {start.rank_id} of {start.rank_size} ({how}), "
+           f"{opts.device_target} with {threads} thread(s), {total_steps} steps of batch {cfg.batch_size} "
+           f"({steps_per_epoch} per epoch), checkpoints {'in ' + str(ckpt_dir) if saves else 'off on this rank'}")
 
     network = build_model(cfg)
     train_net = NetWithLoss(network, SoftmaxCrossEntropyLoss(cfg.seg_num_classes, cfg.ignore_label))
