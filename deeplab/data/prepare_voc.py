@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -49,6 +48,7 @@ from PIL import Image
 
 from deeplab.data import voc
 from deeplab.data.errors import DataError
+from deeplab.data.output_dir import build_output_dir, check_output_dir
 from deeplab.data.layout import PREPARED_MARKER, detect_root, read_id_list
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -250,31 +250,8 @@ def prepare_voc(voc_root: PathLike, out: PathLike, sbd_root: Optional[PathLike] 
                              mindrecord, shards, force)
     if not request.voc_root.is_dir():
         raise DataError(f"{request.voc_root}: VOC root not found")
-    if request.out.exists() and not request.out.is_dir():
-        raise DataError(f"{request.out}: exists and is not a directory")
-    if request.out.is_dir() and any(request.out.iterdir()) and not force:
-        raise DataError(f"{request.out}: exists and is not empty (use --force to replace it)")
-    request.out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{request.out.name}.tmp-", dir=request.out.parent))
-    try:
-        result = _build(request, temp)
-        _move_into_place(temp, request.out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return result
-
-
-def _move_into_place(temp: Path, out: Path) -> None:
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(temp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "previous")
-    os.replace(temp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    check_output_dir(request.out, force)
+    return build_output_dir(request.out, lambda temp: _build(request, temp))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,9 +34,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -46,6 +44,7 @@ import numpy as np
 
 from deeplab.data import voc
 from deeplab.data.errors import DataError
+from deeplab.data.output_dir import build_output_dir, check_output_dir
 from deeplab.data.synth_shapes import STYLES, ClassStyle, paint_texture
 
 SPLITS = ("train", "val")
@@ -232,32 +231,9 @@ def write_synthetic_voc(out_dir: "os.PathLike[str] | str", train: int = 300, val
     """
     spec = SynthSpec(train=train, val=val, size=size, seed=seed)
     out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise DataError(f"{out}: exists and is not empty (use --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_set(temp, spec)
-        _move_into_place(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    check_output_dir(out, force)
+    build_output_dir(out, lambda temp: _write_set(temp, spec))
     return out
-
-
-def _move_into_place(temp: Path, out: Path) -> None:
-    """Rename temp to out; an existing out is moved aside first and removed only afterwards."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(temp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "previous")
-    os.replace(temp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
