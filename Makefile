@@ -34,7 +34,9 @@ test: install system-deps
 # tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint,
 # then collect-results into $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html).
 # Every run is a new job under $(DEMO_DIR)/jobs/; $(DEMO_DIR)/latest points at the newest.
-DEMO_STEPS ?= 240
+# DEMO_STEPS=N stops training after N steps; by default the preset's 40 epochs run
+# (720 steps per rank: about 5 minutes on 2 cores, val mIoU about 0.76).
+DEMO_STEPS ?=
 DEMO_DATA  := $(abspath $(DEMO_DIR)/data)
 DEMO_BIN   := $(VENV)/bin
 
@@ -43,7 +45,7 @@ demo: install
 	test -f $(DEMO_DATA)/synth.json || $(DEMO_BIN)/deeplab-synth --out $(DEMO_DATA) --force; \
 	job=$(DEMO_DIR)/jobs/$$(date -u +%Y%m%d-%H%M%S); \
 	$(DEMO_BIN)/launch-train --platform CPU --devices 2 --job-dir $$job --status-interval 20 -- \
-	  --config tiny_synthetic --data-root $(DEMO_DATA) --train-steps $(DEMO_STEPS); \
+	  --config tiny_synthetic --data-root $(DEMO_DATA) $(if $(DEMO_STEPS),--train-steps $(DEMO_STEPS)); \
 	ln -sfn jobs/$$(basename $$job) $(DEMO_DIR)/latest; \
 	ckpt=$$(ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
 	$(DEMO_BIN)/deeplab-eval --config tiny_synthetic --data-root $(DEMO_DATA) --ckpt $$ckpt --output $$job/LOG0/eval.json; \
