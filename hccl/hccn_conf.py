@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Mapping, Optional
 
 from hccl.addresses import parse_ipv4
 from hccl.errors import HcclError
+from hccl.text_file import read_text
 
 DEFAULT_PATH = "/etc/hccn.conf"
 HCCN_TOOL = "hccn_tool"
@@ -61,17 +62,7 @@ def parse(text: str, source: str = "hccn.conf") -> Dict[int, str]:
 def read(path: "os.PathLike[str] | str" = DEFAULT_PATH) -> Dict[int, str]:
     """parse() the file at `path`; HcclError naming the file if it is missing or unreadable."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as conf:
-            text = conf.read()
-    except FileNotFoundError:
-        raise HcclError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HcclError(f"{path}: is a directory, not an hccn.conf file") from None
-    except UnicodeDecodeError as err:
-        raise HcclError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise HcclError(f"{path}: cannot read ({err.strerror or err})") from None
+    text = read_text(path, "an hccn.conf file")
     return parse(text, source=path)
 
 

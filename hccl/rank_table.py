@@ -17,6 +17,7 @@ from hccl import formats
 from hccl.addresses import server_sort_key
 from hccl.atomic_file import write_text_atomically
 from hccl.errors import HcclError
+from hccl.text_file import read_text
 from hccl.model import (DEFAULT_FORMAT, FORMATS, Device, Format0xHeader, RankTable, Server,
                         renumbered)
 from hccl.topology import validate
@@ -96,17 +97,7 @@ def loads(text: str) -> RankTable:
 def load(path: "os.PathLike[str] | str") -> RankTable:
     """loads() the file at `path`; every HcclError names the file."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as source:
-            text = source.read()
-    except FileNotFoundError:
-        raise HcclError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HcclError(f"{path}: is a directory, not a rank table") from None
-    except UnicodeDecodeError as err:
-        raise HcclError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise HcclError(f"{path}: cannot read ({err.strerror or err})") from None
+    text = read_text(path, "a rank table")
     try:
         return loads(text)
     except HcclError as err:
