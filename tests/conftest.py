@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.jobs",
     "tests.fixtures.sshd",
     "tests.fixtures.slurm",
+    "tests.fixtures.k8s_schemas",
 ]
