@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
     where.add_argument("--no-topology-check", dest="topology_check", action="store_false",
                        help="accept rank tables with device sets HCCL does not support")
+    where.add_argument("--launcher", choices=("slurm", "ssh", "local"),
+                       help="who starts the ranks (default: slurm inside an allocation, else ssh/local by --hosts)")
     what = p.add_argument_group("what each rank runs")
     entry = what.add_mutually_exclusive_group()
     entry.add_argument("--entry", type=Path, metavar="SCRIPT.py", help="run python SCRIPT.py")
@@ -226,27 +228,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
-    from launcher.launch import launch, local_groups, prepare
+    import dataclasses
+
+    from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
+    from launcher.launch import local_groups
     from launcher.multihost_cli import MultiHostLaunch
     from launcher.resolve import resolve_spec
 
     options = options_from_args(ns, training_args)
+    if chosen_launcher(ns.launcher) == "slurm":
+        slurm = SlurmLaunch.from_environment()
+        options = slurm.before_resolve(options, preflight=not ns.dry_run)
+        spec = slurm.after_resolve(resolve_spec(dataclasses.replace(options, host_objects=slurm.hosts)))
+        return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
     multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
+    if ns.launcher == "local" and multi is not None:
+        raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
     if multi is not None:
         # Pre-flight every host (not for dry runs) and complete the options with what it found.
         options = multi.before_resolve(options, preflight=not ns.dry_run)
     spec = resolve_spec(options, remote_parser=multi.parse_remote_host if multi else None)
     if multi is not None:
         spec = multi.after_resolve(spec)  # --master-addr, --remote-python
+    return _start(ns, spec, multi.rank_groups if multi is not None else local_groups,
+                  multi.dry_run_text if multi is not None else None)
+
+
+def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:
+    """Print the plan (--dry-run) or run the job with the launcher's group factory."""
+    from launcher.launch import launch, prepare
+
     if ns.dry_run:
         from launcher.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
-        if not ns.json and multi is not None:
-            sys.stdout.write(multi.dry_run_text(plan))  # per host: how it is reached, what runs there
+        if not ns.json and dry_run_text is not None:
+            sys.stdout.write(dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
-    factory = multi.rank_groups if multi is not None else local_groups
     try:
         result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
     except OSError as exc:

@@ -59,6 +59,8 @@ class LaunchOptions:
     tee: str = "0"
     python: Optional[str] = None
     topology_check: bool = True
+    # Hosts given as objects (the nodes of a Slurm allocation); --hosts text is then not parsed.
+    host_objects: Optional[tuple[Host, ...]] = None
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -121,7 +123,10 @@ def resolve_spec(
     if mode == "mpirun" and platform == "CPU":
         warn("--mode mpirun on CPU: MindSpore's CPU build cannot init() communication under mpirun")
 
-    hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
+    if options.host_objects is not None:
+        hosts = options.host_objects
+    else:
+        hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
     table, table_json, devices = _devices_and_table(options, platform, mode, hosts)
     if platform == "CPU":
         cores = len(hosts[0].cpus) if hosts[0].local else 0

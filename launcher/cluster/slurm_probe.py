@@ -1,0 +1,121 @@
+"""Look at every node of the allocation before the ranks start: one task per node, one srun step.
+
+Each task (this launcher's own Python, ``-c`` a short script, no import of the project)
+prints one JSON line: its node (SLURMD_NODENAME), whether it sees the marker file the
+launcher just wrote into the job dir (the job dir must be on a file system every node
+sees: the ranks write their LOG<rank>/ there and the launcher reads them), how many CPUs
+it may use, its CPU flags, a TCP port free there (the first node's becomes the
+scheduler's), and, in rank-table mode, the text of its hccn.conf (``{host}`` in the path
+becomes the node's name, as with --hosts). Parsing the lines is pure (``parse_probe``).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+PROBE_TIMEOUT_S = 60.0
+
+# Runs on every node; prints exactly one JSON line. Kept free of project imports on purpose.
+PROBE_SCRIPT = r"""
+import json, os, socket, sys
+marker, hccn = sys.argv[1], sys.argv[2]
+node = os.environ.get("SLURMD_NODENAME", "")
+out = {"node": node, "sees_marker": os.path.exists(marker), "cpus": len(os.sched_getaffinity(0))}
+try:
+    with open("/proc/cpuinfo") as f:
+        out["cpu_flags"] = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+except OSError:
+    out["cpu_flags"] = []
+with socket.socket() as s:  # a port free on this node now, for the scheduler (first node)
+    s.bind(("", 0))
+    out["free_port"] = s.getsockname()[1]
+if hccn:
+    path = hccn.replace("{host}", node)
+    out["hccn_path"] = path
+    try:
+        with open(path, encoding="utf-8") as f:
+            out["hccn_text"] = f.read()
+    except OSError as e:
+        out["hccn_error"] = e.strerror or str(e)
+print(json.dumps(out), flush=True)
+"""
+
+
+class ProbeError(Exception):
+    """A node that cannot run the job (job dir not shared, no hccn.conf, probe failed); one line."""
+
+
+@dataclass(frozen=True)
+class NodeProbe:
+    node: str
+    sees_marker: bool
+    cpus: int
+    cpu_flags: tuple[str, ...] = ()
+    free_port: Optional[int] = None
+    hccn_path: Optional[str] = None
+    hccn_text: Optional[str] = None
+    hccn_error: Optional[str] = None
+
+
+def probe_argv(python: str, nodes: Sequence[str], marker: Path, hccn_conf: Optional[str]) -> list[str]:
+    """The srun step: exactly one task on each allocated node."""
+    return ["srun", f"--nodes={len(nodes)}", f"--ntasks={len(nodes)}", "--ntasks-per-node=1", f"--nodelist={','.join(nodes)}",
+            "--overlap", "--kill-on-bad-exit=1", "--quiet",
+            python, "-c", PROBE_SCRIPT, str(marker), hccn_conf or ""]
+
+
+def parse_probe(stdout: str, nodes: Sequence[str]) -> dict[str, NodeProbe]:
+    """Node -> NodeProbe; ProbeError when a node did not answer or answered twice."""
+    found: dict[str, NodeProbe] = {}
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            raw = json.loads(line)
+            probe = NodeProbe(node=str(raw["node"]), sees_marker=bool(raw["sees_marker"]), cpus=int(raw["cpus"]),
+                              cpu_flags=tuple(raw.get("cpu_flags", ())), free_port=raw.get("free_port"),
+                              hccn_path=raw.get("hccn_path"), hccn_text=raw.get("hccn_text"),
+                              hccn_error=raw.get("hccn_error"))
+        except (ValueError, KeyError, TypeError):
+            raise ProbeError(f"node probe: unreadable answer {line[:80]!r}") from None
+        if probe.node in found:
+            raise ProbeError(f"node probe: node {probe.node} answered twice")
+        found[probe.node] = probe
+    missing = [n for n in nodes if n not in found]
+    if missing:
+        raise ProbeError(f"node probe: no answer from node {', '.join(missing)}")
+    return found
+
+
+def check_shared_job_dir(probes: Mapping[str, NodeProbe], job_dir: Path) -> None:
+    blind = [p.node for p in probes.values() if not p.sees_marker]
+    if blind:
+        raise ProbeError(f"--job-dir {job_dir}: not visible on node {', '.join(blind)}; under Slurm the job dir "
+                         "must be on a file system every node sees (e.g. your home or a shared scratch)")
+
+
+def run_probe(python: str, nodes: Sequence[str], job_dir: Path, hccn_conf: Optional[str] = None,
+              environ: Optional[Mapping[str, str]] = None) -> dict[str, NodeProbe]:
+    """Write the marker, run the probe step, remove the marker; ProbeError on any failure."""
+    marker = job_dir / ".launch-train-probe"
+    marker.write_text("written by launch-train to check that every node sees the job directory\n")
+    try:
+        done = subprocess.run(probe_argv(python, nodes, marker, hccn_conf), capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              env=None if environ is None else dict(environ))
+    except FileNotFoundError:
+        raise ProbeError("srun: not found (is this a Slurm client host?)") from None
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"node probe: srun did not finish in {PROBE_TIMEOUT_S:g} s") from None
+    finally:
+        marker.unlink(missing_ok=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ProbeError(f"node probe: srun failed: {last}")
+    probes = parse_probe(done.stdout, nodes)
+    check_shared_job_dir(probes, job_dir)
+    return probes
