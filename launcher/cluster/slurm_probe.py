@@ -26,7 +26,8 @@ node = os.environ.get("SLURMD_NODENAME", "")
 out = {"node": node, "sees_marker": os.path.exists(marker), "cpus": len(os.sched_getaffinity(0))}
 try:
     with open("/proc/cpuinfo") as f:
-        out["cpu_flags"] = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+        flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+    out["cpu_flags"] = [x for x in flags if x.startswith(("avx", "amx", "fma", "sse4"))]
 except OSError:
     out["cpu_flags"] = []
 with socket.socket() as s:  # a port free on this node now, for the scheduler (first node)
@@ -40,7 +41,12 @@ if hccn:
             out["hccn_text"] = f.read()
     except OSError as e:
         out["hccn_error"] = e.strerror or str(e)
-print(json.dumps(out), flush=True)
+if out["sees_marker"]:  # the whole answer as a file next to the marker (stdout lines may be split by srun)
+    answer = os.path.join(os.path.dirname(marker), ".launch-train-probe-" + node + ".json")
+    with open(answer + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.replace(answer + ".tmp", answer)
+print(json.dumps({"node": node, "sees_marker": out["sees_marker"]}), flush=True)
 """
 
 
@@ -67,8 +73,11 @@ def probe_argv(python: str, nodes: Sequence[str], marker: Path, hccn_conf: Optio
             python, "-c", PROBE_SCRIPT, str(marker), hccn_conf or ""]
 
 
-def parse_probe(stdout: str, nodes: Sequence[str]) -> dict[str, NodeProbe]:
-    """Node -> NodeProbe; ProbeError when a node did not answer or answered twice."""
+def parse_probe(stdout: str, nodes: Sequence[str], answers: Mapping[str, str] = {}) -> dict[str, NodeProbe]:
+    """Node -> NodeProbe from the step's stdout (one short line a node) and the answer files' texts.
+
+    ProbeError when a node did not answer, answered twice, or sees the marker but left no answer.
+    """
     found: dict[str, NodeProbe] = {}
     for line in stdout.splitlines():
         line = line.strip()
@@ -76,6 +85,10 @@ def parse_probe(stdout: str, nodes: Sequence[str]) -> dict[str, NodeProbe]:
             continue
         try:
             raw = json.loads(line)
+            if raw.get("sees_marker"):
+                if raw.get("node") not in answers:
+                    raise ProbeError(f"node probe: node {raw.get('node')} left no answer file")
+                raw = json.loads(answers[raw["node"]])
             probe = NodeProbe(node=str(raw["node"]), sees_marker=bool(raw["sees_marker"]), cpus=int(raw["cpus"]),
                               cpu_flags=tuple(raw.get("cpu_flags", ())), free_port=raw.get("free_port"),
                               hccn_path=raw.get("hccn_path"), hccn_text=raw.get("hccn_text"),
@@ -116,6 +129,14 @@ def run_probe(python: str, nodes: Sequence[str], job_dir: Path, hccn_conf: Optio
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise ProbeError(f"node probe: srun failed: {last}")
-    probes = parse_probe(done.stdout, nodes)
+    answers = {}
+    for node in nodes:
+        path = job_dir / f".launch-train-probe-{node}.json"
+        try:
+            answers[node] = path.read_text()
+            path.unlink()
+        except OSError:
+            pass
+    probes = parse_probe(done.stdout, nodes, answers)
     check_shared_job_dir(probes, job_dir)
     return probes
