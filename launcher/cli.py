@@ -185,6 +185,7 @@ def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
+    from launcher.cluster.submit_cli import SUBMITTED_FILES
     from launcher.resolve import LaunchOptions, parse_env_assignment
 
     visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
@@ -207,20 +208,32 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
         templates=ns.templates,
         tee=ns.tee,
         topology_check=ns.topology_check,
+        job_id=getattr(ns, "job_id", None),
+        prepared_files=SUBMITTED_FILES if getattr(ns, "from_submit", False) else (),
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from launcher import multihost_cli
+    from launcher.cluster import submit_cli
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     multihost_cli.add_arguments(parser)
+    submit_cli.add_arguments(parser)
     ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
     try:
+        if ns.submit == "slurm":
+            return submit_cli.submit_slurm(ns, own, training_args)
+        if ns.submit == "k8s":
+            return submit_cli.submit_k8s(ns, own, training_args)
+        if ns.from_env:
+            from launcher.cluster.pod_launch import launch_from_env
+
+            return launch_from_env(ns, options_from_args(ns, training_args))
         return _run(ns, training_args)
     except LaunchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

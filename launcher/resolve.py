@@ -61,6 +61,9 @@ class LaunchOptions:
     topology_check: bool = True
     # Hosts given as objects (the nodes of a Slurm allocation); --hosts text is then not parsed.
     host_objects: Optional[tuple[Host, ...]] = None
+    # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
+    job_id: Optional[str] = None
+    prepared_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -124,7 +127,7 @@ def resolve_spec(
         warn("--mode mpirun on CPU: MindSpore's CPU build cannot init() communication under mpirun")
 
     if options.host_objects is not None:
-        hosts = options.host_objects
+        hosts = tuple(h if not h.local else _probe_local(h) for h in options.host_objects)
     else:
         hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
     table, table_json, devices = _devices_and_table(options, platform, mode, hosts)
@@ -146,10 +149,11 @@ def resolve_spec(
             warn(f"training arg {arg!r} is a relative path; ranks run in <job-dir>/LOG<rank>/, "
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
-    job_id = new_job_id()
+    job_id = options.job_id or new_job_id()
     job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+    from launcher.launch import check_job_dir_free
+
+    check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -179,6 +183,7 @@ def resolve_spec(
             sched_port=sched_port,
             rank_table=table,
             rank_table_json=table_json,
+            prepared_files=tuple(options.prepared_files),
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
