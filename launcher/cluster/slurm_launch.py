@@ -146,7 +146,7 @@ class SlurmLaunch:
         for node in self.allocation.nodes:
             probe = self.probes.get(node.name)
             try:
-                out.append(Host(name=node.name, address=node.address, local=False,
+                out.append(Host(name=node.name, address=node.address, local=False, shared_job_dir=True,
                                 cpu_flags=frozenset(probe.cpu_flags) if probe else frozenset()))
             except ValueError as exc:
                 raise LaunchError(f"slurm node {node.name}: {exc}") from None
