@@ -42,6 +42,38 @@ Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host se
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
+Inside a Slurm allocation (see launcher/cluster/slurm_launch.py and the README's "Clusters")
+    --launcher slurm|ssh|local  who starts the ranks; default slurm when SLURM_JOB_ID is set and srun
+                              exists, else ssh/local by --hosts. Under slurm the hosts are the
+                              allocation's nodes (--hosts is refused); ranks per node --devices, else
+                              SLURM_NTASKS_PER_NODE, else the nodes' Gres. One task per node first checks
+                              the job dir is visible there (shared file system; else exit 2), and reads
+                              hccn.conf in rank-table mode ({host} = node name); then the ranks run as ONE
+                              `srun --kill-on-bad-exit=1` step (each task runs LOG<SLURM_PROCID>/run.sh),
+                              the scheduler as a one-task step on the first node; a failure, Ctrl-C and the
+                              end cancel the steps. srun's own output: <job-dir>/srun.log.
+
+Submitting to Slurm or Kubernetes (launcher/cluster/submit_cli.py)
+    --submit slurm [--nodes N] [--partition P] [--time T] [--account A] [--slurm-arg ARG ...] [--wait]
+                              write <job-dir>/submit.sbatch (job_templates/slurm/submit.sbatch.j2), which runs
+                              these same options with --launcher slurm inside the allocation; sbatch it and
+                              print the Slurm job id and the job dir. --wait: wait, exit with the job's
+                              status. --dry-run: print the script, submit nothing.
+    --submit k8s --k8s-kind volcano|msjob|ascendjob --image IMG [--nodes N] [--namespace NS]
+                 [--k8s-set PATH=VALUE ...] [--apply]
+                              write <job-dir>/k8s/*.yaml (job_templates/k8s/; AscendJob rank-table jobs also
+                              the rings-config-<job> ConfigMap); every pod runs launch-train --from-env with
+                              these options. --k8s-set: pod.PATH (every pod template), container.PATH (every
+                              training container) or PATH from the job's root; values are YAML. --apply:
+                              kubectl apply -f <job-dir>/k8s/ when kubectl has a cluster, else the command
+                              is printed. --dry-run: print the manifests, write nothing.
+    --from-env [--k8s-kind KIND] [--rank-table-timeout S]
+                              in a pod: read the operator's variables (VC_TASK_INDEX, VC_WORKER_HOSTS; MS_ROLE,
+                              MS_SCHED_HOST, MS_SCHED_PORT, MS_WORKER_NUM, MS_NODE_ID / MS_NODE_RANK,
+                              MS_LOCAL_WORKER, ASCEND_VISIBLE_DEVICES; RANK_TABLE_FILE), wait while the
+                              mounted rank table says "initializing" (default 600 s), and start this pod's
+                              ranks as a local launch in <job-dir>/pod-<index>/.
+
     --platform Ascend|GPU|CPU default: Ascend when npu-smi or /etc/hccn.conf exists, GPU when
                               nvidia-smi lists GPUs, else CPU
     --mode rank-table|mpirun|dynamic
@@ -112,7 +144,10 @@ Exit status
     2        bad input (one line on stderr, nothing started, no job directory written):
              unknown platform or mode, devices not available, invalid topology, port in use,
              missing entry script, job dir not empty, a template with an undefined variable,
-             a bad hccn.conf or rank table
+             a bad hccn.conf or rank table; --launcher slurm outside an allocation or with a job
+             dir some node cannot see; an operator variable missing or contradicting another;
+             a mounted rank table still "initializing" after --rank-table-timeout
+    --submit slurm --wait exits with the Slurm job's status
     1        the scheduler failed while ranks were running
 """
 from __future__ import annotations

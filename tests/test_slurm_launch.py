@@ -159,3 +159,19 @@ def test_real_mindspore_training_over_two_slurm_nodes(slurm_job, synthetic_voc):
         log = (job_dir / f"LOG{rank}" / "log.txt").read_text()
         assert "loss is" in log and "training done at step 6" in log
     assert list((job_dir / "LOG0" / "ckpt").glob("*.ckpt"))
+
+
+def test_max_restarts_reruns_the_step(slurm_job):
+    cluster, job_dir = slurm_job
+    # The payload fails on rank 2 on the first attempt only (LAUNCH_TRAIN_RESTART_COUNT is 0 then).
+    payload = job_dir.parent / "flaky.py"
+    payload.write_text("import os, sys\nprint('epoch: 1 step: 1, loss is 0.5', flush=True)\n"
+                       "sys.exit(5 if os.environ.get('RANK_ID') == '2' and not os.path.exists('../LOG2/failed') "
+                       "and open('../LOG2/failed', 'w') else 0)\n")
+    done = salloc(cluster, 2, "--platform", "CPU", "--entry", str(payload), "--job-dir", str(job_dir),
+                  "--max-restarts", "1")
+    assert done.returncode == 0, done.stderr
+    assert "restarting the whole job (1 of 1)" in done.stderr
+    job = json.loads((job_dir / "job.json").read_text())
+    assert job["status"]["state"] == "succeeded" and job["status"]["restarts"] == 1
+    assert "==== launch-train: restart 1" in (job_dir / "LOG3" / "log.txt").read_text()
