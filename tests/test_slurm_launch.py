@@ -175,3 +175,16 @@ def test_max_restarts_reruns_the_step(slurm_job):
     job = json.loads((job_dir / "job.json").read_text())
     assert job["status"]["state"] == "succeeded" and job["status"]["restarts"] == 1
     assert "==== launch-train: restart 1" in (job_dir / "LOG3" / "log.txt").read_text()
+
+
+def test_mpirun_mode_uses_open_mpis_own_slurm_support(slurm_job):
+    if subprocess.run(["which", "mpirun"], capture_output=True).returncode != 0:
+        pytest.skip("mpirun not installed (make system-deps)")
+    cluster, job_dir = slurm_job
+    done = salloc(cluster, 2, "--platform", "CPU", "--mode", "mpirun", "--entry", PAYLOAD, "--job-dir", str(job_dir),
+                  "--", "--steps", "1")
+    assert done.returncode == 0, done.stderr
+    assert "n1 slots=2" in (job_dir / "hostfile").read_text()  # node names: Open MPI matches the allocation
+    recs = records(job_dir, 4)
+    assert [r["env"]["OMPI_COMM_WORLD_RANK"] for r in recs] == ["0", "1", "2", "3"]
+    assert [r["env"]["SLURMD_NODENAME"] for r in recs] == ["n1", "n1", "n2", "n2"]  # orted started through srun

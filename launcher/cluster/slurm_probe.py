@@ -89,7 +89,7 @@ def parse_probe(stdout: str, nodes: Sequence[str], answers: Mapping[str, str] = 
                 if raw.get("node") not in answers:
                     raise ProbeError(f"node probe: node {raw.get('node')} left no answer file")
                 raw = json.loads(answers[raw["node"]])
-            probe = NodeProbe(node=str(raw["node"]), sees_marker=bool(raw["sees_marker"]), cpus=int(raw["cpus"]),
+            probe = NodeProbe(node=str(raw["node"]), sees_marker=bool(raw["sees_marker"]), cpus=int(raw.get("cpus", 0)),
                               cpu_flags=tuple(raw.get("cpu_flags", ())), free_port=raw.get("free_port"),
                               hccn_path=raw.get("hccn_path"), hccn_text=raw.get("hccn_text"),
                               hccn_error=raw.get("hccn_error"))
