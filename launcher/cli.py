@@ -279,16 +279,26 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     import dataclasses
 
     from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
+
+    if chosen_launcher(ns.launcher) == "slurm":
+        slurm = SlurmLaunch.from_environment()
+        # One task per node looks at every node while this process imports and plans (the flags it
+        # needs have the same names as the options).
+        slurm.start_probe(ns, preflight=not ns.dry_run)
+        try:
+            from launcher.resolve import resolve_spec
+
+            options = slurm.before_resolve(options_from_args(ns, training_args), preflight=not ns.dry_run)
+            spec = slurm.after_resolve(resolve_spec(dataclasses.replace(options, host_objects=slurm.hosts)))
+        finally:
+            slurm.abandon_probe()  # a no-op once before_resolve has read it
+            slurm.drop_temp_rank_table()
+        return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
     from launcher.launch import local_groups
     from launcher.multihost_cli import MultiHostLaunch
     from launcher.resolve import resolve_spec
 
     options = options_from_args(ns, training_args)
-    if chosen_launcher(ns.launcher) == "slurm":
-        slurm = SlurmLaunch.from_environment()
-        options = slurm.before_resolve(options, preflight=not ns.dry_run)
-        spec = slurm.after_resolve(resolve_spec(dataclasses.replace(options, host_objects=slurm.hosts)))
-        return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
     multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
     if ns.launcher == "local" and multi is not None:
         raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")

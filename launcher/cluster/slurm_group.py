@@ -112,9 +112,11 @@ class SlurmStepGroup(RankGroup):
             self._followers[rank] = LogFollower.from_end(self.job_dir / f"LOG{rank}" / "log.txt")
         self._started = utc_now()
         self._started_mono = time.monotonic()
+        # Ranks first: MindSpore workers keep retrying until the scheduler listens, and the ranks' step
+        # is what the user waits for.
+        self._ranks_step = self._popen(rank_step_argv(self.plan), self.job_dir / SRUN_LOG)
         if self.plan.scheduler is not None:
             self._scheduler_step = self._popen(scheduler_step_argv(self.plan), self.job_dir / SCHEDULER_SRUN_LOG)
-        self._ranks_step = self._popen(rank_step_argv(self.plan), self.job_dir / SRUN_LOG)
 
     # -- watch ---------------------------------------------------------------------------
     def _status_file(self, rank: int) -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from launcher.cluster.slurm_allocation import SlurmAllocation
-from launcher.cluster.slurm_probe import NodeProbe, ProbeError, run_probe
+from launcher.cluster.slurm_probe import NodeProbe, ProbeError, ProbeRun
 from launcher.cluster.slurm_query import SlurmQueryError, current_allocation
 from launcher.errors import LaunchError
 from launcher.host_list import Host
@@ -57,6 +57,8 @@ class SlurmLaunch:
         self.python = python
         self.probes: dict[str, NodeProbe] = {}
         self.temp_rank_table: Optional[Path] = None
+        self._probe: Optional[ProbeRun] = None
+        self._probe_key: Optional[tuple] = None
 
     @classmethod
     def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> "SlurmLaunch":
@@ -66,29 +68,57 @@ class SlurmLaunch:
             raise LaunchError(str(exc)) from None
 
     # -- before the launcher resolves the job ------------------------------------------
-    def before_resolve(self, options, preflight: bool = True):
-        """Probe every node; LaunchOptions completed with the allocation's hosts, devices, port, rank table."""
+    def _wants(self, options, preflight: bool):
+        """(platform, mode, whether the probe must read hccn.conf, job dir, whether to probe at all)."""
         from launcher.platforms import DEFAULT_MODE, check_platform
 
-        if options.hosts:
-            raise LaunchError("--hosts: under --launcher slurm the hosts are the allocation's nodes "
-                              "(use --launcher ssh to list hosts yourself)")
         platform = check_platform(options.platform) if options.platform else self._platform_from_gres()
         mode = options.mode or DEFAULT_MODE[platform]
         rank_table_mode = mode == "rank-table" and options.rank_table is None
         job_dir = (options.job_dir or Path("jobs") / "new-job").expanduser().resolve()
-        if preflight or rank_table_mode:
-            # The marker goes into the job dir's parent: the job dir itself must stay unwritten until the
-            # launch has checked everything.
-            parent = job_dir.parent
+        return platform, mode, rank_table_mode, job_dir, preflight or rank_table_mode
+
+    def start_probe(self, options, preflight: bool = True) -> None:
+        """Start the per-node probe step now; before_resolve reads it (the launcher imports meanwhile)."""
+        if options.hosts:
+            return  # before_resolve refuses them
+        _platform, _mode, rank_table_mode, job_dir, probe = self._wants(options, preflight)
+        if not probe:
+            return
+        # The marker goes into the job dir's parent: the job dir itself must stay unwritten until the
+        # launch has checked everything.
+        parent = job_dir.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._probe = ProbeRun(self.python, self.allocation.node_names, parent,
+                                   str(options.hccn_conf) if rank_table_mode else None, self.environ)
+        except ProbeError as exc:
+            raise LaunchError(str(exc)) from None
+        except OSError as exc:
+            raise LaunchError(f"--job-dir {job_dir}: cannot create {parent} ({exc.strerror or exc})") from None
+        self._probe_key = (job_dir, rank_table_mode, str(options.hccn_conf))
+
+    def abandon_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.abandon()
+            self._probe = None
+
+    # -- before the launcher resolves the job ------------------------------------------
+    def before_resolve(self, options, preflight: bool = True):
+        """Probe every node; LaunchOptions completed with the allocation's hosts, devices, port, rank table."""
+        if options.hosts:
+            raise LaunchError("--hosts: under --launcher slurm the hosts are the allocation's nodes "
+                              "(use --launcher ssh to list hosts yourself)")
+        platform, mode, rank_table_mode, job_dir, probe = self._wants(options, preflight)
+        if probe:
+            if self._probe is None or self._probe_key != (job_dir, rank_table_mode, str(options.hccn_conf)):
+                self.start_probe(options, preflight)
             try:
-                parent.mkdir(parents=True, exist_ok=True)
-                self.probes = run_probe(self.python, self.allocation.node_names, parent,
-                                        str(options.hccn_conf) if rank_table_mode else None, self.environ)
+                self.probes = self._probe.result()
             except ProbeError as exc:
-                raise LaunchError(str(exc).replace(f"--job-dir {parent}", f"--job-dir {job_dir}")) from None
-            except OSError as exc:
-                raise LaunchError(f"--job-dir {job_dir}: cannot create {parent} ({exc.strerror or exc})") from None
+                raise LaunchError(str(exc).replace(f"--job-dir {job_dir.parent}", f"--job-dir {job_dir}")) from None
+            finally:
+                self._probe = None
         changes: dict = {"platform": platform, "mode": mode, "devices": self._devices(options, platform)}
         if mode == "dynamic" and options.sched_port is None and self.probes:
             changes["sched_port"] = self.probes[self.allocation.first.name].free_port
@@ -153,10 +183,13 @@ class SlurmLaunch:
         return tuple(out)
 
     def after_resolve(self, spec):
-        if self.temp_rank_table is not None:
-            self.temp_rank_table.unlink(missing_ok=True)  # its text is in the spec now
-            self.temp_rank_table = None
+        self.drop_temp_rank_table()  # its text is in the spec now
         return spec
+
+    def drop_temp_rank_table(self) -> None:
+        if self.temp_rank_table is not None:
+            self.temp_rank_table.unlink(missing_ok=True)
+            self.temp_rank_table = None
 
     def rank_groups(self, plan):
         if plan.spec.mode == "mpirun":

@@ -111,32 +111,62 @@ def check_shared_job_dir(probes: Mapping[str, NodeProbe], job_dir: Path) -> None
                          "must be on a file system every node sees (e.g. your home or a shared scratch)")
 
 
+class ProbeRun:
+    """The probe step, started now and read later (the launcher imports and plans meanwhile)."""
+
+    def __init__(self, python: str, nodes: Sequence[str], job_dir: Path, hccn_conf: Optional[str] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        self.nodes, self.job_dir = list(nodes), job_dir
+        self.marker = job_dir / ".launch-train-probe"
+        self.marker.write_text("written by launch-train to check that every node sees the job directory\n")
+        try:
+            self.proc = subprocess.Popen(probe_argv(python, nodes, self.marker, hccn_conf), stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                         env=None if environ is None else dict(environ))
+        except FileNotFoundError:
+            self.marker.unlink(missing_ok=True)
+            raise ProbeError("srun: not found (is this a Slurm client host?)") from None
+
+    def abandon(self) -> None:
+        """The launch stopped before reading the answers: end the step and remove what it wrote."""
+        if self.proc.poll() is None:
+            self.proc.terminate()  # srun cancels its step
+        try:
+            self.proc.communicate(timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+        self.marker.unlink(missing_ok=True)
+        for node in self.nodes:
+            (self.job_dir / f".launch-train-probe-{node}.json").unlink(missing_ok=True)
+
+    def result(self) -> dict[str, NodeProbe]:
+        """Wait for the step; the nodes' answers, or ProbeError (marker and answer files removed either way)."""
+        try:
+            stdout, stderr = self.proc.communicate(timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise ProbeError(f"node probe: srun did not finish in {PROBE_TIMEOUT_S:g} s") from None
+        finally:
+            self.marker.unlink(missing_ok=True)
+            answers = {}
+            for node in self.nodes:
+                path = self.job_dir / f".launch-train-probe-{node}.json"
+                try:
+                    answers[node] = path.read_text()
+                    path.unlink()
+                except OSError:
+                    pass
+        if self.proc.returncode != 0:
+            last = (stderr.strip().splitlines() or [f"exit status {self.proc.returncode}"])[-1]
+            raise ProbeError(f"node probe: srun failed: {last}")
+        probes = parse_probe(stdout, self.nodes, answers)
+        check_shared_job_dir(probes, self.job_dir)
+        return probes
+
+
 def run_probe(python: str, nodes: Sequence[str], job_dir: Path, hccn_conf: Optional[str] = None,
               environ: Optional[Mapping[str, str]] = None) -> dict[str, NodeProbe]:
     """Write the marker, run the probe step, remove the marker; ProbeError on any failure."""
-    marker = job_dir / ".launch-train-probe"
-    marker.write_text("written by launch-train to check that every node sees the job directory\n")
-    try:
-        done = subprocess.run(probe_argv(python, nodes, marker, hccn_conf), capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              env=None if environ is None else dict(environ))
-    except FileNotFoundError:
-        raise ProbeError("srun: not found (is this a Slurm client host?)") from None
-    except subprocess.TimeoutExpired:
-        raise ProbeError(f"node probe: srun did not finish in {PROBE_TIMEOUT_S:g} s") from None
-    finally:
-        marker.unlink(missing_ok=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise ProbeError(f"node probe: srun failed: {last}")
-    answers = {}
-    for node in nodes:
-        path = job_dir / f".launch-train-probe-{node}.json"
-        try:
-            answers[node] = path.read_text()
-            path.unlink()
-        except OSError:
-            pass
-    probes = parse_probe(done.stdout, nodes, answers)
-    check_shared_job_dir(probes, job_dir)
-    return probes
+    return ProbeRun(python, nodes, job_dir, hccn_conf, environ).result()
