@@ -27,7 +27,7 @@ Where it runs
                               this machine's (localhost, 127.0.0.1, its hostname) are reached
                               over SSH (below).
 
-Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host section)
+Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host section)
     --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
     --ssh-config FILE         OpenSSH client config (default ~/.ssh/config); --ssh-key FILE;
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
@@ -83,7 +83,7 @@ Looking before starting
     --dry-run --json          the same as JSON: job.json as it would be written, plus "files"
 
 Start modes
-    dynamic     one scheduler (MS_ROLE=MS_SCHED, `python -m launcher.ms_scheduler`, scheduler/)
+    dynamic     one scheduler (MS_ROLE=MS_SCHED, `python -m launcher.run.ms_scheduler`, scheduler/)
                 and one worker per device with MS_ROLE=MS_WORKER, MS_SCHED_HOST, MS_SCHED_PORT,
                 MS_WORKER_NUM, MS_NODE_ID, RANK_ID, RANK_SIZE, DEVICE_ID.
     rank-table  one process per device with RANK_TABLE_FILE, DEVICE_ID, RANK_ID (from the
@@ -123,7 +123,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from launcher.errors import LaunchError
-from launcher.platforms import MODES, parse_device_list
+from launcher.job.platforms import MODES, parse_device_list
 
 PROG = "launch-train"
 
@@ -183,7 +183,7 @@ def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
-    from launcher.resolve import LaunchOptions, parse_env_assignment
+    from launcher.job.resolve import LaunchOptions, parse_env_assignment
 
     visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
     return LaunchOptions(
@@ -209,11 +209,11 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from launcher import multihost_cli
+    from launcher.remote import multihost
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    multihost_cli.add_arguments(parser)
+    multihost.add_arguments(parser)
     ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
@@ -227,8 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     from launcher.launch import launch, local_groups, prepare
-    from launcher.multihost_cli import MultiHostLaunch
-    from launcher.resolve import resolve_spec
+    from launcher.remote.multihost import MultiHostLaunch
+    from launcher.job.resolve import resolve_spec
 
     options = options_from_args(ns, training_args)
     multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
@@ -239,7 +239,7 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     if multi is not None:
         spec = multi.after_resolve(spec)  # --master-addr, --remote-python
     if ns.dry_run:
-        from launcher.dry_run import plan_json, plan_text
+        from launcher.job.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))

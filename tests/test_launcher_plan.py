@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hccl import rank_table
-from launcher.host_list import Host, parse_hosts
+from launcher.job.host_list import Host, parse_hosts
 from launcher.errors import LaunchError
-from launcher.plan import JOB_MARKER_VAR, plan_job, plan_restart, split_cores
-from launcher.spec import Entry, JobSpec
+from launcher.job.plan import JOB_MARKER_VAR, plan_job, plan_restart, split_cores
+from launcher.job.spec import Entry, JobSpec
 
 JOB_DIR = Path("/jobs/j1")
 AVX512 = frozenset({"avx2", "avx512f"})
@@ -58,7 +58,7 @@ def test_dynamic_cpu_ranks_get_the_scheduler_worker_environment_and_cpu_tuning()
     assert env["OMP_NUM_THREADS"] == "7" and env["GLOG_v"] == "3"
     sched = plan.scheduler
     assert sched is not None and sched.env["MS_ROLE"] == "MS_SCHED" and sched.port == 8118
-    assert sched.command == ("/venv/bin/python", "-m", "launcher.ms_scheduler")
+    assert sched.command == ("/venv/bin/python", "-m", "launcher.run.ms_scheduler")
 
 
 def test_no_bind_cores_leaves_ranks_unbound_but_splits_threads():

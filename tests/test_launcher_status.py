@@ -5,14 +5,14 @@ import io
 from pathlib import Path
 from typing import Optional
 
-from launcher.failures import RankExit
-from launcher.host_list import Host
-from launcher.live_status import LiveStatus
-from launcher.log_follow import LogFollower, tail_lines
-from launcher.plan import plan_job
-from launcher.progress import RankProgress, update_progress
-from launcher.rank_group import RankGroup
-from launcher.spec import Entry, JobSpec
+from launcher.run.failures import RankExit
+from launcher.job.host_list import Host
+from launcher.console import LiveStatus
+from launcher.run.logs import LogFollower, tail_lines
+from launcher.job.plan import plan_job
+from launcher.log_format import RankProgress, update_progress
+from launcher.run.group import RankGroup
+from launcher.job.spec import Entry, JobSpec
 
 
 class ScriptedGroup(RankGroup):

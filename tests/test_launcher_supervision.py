@@ -150,9 +150,9 @@ def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_pa
 def test_library_call_returns_failures_as_data(tmp_path, hccn_conf):
     import io
 
-    from launcher.failures import JobFailed
+    from launcher.run.failures import JobFailed
     from launcher.launch import launch
-    from launcher.resolve import LaunchOptions, resolve_spec
+    from launcher.job.resolve import LaunchOptions, resolve_spec
 
     job_dir = tmp_path / "job"
     baseline = descendant_pids()

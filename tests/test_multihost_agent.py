@@ -12,10 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.agent import decode_event, encode_event, plan_from_job_document, progress_event
-from launcher.host_list import Host
+from launcher.remote.agent import decode_event, encode_event, plan_from_job_document, progress_event
+from launcher.job.host_list import Host
 from launcher.launch import prepare, write_job_files
-from launcher.spec import Entry, JobSpec
+from launcher.job.spec import Entry, JobSpec
 
 SLEEPER = '''\
 import os, time
@@ -78,7 +78,7 @@ def test_plan_is_rebuilt_from_job_json(two_rank_job):
 
 def _agent(job_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "launcher.agent", "--job-dir", str(job_dir), "--host", "node-a", "--grace", "1", *extra],
+        [sys.executable, "-m", "launcher.remote.agent", "--job-dir", str(job_dir), "--host", "node-a", "--grace", "1", *extra],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -176,7 +176,7 @@ def test_sigterm_and_sighup_stop_the_ranks(two_rank_job, signum):
 
 def test_agent_for_a_host_without_ranks_says_so(two_rank_job):
     agent = subprocess.run(
-        [sys.executable, "-m", "launcher.agent", "--job-dir", str(two_rank_job), "--host", "node-z"],
+        [sys.executable, "-m", "launcher.remote.agent", "--job-dir", str(two_rank_job), "--host", "node-z"],
         input="", capture_output=True, text=True, timeout=30,
     )
     events = [decode_event(line) for line in agent.stdout.splitlines()]

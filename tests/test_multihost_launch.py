@@ -57,7 +57,7 @@ def job_leftovers(job_dir: Path) -> list[str]:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if "launcher.agent" in cmdline and str(job_dir) in cmdline:
+            if "launcher.remote.agent" in cmdline and str(job_dir) in cmdline:
                 found.append(f"agent pid {proc.pid}: {cmdline}")
             elif proc.pid != os.getpid() and proc.environ().get("LAUNCH_TRAIN_JOB_DIR") == str(job_dir):
                 found.append(f"pid {proc.pid}: {cmdline}")
@@ -176,7 +176,7 @@ def _agent_session_process(job_dir: Path, host: str) -> psutil.Process:
     """The sshd process serving the agent of ``host`` (the agent's parent)."""
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "launcher.agent" in " ".join(cmdline) and str(job_dir) in cmdline and host in cmdline:
+        if "launcher.remote.agent" in " ".join(cmdline) and str(job_dir) in cmdline and host in cmdline:
             return proc.parent()
     raise AssertionError(f"no agent for {host}")
 
@@ -242,7 +242,7 @@ def test_dry_run_shows_each_host(sshd_hosts, cluster):
     assert "rank 15: host 127.0.0.3" in done.stdout
     per_host = done.stdout[done.stdout.index("per host:"):]
     assert "127.0.0.3: ranks 8, 9, 10, 11, 12, 13, 14, 15" in per_host
-    assert f"ssh -p {sshd_hosts.hosts[1].port} root@127.0.0.3" in per_host and "launcher.agent" in per_host
+    assert f"ssh -p {sshd_hosts.hosts[1].port} root@127.0.0.3" in per_host and "launcher.remote.agent" in per_host
     assert not cluster["job_dir"].exists()
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.hosts import parse_hosts_arg
-from launcher.preflight import PreflightFailed, PreflightRequest, run_preflight
-from launcher.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts, run_on_each
+from launcher.job.hosts import parse_hosts_arg
+from launcher.remote.preflight import PreflightFailed, PreflightRequest, run_preflight
+from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts, run_on_each
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
 
 

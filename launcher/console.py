@@ -10,9 +10,9 @@ import sys
 import time
 from typing import Optional, Sequence, TextIO
 
-from launcher.plan import Plan
-from launcher.progress import RankProgress, format_progress, update_progress
-from launcher.rank_group import RankGroup
+from launcher.job.plan import Plan
+from launcher.log_format import RankProgress, format_progress, update_progress
+from launcher.run.group import RankGroup
 
 _CLEAR_LINE = "\x1b[2K"
 # MindSpore's own C++ log records ("[WARNING] DISTRIBUTED(123,7f..,python):..."): dozens per

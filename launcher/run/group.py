@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Optional
 
-from launcher.failures import RankExit
+from launcher.run.failures import RankExit
 
 
 class RankGroup(ABC):

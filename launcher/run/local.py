@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from launcher.failures import RankExit
-from launcher.job_record import utc_now
-from launcher.log_follow import LogFollower, tail_lines
-from launcher.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR, Plan, Rank
-from launcher.process_tree import group_marker, stop_trees, sweep_group
-from launcher.rank_group import RankGroup
+from launcher.run.failures import RankExit
+from launcher.job.job_json import utc_now
+from launcher.run.logs import LogFollower, tail_lines
+from launcher.job.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR, Plan, Rank
+from launcher.run.process_tree import group_marker, stop_trees, sweep_group
+from launcher.run.group import RankGroup
 
 
 @dataclass

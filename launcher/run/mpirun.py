@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from launcher.failures import RankExit
-from launcher.job_record import utc_now
-from launcher.local_group import popen_script
-from launcher.log_follow import LogFollower, tail_lines
-from launcher.plan import Plan
-from launcher.process_tree import stop_trees, sweep_group
-from launcher.rank_group import RankGroup
+from launcher.run.failures import RankExit
+from launcher.job.job_json import utc_now
+from launcher.run.local import popen_script
+from launcher.run.logs import LogFollower, tail_lines
+from launcher.job.plan import Plan
+from launcher.run.process_tree import stop_trees, sweep_group
+from launcher.run.group import RankGroup
 
 EXIT_STATUS_FILE = "exit_status"
 MPIRUN_LOG = "mpirun.log"

@@ -12,15 +12,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Optional, Sequence
 
-from launcher.host_list import Host
-from launcher.spec import JobSpec
+from launcher.job.host_list import Host
+from launcher.job.spec import JobSpec
 
 # Set for every process of a job (ranks and scheduler, in env.sh): names the job a process belongs to.
 JOB_MARKER_VAR = "LAUNCH_TRAIN_JOB_DIR"
 # Set by the group that starts a process (not in env.sh): "<job dir>@<host name>", so a group's
 # sweep never touches the processes of another "host" that happens to be this same machine.
 GROUP_MARKER_VAR = "LAUNCH_TRAIN_GROUP"
-SCHEDULER_MODULE = "launcher.ms_scheduler"
+SCHEDULER_MODULE = "launcher.run.ms_scheduler"
 RESUME_FLAG = "--resume"
 RESUMABLE_MODULES = frozenset({"deeplab.train"})
 CKPT_DIR_FLAG = "--ckpt-dir"
@@ -247,7 +247,7 @@ def _scheduler_address_env(spec: JobSpec) -> dict[str, str]:
 def _tuning_env(spec: JobSpec, host: Host, cpus: Optional[tuple[int, ...]], per_host: int) -> dict[str, str]:
     if spec.platform != "CPU":
         return {}
-    from deeplab.cpu_tuning import tuned_cpu_env  # pure module, no MindSpore import
+    from cpu_env import tuned_cpu_env
 
     if cpus is not None:
         threads = len(cpus)

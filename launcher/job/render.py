@@ -17,7 +17,7 @@ import jinja2
 
 import job_templates
 from launcher.errors import LaunchError
-from launcher.plan import Plan
+from launcher.job.plan import Plan
 
 BUILTIN_TEMPLATES = Path(job_templates.__file__).resolve().parent
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
 

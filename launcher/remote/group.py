@@ -1,4 +1,4 @@
-"""A remote host's ranks, driven through an agent over SSH (``python -m launcher.agent``).
+"""A remote host's ranks, driven through an agent over SSH (``python -m launcher.remote.agent``).
 
 ``AgentSession`` is the transport: it pushes the job's files to the host over SFTP
 (atomically: temp name, then rename, so hosts that share the job dir's file system
@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from launcher.agent import decode_event
-from launcher.failures import RankExit
-from launcher.rank_group import RankGroup
-from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
+from launcher.remote.agent import decode_event
+from launcher.run.failures import RankExit
+from launcher.run.group import RankGroup
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
-    from launcher.render import RenderedFile
+    from launcher.job.plan import Plan
+    from launcher.job.render import RenderedFile
 
-AGENT_MODULE = "launcher.agent"
+AGENT_MODULE = "launcher.remote.agent"
 DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
 
@@ -337,7 +337,7 @@ class RemoteHostGroup(RankGroup):
         self.session.open()  # ConnectionError (an OSError) with one clear line
         # The controller has written the job dir locally by now (launch() does, before start):
         # the host gets the same rendered files and the same job.json.
-        from launcher.render import render_job
+        from launcher.job.render import render_job
 
         job_json = (self.plan.spec.job_dir / "job.json").read_text()
         files = files_for_host(self.plan, render_job(self.plan), self.host, job_json)
@@ -415,7 +415,7 @@ class RemoteHostGroup(RankGroup):
 
 def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, job_json: str) -> None:
     """Copy each host's part of the job dir to it (hosts whose ranks someone else starts: mpirun)."""
-    from launcher.render import render_job
+    from launcher.job.render import render_job
 
     rendered = render_job(plan)
     for remote in hosts:
@@ -452,7 +452,7 @@ class LocalMpirunAcrossHosts(RankGroup):
     """mpirun on this machine (the first host) with ranks on remote hosts: push their files first."""
 
     def __init__(self, plan: "Plan", others: Sequence[RemoteHost], options: SshOptions) -> None:
-        from launcher.mpirun_group import MpirunGroup
+        from launcher.run.mpirun import MpirunGroup
 
         self.inner = MpirunGroup(plan)
         self.plan, self.others, self.options = plan, list(others), options
@@ -494,7 +494,7 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
     hosts with ssh itself); the other hosts only get their files.
     """
-    from launcher.local_group import LocalRankGroup
+    from launcher.run.local import LocalRankGroup
 
     def factory(plan: "Plan") -> list[RankGroup]:
         if plan.spec.mode == "mpirun":

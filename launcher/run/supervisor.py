@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from launcher.failures import RankExit, RankFailure
-from launcher.live_status import LiveStatus
-from launcher.rank_group import RankGroup
+from launcher.run.failures import RankExit, RankFailure
+from launcher.console import LiveStatus
+from launcher.run.group import RankGroup
 
 POLL_INTERVAL_S = 0.02
 STOP_GRACE_S = 2.5
