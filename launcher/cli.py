@@ -67,11 +67,11 @@ What each rank runs
 Supervision
     --job-dir DIR             default ./jobs/<job-id>, job id = UTC time + random suffix; must not
                               exist or be empty
-    --max-restarts N          restart the whole job up to N times after a failure (default 0);
-                              deeplab.train ranks get --resume on restarts, and ranks other than 0
-                              also --ckpt-dir <job-dir>/LOG0/ckpt, so every rank resumes from rank 0's
-                              newest checkpoint; each restart appends to the same log.txt after a
-                              "==== launch-train: restart N: <command>" line
+    --max-restarts N          restart the whole job up to N times after a failure (default 0). The
+                              program's arguments are never changed: every rank is told the attempt
+                              in LAUNCH_TRAIN_RESTART_COUNT (deeplab.train then resumes by itself from
+                              the newest checkpoint in LAUNCH_TRAIN_CKPT_DIR); each restart appends to
+                              the same log.txt after a "==== launch-train: restart N: <command>" line
     --tee RANKS               ranks whose output is also printed here, prefixed [host:rank], without
                               MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
@@ -90,11 +90,19 @@ Start modes
                 table), RANK_SIZE, SERVER_ID.
     mpirun      one `mpirun -n N --hostfile <job>/hostfile` (mpirun.sh, output in mpirun.log); every
                 MPI process runs mpi_rank.sh -> LOG<rank>/run.sh for its OMPI_COMM_WORLD_RANK.
-    Every rank also gets RANK_ID, RANK_SIZE, DEVICE_ID, PYTHONUNBUFFERED=1 and
-    LAUNCH_TRAIN_JOB_DIR (used to find every process of the job when stopping it); GPU ranks get
-    CUDA_VISIBLE_DEVICES=<devices> and DEVICE_ID=<local index>; CPU ranks get
-    deeplab.cpu_tuning's environment (ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs, OMP/BLAS
-    threads = the rank's cores).
+    Every rank also gets (launcher/job/rank_env.py; the same for --entry and --module):
+      DEVICE_TARGET               Ascend | GPU | CPU, the rank's platform (deeplab.train's default
+                                  --device-target), next to DEVICE_ID (the rank's device on its host)
+      RANK_ID, RANK_SIZE          global rank and size
+      LAUNCH_TRAIN_JOB_DIR        the job dir (also how the launcher finds every process of the job)
+      LAUNCH_TRAIN_RESTART_COUNT  0 on the first attempt, N on the N-th restart
+      LAUNCH_TRAIN_MAX_RESTARTS   --max-restarts
+      LAUNCH_TRAIN_CKPT_DIR       <job-dir>/LOG0/ckpt, the same for every rank (deeplab.train's
+                                  default --ckpt-dir), so every rank resumes from the same files
+      PYTHONUNBUFFERED=1
+    GPU ranks get CUDA_VISIBLE_DEVICES=<devices> and DEVICE_ID=<local index>; CPU ranks get the
+    cpu_env package's environment (ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs, OMP/BLAS threads =
+    the rank's cores).
 
 Job directory
     job.json            plan + status (schema 1), written first, rewritten at the end
@@ -103,7 +111,8 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
-    The training program writes its own files in LOG<rank>/ (deeplab.train: ckpt/, config.yaml).
+    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml (every rank's)
+    The training program may write more files in its LOG<rank>/ (its working directory).
 
 Exit status
     0        every rank exited 0

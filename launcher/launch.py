@@ -27,7 +27,7 @@ from launcher.run.mpirun import MpirunGroup
 from launcher.job.plan import Plan, plan_job, plan_restart
 from launcher.job.ports import check_port_free
 from launcher.run.group import RankGroup
-from launcher.job.render import RenderedFile, render_job, render_rank_scripts
+from launcher.job.render import RenderedFile, render_job, render_rank_files
 from launcher.job.spec import JobSpec
 from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
@@ -221,7 +221,7 @@ def _say(stream: TextIO, message: str) -> None:
 
 def _rewrite_rank_scripts(plan: Plan, attempt: int, started: str) -> None:
     job_dir = plan.spec.job_dir
-    for item in render_rank_scripts(plan):
+    for item in render_rank_files(plan):  # env.sh carries the new LAUNCH_TRAIN_RESTART_COUNT
         write_atomic(job_dir / item.path, item.text, executable=item.executable)
     for rank in plan.ranks:
         with open(job_dir / rank.log_dir / "log.txt", "a", encoding="utf-8") as log:

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fixtures.jobs import assert_each_rank_reached_device_setup
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
 
 HOSTS = "root@127.0.0.2,root@127.0.0.3"
@@ -269,6 +270,19 @@ def test_two_host_mindspore_cpu_training(cluster, synthetic_voc):
     assert collected.returncode == 0, collected.stderr[-2000:]
     summary = json.loads((results / job["job_id"] / "summary.json").read_text())
     assert [(r["rank"], r["host"], r["steps"]) for r in summary["ranks"]] == [(0, "127.0.0.2", 10), (1, "127.0.0.3", 10)]
+
+
+@pytest.mark.slow
+def test_rank_table_over_two_hosts_runs_the_real_trainer_until_mindspore_refuses_the_npu(cluster, synthetic_voc):
+    # One NPU per host (two real trainers, not sixteen): HCCL wants all 8 per server, hence --no-topology-check.
+    done = run(launch_args(cluster, "--hosts", HOSTS, "--platform", "Ascend", "--devices", "1", "--no-topology-check",
+                           "--hccn-conf", str(cluster["tmp"] / "hccn" / "{host}" / "hccn.conf"), "--tee", "none", "--",
+                           "--config", "tiny_synthetic", "--data-root", str(synthetic_voc)), timeout=240)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Unsupported device target Ascend" in done.stderr
+    assert_each_rank_reached_device_setup(cluster["job_dir"], 2, "Ascend")
+    job = json.loads((cluster["job_dir"] / "job.json").read_text())
+    assert [r["host"] for r in job["ranks"]] == ["127.0.0.2", "127.0.0.3"]
 
 
 def test_mpirun_over_two_hosts_from_a_hostfile(cluster):

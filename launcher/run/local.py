@@ -20,7 +20,8 @@ from typing import Optional
 from launcher.run.failures import RankExit
 from launcher.job.job_json import utc_now
 from launcher.run.logs import LogFollower, tail_lines
-from launcher.job.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR, Plan, Rank
+from launcher.job.plan import Plan, Rank
+from launcher.job.rank_env import GROUP_MARKER_VAR, JOB_MARKER_VAR
 from launcher.run.process_tree import group_marker, stop_trees, sweep_group
 from launcher.run.group import RankGroup
 
