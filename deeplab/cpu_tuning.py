@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import MutableMapping, Optional
 
-from cpu_env import (  # noqa: F401  (re-exported: deeplab code and tests use deeplab.cpu_tuning.*)
+from cpu_env import (  # re-exported: deeplab code and tests use deeplab.cpu_tuning.*
     CPUINFO_PATH,
     THREAD_ENV_VARS,
     available_cores,
@@ -21,6 +21,9 @@ from cpu_env import (  # noqa: F401  (re-exported: deeplab code and tests use de
     resolve_threads,
     tuned_cpu_env,
 )
+
+__all__ = ["CPUINFO_PATH", "THREAD_ENV_VARS", "apply_to_environ", "available_cores", "has_avx512", "parse_cpu_flags",
+           "read_cpu_flags", "resolve_threads", "set_mindspore_threads", "tuned_cpu_env"]
 
 
 def apply_to_environ(

@@ -36,8 +36,8 @@ Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
-    Before anything starts, every host is checked in parallel (SSH, python + `import launcher,
-    deeplab`, job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
+    Before anything starts, every host is checked in parallel (SSH, python + `import launcher`
+    and the --module's package, deeplab by default, not for --entry; job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
     host); any failure prints one table and exits 2. The job dir is the same path on every host;
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank

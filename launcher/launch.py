@@ -22,16 +22,16 @@ from launcher.errors import LaunchError
 from launcher.run.failures import JobFailed, RankExit, RankFailure
 from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
 from launcher.console import LiveStatus
-from launcher.run.local import LocalRankGroup
+from launcher.run.local import LocalGroup
 from launcher.run.mpirun import MpirunGroup
 from launcher.job.plan import Plan, plan_job, plan_restart
 from launcher.job.ports import check_port_free
-from launcher.run.group import RankGroup
+from launcher.run.group import ProcessGroup
 from launcher.job.render import RenderedFile, render_job, render_rank_files
 from launcher.job.spec import JobSpec
 from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
-GroupFactory = Callable[[Plan], Sequence[RankGroup]]
+GroupFactory = Callable[[Plan], Sequence[ProcessGroup]]
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,14 @@ class JobResult:
         return self
 
 
-def local_groups(plan: Plan) -> list[RankGroup]:
+def local_groups(plan: Plan) -> list[ProcessGroup]:
     """Groups for a job whose hosts are all this machine."""
     remote = [h.host.name for h in plan.hosts if not h.host.local]
     if remote:
         raise LaunchError(f"--hosts {','.join(remote)}: remote hosts need the SSH support (launcher/job/hosts.py)")
     if plan.spec.mode == "mpirun":
         return [MpirunGroup(plan)]
-    return [LocalRankGroup(plan, entry.host.name) for entry in plan.hosts]
+    return [LocalGroup(plan, entry.host.name) for entry in plan.hosts]
 
 
 def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:

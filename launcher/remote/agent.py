@@ -195,7 +195,7 @@ def plan_from_job_document(document: dict) -> "Plan":
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
               poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
-    from launcher.run.local import LocalRankGroup
+    from launcher.run.local import LocalGroup
 
     document = json.loads((job_dir / "job.json").read_text())
     plan = plan_from_job_document(document)
@@ -210,7 +210,7 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
 
         group = MpirunGroup(plan)
     else:
-        group = LocalRankGroup(plan, host)
+        group = LocalGroup(plan, host)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
     exits: dict[int, Any] = {}
     helper_reported = False

@@ -64,6 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="agents stop their ranks when the controller is silent this long (default 30)")
 
 
+def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str, ...]:
+    """What every host's interpreter must import: the agent's package, and the ranks' module's package.
+
+    An --entry script is the user's business (it may not even use deeplab): only ``launcher``.
+    """
+    if entry is not None:
+        return ("launcher",)
+    from launcher.job.spec import DEFAULT_MODULE
+
+    return ("launcher", (module or DEFAULT_MODULE).split(".")[0])
+
+
 def _is_remote(spec: HostSpec, mine: frozenset) -> bool:
     return not (spec.user is None and spec.port is None and spec.host in mine)
 
@@ -158,6 +170,7 @@ class MultiHostLaunch:
                 hccn_conf=hccn,
                 mpirun=mode == "mpirun",
                 first_host=_host_name(self.specs[0]),
+                imports=preflight_imports(options.entry, options.module),
             )
             try:
                 reports = run_preflight(resolved, self.ssh, requests, hccn_conf_for=self.hccn_conf_path)

@@ -1,42 +1,33 @@
-"""LocalRankGroup: ranks of one job on this machine, one process (session) each.
+"""LocalGroup: the ranks of one job on this machine, one process (session) each.
 
 Each rank runs ``bash LOG<rank>/run.sh`` (the rendered script: cd, source env.sh, exec
 the command with stdout+stderr appended to log.txt) as the leader of its own session,
 so a signal to the rank's process group reaches everything it started and nothing
-else. The scheduler (dynamic mode) is started first, the same way, from scheduler/run.sh.
+else. The scheduler (dynamic mode) is started first, the same way, from scheduler/run.sh,
+and the workers only once it listens.
 """
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
-from launcher.run.failures import RankExit
-from launcher.job.job_json import utc_now
-from launcher.run.logs import LogFollower, tail_lines
-from launcher.job.plan import Plan, Rank
+from launcher.job.plan import Plan
 from launcher.job.rank_env import GROUP_MARKER_VAR, JOB_MARKER_VAR
+from launcher.run.failures import RankExit
+from launcher.run.group import ProcessGroup
 from launcher.run.process_tree import group_marker, stop_trees, sweep_group
-from launcher.run.group import RankGroup
-
-
-@dataclass
-class _Running:
-    rank: Rank
-    proc: subprocess.Popen
-    started: str
-    started_mono: float
-    follower: LogFollower
-    reported: bool = False
-
 
 _PR_SET_PDEATHSIG = 1
+# Measured with MindSpore 2.10: a worker that tries the scheduler before it listens retries
+# only ~25 s later, so workers start once the scheduler's port answers (it imports MindSpore
+# first, 1-3 s). A scheduler that never listens is reported by the supervisor, not waited for.
+SCHEDULER_LISTEN_TIMEOUT_S = 60.0
 
 
 def _die_with_launcher() -> None:
@@ -70,52 +61,61 @@ def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subp
         )
 
 
-class LocalRankGroup(RankGroup):
+def wait_until_listening(address: str, port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """True once ``address:port`` accepts a connection; False when ``proc`` ended or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class LocalGroup(ProcessGroup):
+    """The ranks the plan puts on ``host`` (this machine), and the scheduler when it runs there."""
+
     def __init__(self, plan: Plan, host: str) -> None:
-        self.plan = plan
-        self.host = host
-        self.job_dir = plan.spec.job_dir
-        self._ranks: tuple[Rank, ...] = plan.ranks_on(host)
-        self.ranks = tuple(r.rank for r in self._ranks)
+        super().__init__(plan, host, plan.ranks_on(host))
         self._scheduler = plan.scheduler if (plan.scheduler is not None and plan.scheduler.host == host) else None
         self._scheduler_proc: Optional[subprocess.Popen] = None
-        self._running: dict[int, _Running] = {}
+        self._procs: dict[int, subprocess.Popen] = {}
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         if self._scheduler is not None:
             sched_dir = self.job_dir / self._scheduler.log_dir
             self._scheduler_proc = popen_script(sched_dir / "run.sh", self.job_dir, sched_dir / "log.txt", self.host)
-        for rank in self._ranks:
-            log_dir = self.job_dir / rank.log_dir
-            follower = LogFollower.from_end(log_dir / "log.txt")
-            proc = popen_script(log_dir / "run.sh", self.job_dir, log_dir / "log.txt", self.host)
-            self._running[rank.rank] = _Running(rank, proc, utc_now(), time.monotonic(), follower)
+            wait_until_listening(self._scheduler.address, self._scheduler.port, self._scheduler_proc,
+                                 SCHEDULER_LISTEN_TIMEOUT_S)
+        for rank in self.ranks:
+            self._procs[rank] = popen_script(self.rank_dir(rank) / "run.sh", self.job_dir, self.log_file(rank),
+                                             self.host)
 
-    def poll(self) -> tuple[RankExit, ...]:
-        exits = []
-        for item in self._running.values():
-            if item.reported:
-                continue
-            code = item.proc.poll()
+    def _observe(self) -> Iterable[RankExit]:
+        for rank, proc in self._procs.items():
+            code = proc.poll()
             if code is not None:
-                item.reported = True
-                exits.append(self._exit(item, code))
-        return tuple(exits)
+                yield self.exit_from_returncode(rank, code)
 
-    def _exit(self, item: _Running, code: int, stopped: bool = False) -> RankExit:
-        exit_ = RankExit.from_returncode(
-            item.rank.rank,
-            self.host,
-            code,
-            started=item.started,
-            ended=utc_now(),
-            duration_s=round(time.monotonic() - item.started_mono, 3),
-        )
-        if stopped:
-            exit_ = dataclasses.replace(exit_, stopped_by_launcher=True)
-        return exit_
+    def _terminate(self, grace: float) -> None:
+        leaders = [proc.pid for proc in self._procs.values() if proc.poll() is None]
+        if self._scheduler_proc is not None and self._scheduler_proc.poll() is None:
+            leaders.append(self._scheduler_proc.pid)
+        stop_trees(leaders, grace)
+        for proc in self._procs.values():
+            proc.wait()
+        if self._scheduler_proc is not None:
+            self._scheduler_proc.wait()
+        sweep_group(str(self.job_dir), self.host)
 
-    def helper_problem(self) -> Optional[str]:
+    def _exit_after_stop(self, rank: int) -> RankExit:
+        proc = self._procs.get(rank)
+        if proc is None:  # never started (start() failed part-way)
+            return super()._exit_after_stop(rank)
+        return self.exit_from_returncode(rank, proc.wait())
+
+    def _helper_problem(self) -> Optional[str]:
         proc = self._scheduler_proc
         if proc is None:
             return None
@@ -125,34 +125,5 @@ class LocalRankGroup(RankGroup):
         how = f"exit code {code}" if code > 0 else f"signal {-code}"
         return f"scheduler on {self.host} failed ({how}); log: {self.job_dir / 'scheduler' / 'log.txt'}"
 
-    def helpers_done(self) -> bool:
+    def _helpers_done(self) -> bool:
         return self._scheduler_proc is None or self._scheduler_proc.poll() is not None
-
-    def close(self, grace: float) -> tuple[RankExit, ...]:
-        leaders = [i.proc.pid for i in self._running.values() if i.proc.poll() is None]
-        if self._scheduler_proc is not None and self._scheduler_proc.poll() is None:
-            leaders.append(self._scheduler_proc.pid)
-        stop_trees(leaders, grace)
-        stopped = []
-        for item in self._running.values():
-            code = item.proc.wait()
-            if not item.reported:
-                item.reported = True
-                stopped.append(self._exit(item, code, stopped=True))
-        if self._scheduler_proc is not None:
-            self._scheduler_proc.wait()
-        sweep_group(str(self.job_dir), self.host)
-        return tuple(stopped)
-
-    def new_log_lines(self) -> list[tuple[int, str]]:
-        out: list[tuple[int, str]] = []
-        for number, item in self._running.items():
-            out.extend((number, line) for line in item.follower.read_lines())
-        return out
-
-    def log_tail(self, rank: int, lines: int = 20) -> str:
-        return tail_lines(self.job_dir / f"LOG{rank}" / "log.txt", lines)
-
-    def log_path(self, rank: int) -> str:
-        return str(self.job_dir / f"LOG{rank}" / "log.txt")
-
