@@ -37,8 +37,11 @@ class Conversion:
     def summary(self) -> list[str]:
         """The lines the commands print (first line: the count)."""
         lines = [f"layout {self.layout}: {len(self.weights)} of {self.model_size} model parameters loaded"]
+        by_reason: dict[str, list[str]] = {}
         for name, why in self.skipped:
-            lines.append(f"  skipped {name}: {why}")
+            by_reason.setdefault(why, []).append(name)
+        for why, names in by_reason.items():
+            lines.append(f"  skipped {len(names)} ({why}): {_sample(sorted(names))}")
         if self.fresh:
             lines.append(f"  not in the checkpoint ({len(self.fresh)}, freshly initialised): "
                          f"{_sample(self.fresh)}")
