@@ -89,8 +89,8 @@ def export_model(opts: ExportOptions) -> Path:
 
     if opts.pynative:
         ms.set_context(mode=ms.PYNATIVE_MODE)
-    absorb_numpy2_first_call_error()
     network = load_network(cfg, opts.ckpt)
+    absorb_numpy2_first_call_error()
     example = ms.Tensor(np.zeros((opts.batch, 3, cfg.crop_size, cfg.crop_size), np.float32))
     # MindSpore appends the format's suffix to file_name; export next to --out, then rename.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:

@@ -130,7 +130,9 @@ def absorb_numpy2_first_call_error() -> bool:
     In PyNative mode MindSpore's first op call that converts a tuple argument (``ops.mean``
     over axes (2, 3), ``broadcast_to``, ``interpolate(size=...)``) looks up NumPy 1's C API,
     gets NumPy 2's ImportError (printed to stderr) and raises SystemError; later calls work
-    (FIELD_NOTES). One throw-away reduction takes that first call. True when it was absorbed.
+    (FIELD_NOTES). One throw-away reduction takes that first call. Graph mode is not affected,
+    so this does nothing there (MindSpore's own "Numpy init failed" warning would be the only
+    effect). True when a failure was absorbed.
     """
     import contextlib
     import io
@@ -138,6 +140,8 @@ def absorb_numpy2_first_call_error() -> bool:
     import mindspore as ms
     from mindspore import ops
 
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        return False
     with contextlib.redirect_stderr(io.StringIO()):
         try:
             ops.ReduceMean(keep_dims=True)(ms.Tensor(np.ones((1, 1), np.float32)), (0, 1))
@@ -162,9 +166,9 @@ def load_predictor(cfg, ckpt, settings: PredictSettings) -> MultiScalePredictor:
     """Build the model of ``cfg``, load ``ckpt`` (CheckpointError when it does not fit) and wrap it."""
     import mindspore as ms
 
-    absorb_numpy2_first_call_error()
     net = softmax_network(load_network(cfg, ckpt))
     net.set_train(False)
+    absorb_numpy2_first_call_error()  # after loading: a bad checkpoint fails with one clean line
 
     def run(batch: np.ndarray) -> np.ndarray:
         return net(ms.Tensor(batch)).asnumpy()

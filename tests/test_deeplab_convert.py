@@ -256,16 +256,19 @@ def test_torchvision_resnet101_gives_torchvisions_features(torchvision_reference
 
 
 def test_torchvision_deeplabv3_gives_torchvisions_backbone_and_aspp(torchvision_reference):
-    from deeplab.convert import load_weights
+    from deeplab.loss import NetWithLoss, SoftmaxCrossEntropyLoss
     from deeplab.model import deeplabv3_resnet101
+    from deeplab.train import _load_pretrained
 
     import mindspore as ms
 
     x = ms.Tensor(np.load(torchvision_reference / "input.npy"))
     expected = np.load(torchvision_reference / "deeplabv3_features.npz")
     net = deeplabv3_resnet101(num_classes=21, output_stride=8, atrous_rates=(12, 24, 36))
-    report = load_weights(net, torchvision_reference / "deeplabv3_resnet101.safetensors", complete=False)
-    assert report.layout == "torchvision-deeplabv3"
+    # through deeplab-train's ckpt_pre_trained loader (the same conversion as load_weights)
+    report = _load_pretrained(NetWithLoss(net, SoftmaxCrossEntropyLoss(21, 255)),
+                              torchvision_reference / "deeplabv3_resnet101.safetensors")
+    assert report.layout == "torchvision-deeplabv3" and len(report.weights) == 550
     assert report.fresh == ("head.classifier.weight", "head.classifier.bias")
     net.set_train(False)
     c4 = net.backbone(x)[-1]

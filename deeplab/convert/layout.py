@@ -94,7 +94,7 @@ class Layout:
         sources: dict[str, str] = {}
         dropped, ignored = [], []
         for name, value in source.items():
-            if is_training_state(name) or name.endswith(self.non_weight_suffixes or ("\0",)):
+            if is_training_state(name) or name.endswith(self.non_weight_suffixes):
                 ignored.append(name)
                 continue
             local = name[len(prefix):]

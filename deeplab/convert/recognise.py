@@ -1,8 +1,6 @@
 """Which layout a checkpoint is in, from its parameter names alone."""
 from __future__ import annotations
 
-from typing import Mapping
-
 from deeplab.convert.errors import ConversionError
 from deeplab.convert.layout import Layout, local_names
 from deeplab.convert.mindspore_zoo import ZooDeepLabV3, ZooResNet
@@ -24,14 +22,3 @@ def recognise(names) -> Layout:
         known = ", ".join(layout.name for layout in LAYOUTS)
         raise ConversionError(f"unknown checkpoint layout (first names: {sample}); known layouts: {known}")
     raise ConversionError(f"ambiguous checkpoint layout: {', '.join(layout.name for layout in found)} all match")
-
-
-def layout_by_name(name: str) -> Layout:
-    for layout in LAYOUTS:
-        if layout.name == name:
-            return layout
-    raise ConversionError(f"unknown layout {name!r}; known: {', '.join(layout.name for layout in LAYOUTS)}")
-
-
-def describe_layouts() -> Mapping[str, str]:
-    return {layout.name: layout.description for layout in LAYOUTS}
