@@ -30,6 +30,11 @@ class Conversion:
     model_size: int                                # parameters of the model
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if len(self.weights) + len(self.fresh) != self.model_size:
+            raise ValueError(f"{len(self.weights)} loaded + {len(self.fresh)} fresh parameters "
+                             f"must make the model's {self.model_size}")
+
     @property
     def complete(self) -> bool:
         return not self.fresh
