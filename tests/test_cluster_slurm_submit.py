@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher.cluster.slurm_submit import SbatchRequest, SubmitError, render_sbatch
-from launcher.render import template_environment
+from launcher.job.render import template_environment
 
 NASTY = "it's; $(touch /tmp/pwned) `x` \"q\""
 

@@ -149,7 +149,7 @@ def render_manifests(job: K8sJob, settings: Sequence[str] = (), templates_dir: O
 
 
 def manifest_environment(templates_dir: Optional[Path] = None) -> jinja2.Environment:
-    from launcher.render import template_environment
+    from launcher.job.render import template_environment
 
     env = template_environment(templates_dir)
     env.filters["yq"] = yaml_scalar

@@ -24,7 +24,7 @@ from launcher.cluster.pod_env import PodEnvError, PodPlace, read_pod_place
 from launcher.cluster.pod_ranks import pod_server
 from launcher.cluster.rank_table_wait import RankTableWaitError, wait_for_rank_table
 from launcher.errors import LaunchError
-from launcher.host_list import Host
+from launcher.job.host_list import Host
 
 
 def pod_hosts(place: PodPlace, table=None) -> tuple[tuple[Host, ...], int]:
@@ -57,8 +57,8 @@ def pod_hosts(place: PodPlace, table=None) -> tuple[tuple[Host, ...], int]:
 
 def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) -> int:
     from launcher.launch import launch, prepare, write_job_files
-    from launcher.local_group import LocalRankGroup
-    from launcher.resolve import resolve_spec
+    from launcher.run.local import LocalGroup
+    from launcher.job.resolve import resolve_spec
 
     environ = os.environ if environ is None else environ
     try:
@@ -106,7 +106,7 @@ def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) ->
             table_file.unlink(missing_ok=True)
     own = hosts[me].name
     if ns.dry_run:
-        from launcher.dry_run import plan_json, plan_text
+        from launcher.job.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
@@ -127,7 +127,7 @@ def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) ->
     runs_scheduler = place.runs_scheduler and mode == "dynamic"
 
     def groups(plan):
-        group = LocalRankGroup(plan, own)
+        group = LocalGroup(plan, own)
         if not runs_scheduler:
             group._scheduler = None  # the plan has one (every rank's env names it); another pod runs it
         return [group]

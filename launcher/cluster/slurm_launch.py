@@ -32,7 +32,7 @@ from launcher.cluster.slurm_allocation import SlurmAllocation
 from launcher.cluster.slurm_probe import NodeProbe, ProbeError, ProbeRun
 from launcher.cluster.slurm_query import SlurmQueryError, current_allocation
 from launcher.errors import LaunchError
-from launcher.host_list import Host
+from launcher.job.host_list import Host
 
 LAUNCHERS = ("slurm", "ssh", "local")
 
@@ -70,7 +70,7 @@ class SlurmLaunch:
     # -- before the launcher resolves the job ------------------------------------------
     def _wants(self, options, preflight: bool):
         """(platform, mode, whether the probe must read hccn.conf, job dir, whether to probe at all)."""
-        from launcher.platforms import DEFAULT_MODE, check_platform
+        from launcher.job.platforms import DEFAULT_MODE, check_platform
 
         platform = check_platform(options.platform) if options.platform else self._platform_from_gres()
         mode = options.mode or DEFAULT_MODE[platform]
@@ -193,15 +193,15 @@ class SlurmLaunch:
 
     def rank_groups(self, plan):
         if plan.spec.mode == "mpirun":
-            from launcher.mpirun_group import MpirunGroup
+            from launcher.run.mpirun import MpirunGroup
 
             return [MpirunGroup(plan)]  # inside the allocation Open MPI starts its daemons through Slurm
-        from launcher.cluster.slurm_group import SlurmStepGroup
+        from launcher.run.slurm import SlurmStepGroup
 
         return [SlurmStepGroup(plan, self.environ)]
 
     def dry_run_text(self, plan) -> str:
-        from launcher.cluster.slurm_group import rank_step_argv, scheduler_step_argv
+        from launcher.run.slurm import rank_step_argv, scheduler_step_argv
 
         lines = ["", f"Slurm job {self.allocation.job_id}: nodes {', '.join(self.allocation.node_names)}"]
         if plan.spec.mode == "mpirun":

@@ -76,7 +76,7 @@ def inner_options(own: Sequence[str]) -> list[str]:
 
 def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
     from launcher.launch import check_job_dir_free
-    from launcher.resolve import new_job_id
+    from launcher.job.resolve import new_job_id
 
     job_id = new_job_id()
     job_dir = (ns.job_dir if ns.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
@@ -85,7 +85,7 @@ def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
 
 
 def _write_new(path: Path, text: str, executable: bool = False) -> None:
-    from launcher.job_record import write_atomic
+    from launcher.job.job_json import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, executable=executable)
@@ -94,7 +94,7 @@ def _write_new(path: Path, text: str, executable: bool = False) -> None:
 # ------------------------------------------------------------------------------ Slurm
 def submit_slurm(ns: argparse.Namespace, own: Sequence[str], training_args: Sequence[str]) -> int:
     from launcher.cluster.slurm_submit import SCRIPT_NAME, SbatchRequest, SubmitError, render_sbatch
-    from launcher.render import check_templates_dir, template_environment
+    from launcher.job.render import check_templates_dir, template_environment
 
     job_dir, job_id = _job_dir_and_id(ns)
     command = [sys.executable, "-m", "launcher.cli", *inner_options(own), "--launcher", "slurm",
@@ -144,8 +144,8 @@ def submit_slurm(ns: argparse.Namespace, own: Sequence[str], training_args: Sequ
 def submit_k8s(ns: argparse.Namespace, own: Sequence[str], training_args: Sequence[str]) -> int:
     from launcher.cluster.k8s_manifests import DEFAULT_SCHED_PORT, K8sJob, ManifestError, k8s_name, render_manifests
     from launcher.cluster.k8s_manifests import manifest_environment
-    from launcher.platforms import check_platform
-    from launcher.render import check_templates_dir
+    from launcher.job.platforms import check_platform
+    from launcher.job.render import check_templates_dir
 
     if ns.k8s_kind is None:
         raise LaunchError("--submit k8s: give --k8s-kind volcano, msjob or ascendjob")

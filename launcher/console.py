@@ -1,0 +1,100 @@
+"""The console while a job runs: tee'd rank output and one status line per rank.
+
+On a TTY the status block is redrawn in place (tee'd lines scroll above it); otherwise a
+plain block is printed every ``plain_interval`` seconds, so CI logs stay readable.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+from launcher.job.plan import Plan
+from launcher.log_format import RankProgress, format_progress, update_progress
+from launcher.run.group import ProcessGroup
+
+_CLEAR_LINE = "\x1b[2K"
+# MindSpore's own C++ log records ("[WARNING] DISTRIBUTED(123,7f..,python):..."): dozens per
+# start-up, so the console copy (--tee) leaves them out; log.txt keeps everything, errors are shown.
+_MINDSPORE_CHATTER = re.compile(r"^\[(DEBUG|INFO|WARNING)\] [A-Z_]+\(\d+,")
+_UP = "\x1b[{}A"
+
+
+class LiveStatus:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        tee: Sequence[int],
+        out: Optional[TextIO] = None,
+        status_out: Optional[TextIO] = None,
+        is_tty: Optional[bool] = None,
+        plain_interval: float = 30.0,
+        redraw_interval: float = 0.5,
+    ) -> None:
+        self.plan = plan
+        self.tee = frozenset(tee)
+        self.out = out if out is not None else sys.stdout
+        self.status_out = status_out if status_out is not None else sys.stderr
+        if is_tty is None:
+            is_tty = bool(getattr(self.status_out, "isatty", lambda: False)())
+        self.is_tty = is_tty
+        self.plain_interval = plain_interval
+        self.redraw_interval = redraw_interval
+        self.progress = {r.rank: RankProgress() for r in plan.ranks}
+        self.host_of = {r.rank: r.host for r in plan.ranks}
+        self.states = {r.rank: "running" for r in plan.ranks}
+        self._drawn_lines = 0
+        self._last_draw = time.monotonic()
+
+    def mark(self, rank: int, state: str) -> None:
+        self.states[rank] = state
+
+    def tick(self, groups: Sequence[ProcessGroup], force: bool = False) -> None:
+        now = time.monotonic()
+        teed: list[str] = []
+        for group in groups:
+            for rank, line in group.new_log_lines():
+                self.progress[rank] = update_progress(self.progress[rank], line, now)
+                if rank in self.tee and not _MINDSPORE_CHATTER.match(line):
+                    teed.append(f"[{self.host_of[rank]}:{rank}] {line}")
+        if teed:
+            self._erase()
+            self.out.write("\n".join(teed) + "\n")
+            self.out.flush()
+        due = self.redraw_interval if self.is_tty else self.plain_interval
+        if self.is_tty and (teed or force or now - self._last_draw >= due):
+            self._draw(now)
+        elif not self.is_tty and (force or now - self._last_draw >= due):
+            self._draw(now)
+
+    def _lines(self) -> list[str]:
+        return [
+            format_progress(rank, self.host_of[rank], self.progress[rank], self.states[rank])
+            for rank in sorted(self.progress)
+        ]
+
+    def _erase(self) -> None:
+        if self.is_tty and self._drawn_lines:
+            self.status_out.write(_UP.format(self._drawn_lines) + "\r")
+            self.status_out.write((_CLEAR_LINE + "\n") * self._drawn_lines)
+            self.status_out.write(_UP.format(self._drawn_lines) + "\r")
+            self.status_out.flush()
+            self._drawn_lines = 0
+
+    def _draw(self, now: float) -> None:
+        lines = self._lines()
+        if self.is_tty:
+            self._erase()
+            self.status_out.write("".join(f"{_CLEAR_LINE}{line}\n" for line in lines))
+            self._drawn_lines = len(lines)
+        else:
+            self.status_out.write("".join(f"launch-train: {line}\n" for line in lines))
+        self.status_out.flush()
+        self._last_draw = now
+
+    def finish(self, groups: Sequence[ProcessGroup]) -> None:
+        """Last lines from the logs and a final status block (left on screen)."""
+        self.tick(groups, force=True)
+        self._drawn_lines = 0

@@ -1,0 +1,114 @@
+"""Render a plan through the Jinja2 job templates into the files of a job directory.
+
+Pure: ``render_job(plan)`` returns the files as data (path, text, executable); writing
+them is ``launcher.launch.write_job_files``. Templates are looked up in the user's
+``--templates DIR`` first, then in the built-in ``job_templates`` package, by the same
+file names. StrictUndefined: a template naming a variable the plan does not have is an
+error before anything starts, never an empty string in a shell script.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import jinja2
+
+import job_templates
+from launcher.errors import LaunchError
+from launcher.job.plan import Plan
+
+BUILTIN_TEMPLATES = Path(job_templates.__file__).resolve().parent
+
+ENV_TEMPLATE = "env.sh.j2"
+RUN_TEMPLATE = "run.sh.j2"
+HOSTFILE_TEMPLATE = "hostfile.j2"
+SCHEDULER_TEMPLATE = "scheduler.sh.j2"
+MPIRUN_TEMPLATE = "mpirun.sh.j2"
+MPI_RANK_TEMPLATE = "mpi_rank.sh.j2"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file of the job directory; ``path`` is relative to it."""
+
+    path: str
+    text: str
+    executable: bool = False
+
+    def __post_init__(self) -> None:
+        if Path(self.path).is_absolute() or ".." in Path(self.path).parts:
+            raise ValueError(f"rendered file {self.path}: must stay inside the job directory")
+
+
+def shquote(value: object) -> str:
+    """Jinja2 filter: one shell word, whatever the value holds."""
+    return shlex.quote(str(value))
+
+
+def template_environment(user_dir: Optional[Path] = None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if user_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["shquote"] = shquote
+    return env
+
+
+def check_templates_dir(path: Path) -> Path:
+    """``--templates DIR`` must be a directory holding at least one known template."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LaunchError(f"--templates {path}: not a directory")
+    known = {ENV_TEMPLATE, RUN_TEMPLATE, HOSTFILE_TEMPLATE, SCHEDULER_TEMPLATE, MPIRUN_TEMPLATE, MPI_RANK_TEMPLATE}
+    if not any((path / name).is_file() for name in known):
+        raise LaunchError(f"--templates {path}: holds none of {', '.join(sorted(known))}")
+    return path.resolve()
+
+
+def render_job(plan: Plan) -> tuple[RenderedFile, ...]:
+    """Every file the plan needs, rendered; LaunchError (one line) on a template problem."""
+    env = template_environment(plan.spec.templates_dir)
+    common = {"plan": plan, "spec": plan.spec}
+    files: list[RenderedFile] = []
+    for rank in plan.ranks:
+        files.append(RenderedFile(f"{rank.log_dir}/env.sh", _render(env, ENV_TEMPLATE, rank=rank, **common)))
+        files.append(RenderedFile(f"{rank.log_dir}/run.sh", _render(env, RUN_TEMPLATE, rank=rank, **common), True))
+    if plan.scheduler is not None:
+        text = _render(env, SCHEDULER_TEMPLATE, scheduler=plan.scheduler, **common)
+        files.append(RenderedFile(f"{plan.scheduler.log_dir}/run.sh", text, True))
+    if plan.spec.mode == "mpirun":
+        files.append(RenderedFile("hostfile", _render(env, HOSTFILE_TEMPLATE, **common)))
+        files.append(RenderedFile("mpirun.sh", _render(env, MPIRUN_TEMPLATE, **common), True))
+        files.append(RenderedFile("mpi_rank.sh", _render(env, MPI_RANK_TEMPLATE, **common), True))
+    if plan.spec.mode == "rank-table" and plan.spec.rank_table_json is not None:
+        files.append(RenderedFile("rank_table.json", plan.spec.rank_table_json))
+    return tuple(files)
+
+
+def render_rank_files(plan: Plan) -> tuple[RenderedFile, ...]:
+    """Only the per-rank env.sh and run.sh files (what changes between restart attempts)."""
+    own = {rank.log_dir for rank in plan.ranks}
+    return tuple(f for f in render_job(plan) if f.path.split("/", 1)[0] in own)
+
+
+def _render(env: jinja2.Environment, name: str, **context: object) -> str:
+    try:
+        template = env.get_template(name)
+    except jinja2.TemplateNotFound:
+        raise LaunchError(f"template {name}: not found in --templates or the built-in job_templates") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise LaunchError(f"template {exc.filename or name} line {exc.lineno}: {exc.message}") from None
+    try:
+        return template.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise LaunchError(f"template {template.filename or name}: {exc.message}") from None

@@ -1,0 +1,296 @@
+"""The per-host agent of a multi-host job: ``python -m launcher.remote.agent --job-dir DIR --host NAME``.
+
+The controller (``launch-train --hosts ...``) pushes the job's files to every host
+first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
+runs one agent per host over SSH. The agent starts that host's ranks (and the
+scheduler, on the first host of a dynamic job) with the same local supervision code a
+local launch uses, and reports on stdout, one JSON object per line:
+
+    {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
+    {"event": "started", "rank": 3}
+    {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594, "line": "..."}
+    {"event": "line", "rank": 0, "line": "..."}      (every log line of the --tee ranks)
+    {"event": "exited", "rank": 3, "code": 1, "signal": null, "stopped": false, "tail": "...", ...}
+    {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
+    {"event": "error", "message": "..."}
+    {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
+
+Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
+scheduler may still be waiting for other hosts) until the controller, which alone knows
+when the whole job is over, says ``stop``.
+
+It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job).
+It stops its ranks and exits when asked to, when stdin closes (the SSH session or the
+controller went away), when no line arrives within ``--heartbeat-timeout`` seconds (a
+connection that died without closing), and on SIGTERM / SIGHUP / SIGINT. So an agent
+never outlives its controller, and its ranks never outlive the agent.
+
+The agent never writes job.json: on hosts that share the job dir's file system it is
+one file, and only the controller owns it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
+
+from launcher.log_format import STEP_LINE, STEP_TIME_LINE
+
+if TYPE_CHECKING:
+    from launcher.job.plan import Plan
+
+EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
+
+
+def encode_event(event: str, **fields: Any) -> str:
+    """One protocol line (no newline)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown agent event {event!r}")
+    return json.dumps({"event": event, **fields}, separators=(",", ":"))
+
+
+def decode_event(line: str) -> Optional[dict]:
+    """A protocol line -> dict, or None for anything else (noise a login shell may print)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or message.get("event") not in EVENTS:
+        return None
+    return message
+
+
+def progress_event(rank: int, line: str) -> Optional[dict]:
+    """The fields of a ``progress`` event for a log line the live status uses, else None."""
+    match = STEP_LINE.search(line)
+    if match:
+        return {"rank": rank, "epoch": int(match.group(1)), "step": int(match.group(2)),
+                "loss": float(match.group(3)), "line": line}
+    if STEP_TIME_LINE.search(line):
+        return {"rank": rank, "line": line}
+    return None
+
+
+@dataclass
+class ControllerLink:
+    """The agent's view of its controller: stdin lines, heartbeats, stop requests."""
+
+    heartbeat_timeout_s: float
+    grace_s: float = 5.0
+    stop_reason: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_timeout_s > 0:
+            raise ValueError(f"--heartbeat-timeout {self.heartbeat_timeout_s}: must be positive")
+        self.last_heard = time.monotonic()
+        self.stop_requested = threading.Event()
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_requested.set()
+
+    def listen(self, stream: TextIO) -> None:
+        """Read controller lines until EOF (run in a daemon thread)."""
+        for line in stream:
+            self.last_heard = time.monotonic()
+            words = line.split()
+            if words and words[0] == "stop":
+                if len(words) > 1:
+                    try:
+                        self.grace_s = max(0.0, float(words[1]))
+                    except ValueError:
+                        pass
+                self.request_stop("stop-requested")
+        self.request_stop("controller-lost")
+
+    def check_heartbeat(self) -> None:
+        if time.monotonic() - self.last_heard > self.heartbeat_timeout_s:
+            self.request_stop("controller-lost")
+
+
+class EventWriter:
+    """Writes protocol lines to stdout; a vanished reader means the controller is gone."""
+
+    def __init__(self, stream: TextIO, link: ControllerLink) -> None:
+        self.stream = stream
+        self.link = link
+        self.lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        with self.lock:
+            try:
+                self.stream.write(encode_event(event, **fields) + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.link.request_stop("controller-lost")
+
+
+def plan_from_job_document(document: dict) -> "Plan":
+    """The Plan the controller wrote into job.json, rebuilt as objects (nothing re-decided here).
+
+    Ranks and scheduler are taken verbatim from the document; the JobSpec around them
+    carries what the local supervision code reads (job dir, mode, hosts).
+    """
+    from launcher.job.host_list import Host
+    from launcher.job.plan import HostSlots, Plan, Rank, Scheduler
+    from launcher.job.spec import Entry, JobSpec
+
+    job_dir = Path(document["job_dir"])
+    hosts = tuple(
+        Host(name=h["name"], address=h["address"], user=h.get("user"), port=int(h.get("port") or 22),
+             local=bool(h.get("local")))
+        for h in document["hosts"]
+    )
+    ranks = []
+    host_index = {host.name: index for index, host in enumerate(hosts)}
+    for item in document["ranks"]:
+        env = dict(item.get("env") or {})
+        ranks.append(Rank(
+            rank=int(item["rank"]), host=item["host"], host_index=host_index[item["host"]],
+            local_index=int(item["local_index"]), device_id=int(item["device_id"]),
+            command=tuple(item["command"]), log_dir=item["log_dir"],
+            cpus=tuple(item["cpus"]) if item.get("cpus") else None, launch_env=env,
+        ))
+    ranks.sort(key=lambda rank: rank.rank)
+    first_host = [r for r in ranks if r.host_index == 0]
+    devices = tuple(r.device_id for r in sorted(first_host, key=lambda r: r.local_index))
+    scheduler_doc = document.get("scheduler")
+    rank_table = rank_table_json = None
+    if document["mode"] == "rank-table":
+        from hccl import rank_table as rank_tables
+
+        rank_table_json = (job_dir / "rank_table.json").read_text()
+        rank_table = rank_tables.loads(rank_table_json)
+    entry = document["entry"]
+    spec = JobSpec(
+        job_id=document["job_id"], job_dir=job_dir, created=document["created"], hosts=hosts,
+        devices=devices, platform=document["platform"], mode=document["mode"],
+        entry=Entry(module=entry.get("module"), script=Path(entry["script"]) if entry.get("script") else None),
+        python=ranks[0].command[0], args=tuple(document.get("args") or ()), env=dict(document.get("env") or {}),
+        sched_port=int(scheduler_doc["port"]) if scheduler_doc else None,
+        rank_table=rank_table, rank_table_json=rank_table_json,
+    )
+    scheduler = None
+    if scheduler_doc:
+        # The scheduler's command and environment are in its rendered run.sh; the group only starts that.
+        scheduler = Scheduler(host=scheduler_doc["host"], address=scheduler_doc["address"],
+                              port=int(scheduler_doc["port"]), command=(spec.python,), env={},
+                              log_dir=str(Path(scheduler_doc.get("log", "scheduler/log.txt")).parent))
+    slots = {host.name: sum(1 for r in ranks if r.host == host.name) for host in hosts}
+    return Plan(spec=spec, ranks=tuple(ranks), hosts=tuple(HostSlots(h, slots[h.name]) for h in hosts),
+                scheduler=scheduler)
+
+
+def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
+              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
+    """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
+    from launcher.run.local import LocalGroup
+
+    document = json.loads((job_dir / "job.json").read_text())
+    plan = plan_from_job_document(document)
+    runs_mpirun = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
+    if not runs_mpirun and not plan.ranks_on(host) and (plan.scheduler is None or plan.scheduler.host != host):
+        emit("error", message=f"job.json of {job_dir} has no ranks on host {host!r}")
+        emit("done", reason="error", code=2)
+        return 2
+    if plan.spec.mode == "mpirun":
+        # One mpirun on the first host starts every rank (over ssh on the others).
+        from launcher.run.mpirun import MpirunGroup
+
+        group = MpirunGroup(plan)
+    else:
+        group = LocalGroup(plan, host)
+    emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
+    exits: dict[int, Any] = {}
+    helper_reported = False
+    try:
+        try:
+            group.start()
+        except OSError as error:
+            emit("error", message=f"cannot start ranks on {host}: {error}")
+            link.request_stop("error")
+        else:
+            for rank in group.ranks:
+                emit("started", rank=rank)
+        while not link.stop_requested.wait(poll_interval_s):
+            link.check_heartbeat()
+            for number, line in group.new_log_lines():
+                fields = progress_event(number, line)
+                if fields is not None:
+                    emit("progress", **fields)
+                elif number in forward_ranks:
+                    emit("line", rank=number, line=line)
+            for rank_exit in group.poll():
+                exits[rank_exit.rank] = rank_exit
+                emit("exited", **_exit_fields(rank_exit, group))
+            problem = group.helper_problem()
+            if not helper_reported and (problem is not None or group.helpers_done()):
+                helper_reported = True
+                emit("helper", problem=problem, done=group.helpers_done())
+    finally:
+        for rank_exit in group.close(grace=link.grace_s):
+            exits[rank_exit.rank] = rank_exit
+            emit("exited", **_exit_fields(rank_exit, group))
+    failed = any(not rank_exit.ok for rank_exit in exits.values() if not rank_exit.stopped_by_launcher)
+    code = 1 if failed or len(exits) < len(group.ranks) else 0
+    emit("done", reason=link.stop_reason or "finished", code=code)
+    return code
+
+
+def _exit_fields(rank_exit: Any, group: Any) -> dict:
+    return {
+        "rank": rank_exit.rank, "code": rank_exit.exit_code, "signal": rank_exit.signal,
+        "started": rank_exit.started, "ended": rank_exit.ended, "duration_s": rank_exit.duration_s,
+        "stopped": rank_exit.stopped_by_launcher, "tail": group.log_tail(rank_exit.rank),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
+    parser.add_argument("--host", required=True, help="this host's name in job.json")
+    parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
+                        help="stop the ranks when the controller is silent this long (seconds)")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--forward-lines", default="", metavar="RANKS",
+                        help="comma-separated ranks whose every log line is sent (the controller's --tee)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
+    args = parser.parse_args(argv)
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--env {item!r}: expected KEY=VALUE")
+        os.environ[key] = value
+    link = ControllerLink(args.heartbeat_timeout, grace_s=args.grace)
+    emit = EventWriter(sys.stdout, link)
+
+    def on_signal(number: int, _frame: object) -> None:
+        link.request_stop("signal")
+
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(number, on_signal)
+    threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
+    try:
+        forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
+        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward)
+    except (OSError, ValueError, KeyError) as error:
+        # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
+        emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")
+        emit("done", reason="error", code=2)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

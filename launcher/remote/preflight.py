@@ -1,0 +1,264 @@
+"""Pre-flight: check every host in parallel before anything starts anywhere.
+
+One SSH session per host runs a small self-contained Python probe (the function
+``probe`` below, shipped as source to ``--remote-python``) that checks, on that host:
+the interpreter and the imports the job needs (``launcher``, plus the package of ``--module``
+when one runs: ``deeplab`` by default; nothing more for ``--entry``); that the job dir can be created and
+written; the device count (CPU: usable cores, GPU: ``nvidia-smi``, Ascend: ``npu-smi``
+or the ``address_N`` lines of hccn.conf); hccn.conf readable (Ascend, its text comes
+back for the rank table); ``mpirun`` on the first host and ``orted`` on the others
+(mpirun mode); and, on the first host of a dynamic job, that the scheduler port is free
+(port 0: the probe picks a free one). It also reports the host's usable cores and CPU
+flags, which the plan uses for core binding and CPU tuning. Connection problems (refused,
+unknown host key, bad user/key, timeout) are failures of the ``ssh`` check.
+
+Any failure anywhere -> ``PreflightFailed`` whose message is one table of what
+failed where; the CLI prints it and exits 2, nothing has been started.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
+
+PLATFORMS = ("CPU", "GPU", "Ascend")
+
+
+@dataclass(frozen=True)
+class PreflightRequest:
+    """What the job needs from each host."""
+
+    job_dir: Path  # absolute; the same path on every host
+    platform: str
+    devices: dict  # host name (RemoteHost.host_name) -> ranks it will run
+    remote_python: str = sys.executable
+    scheduler_port: Optional[int] = None  # checked on the first host only; 0 = pick one there
+    hccn_conf: Optional[str] = None  # path on each host (Ascend)
+    mpirun: bool = False  # mpirun mode: mpirun on the first host, Open MPI's orted on the others
+    first_host: Optional[str] = None  # host_name of the job's first host (None: the first one checked)
+    imports: tuple[str, ...] = ("launcher",)  # what the host's interpreter must import (the agent, the ranks' module)
+
+    def __post_init__(self) -> None:
+        if not Path(self.job_dir).is_absolute():
+            raise ValueError(f"job dir {self.job_dir}: must be an absolute path (it is used on every host)")
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"--platform {self.platform}: expected one of {', '.join(PLATFORMS)}")
+        if not self.remote_python:
+            raise ValueError("--remote-python: empty interpreter path")
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """Outcome of the pre-flight on one host: check name -> (ok, detail)."""
+
+    host: str
+    checks: dict = field(default_factory=dict)
+    scheduler_port: Optional[int] = None
+    hccn_conf_text: Optional[str] = None
+    device_count: Optional[int] = None
+    cpus: tuple = ()  # usable core ids there (for rank binding and thread counts)
+    cpu_flags: frozenset = frozenset()  # /proc/cpuinfo flags there (CPU tuning: AVX-512 cap)
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return [(name, detail) for name, (ok, detail) in self.checks.items() if not ok]
+
+
+class PreflightFailed(ValueError):
+    """Some check failed on some host; the message is the table the user sees."""
+
+    def __init__(self, reports: Sequence[HostReport]):
+        self.reports = list(reports)
+        failed_hosts = [report for report in self.reports if report.failures]
+        rows = [(report.host, name, detail) for report in failed_hosts for name, detail in report.failures]
+        super().__init__(
+            f"pre-flight failed on {len(failed_hosts)} of {len(self.reports)} hosts; nothing was started\n"
+            + format_table(("host", "check", "problem"), rows)
+        )
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def probe(request: dict) -> dict:
+    """Runs ON THE REMOTE HOST (shipped as source): standard library only, never raises."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys as _sys
+
+    checks: dict = {}
+    out: dict = {"checks": checks}
+    checks["python"] = [True, f"{_sys.executable} {_sys.version.split()[0]}"]
+    import importlib
+
+    names = list(request.get("imports") or ["launcher"])
+    failed = []
+    where = ""
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except Exception as error:  # any import failure is the answer
+            failed.append(f"{name}: {error}")
+            continue
+        if name == "launcher":
+            where = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__)))
+    if failed:
+        checks["import"] = [False, f"`import {', '.join(names)}` failed with {_sys.executable}: {'; '.join(failed)}"]
+    else:
+        checks["import"] = [True, where or ", ".join(names)]
+
+    job_dir = request["job_dir"]
+    existing = job_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing == job_dir and not os.path.isdir(job_dir):
+        checks["job_dir"] = [False, f"{job_dir} exists and is not a directory"]
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        checks["job_dir"] = [False, f"cannot create {job_dir}: {existing} is not writable"]
+    else:
+        checks["job_dir"] = [True, job_dir]
+
+    port = request.get("scheduler_port")
+    if port is not None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))
+                out["scheduler_port"] = sock.getsockname()[1]
+                checks["scheduler_port"] = [True, str(out["scheduler_port"])]
+            except OSError as error:
+                checks["scheduler_port"] = [False, f"port {port} is in use ({error.strerror})"]
+
+    for command in request.get("commands") or ():
+        found = shutil.which(command)
+        checks[command] = [found is not None, found or f"{command} not found in PATH of a non-interactive ssh session"]
+
+    hccn_text = None
+    hccn_path = request.get("hccn_conf")
+    if hccn_path:
+        try:
+            with open(hccn_path) as handle:
+                hccn_text = handle.read()
+            out["hccn_conf_text"] = hccn_text
+            checks["hccn_conf"] = [True, hccn_path]
+        except OSError as error:
+            checks["hccn_conf"] = [False, f"cannot read {hccn_path}: {error.strerror}"]
+
+    def count_lines(command: list, marker: str) -> "int | None":
+        if shutil.which(command[0]) is None:
+            return None
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return None
+        return sum(1 for line in done.stdout.splitlines() if marker in line)
+
+    out["cpus"] = sorted(os.sched_getaffinity(0))
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    out["cpu_flags"] = flags
+
+    platform, needed = request["platform"], request["devices"]
+    if platform == "CPU":
+        count = len(os.sched_getaffinity(0))
+        # More CPU ranks than cores is slow but legal (tests do it): reported, not refused.
+        note = "" if needed <= count else f" (oversubscribed: {needed} ranks)"
+        checks["devices"] = [True, f"{count} cores{note}"]
+    else:
+        if platform == "GPU":
+            count, how = count_lines(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], ""), "nvidia-smi"
+        else:
+            count, how = count_lines(["npu-smi", "info", "-l"], "NPU ID"), "npu-smi"
+            if count is None and hccn_text is not None:
+                count = sum(1 for line in hccn_text.splitlines() if line.strip().startswith("address_"))
+                how = f"address_N lines in {hccn_path}"
+        if count is None:
+            checks["devices"] = [False, f"cannot count {platform} devices ({how} not found or failed)"]
+        elif count < needed:
+            checks["devices"] = [False, f"{needed} {platform} devices needed, {count} found by {how}"]
+        else:
+            checks["devices"] = [True, f"{count} found by {how}"]
+    out["device_count"] = count
+    return out
+
+
+def probe_command(remote_python: str, request: dict) -> str:
+    """The shell command that runs ``probe`` with ``remote_python`` on a host."""
+    source = "import json, sys\n" + inspect.getsource(probe) + "\nprint(json.dumps(probe(json.loads(sys.argv[1]))))\n"
+    return " ".join(shlex.quote(part) for part in (remote_python, "-c", source, json.dumps(request)))
+
+
+def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None) -> HostReport:
+    """Connect to one host and run the probe; every problem becomes a failed check."""
+    try:
+        conn = connection(host, options, config)
+        conn.open()
+    except Exception as error:  # any connection failure is reported in the table, not raised
+        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
+    try:
+        checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
+        done = conn.run(probe_command(request["remote_python"], request), hide=True, warn=True,
+                        timeout=max(30, options.timeout_s * 3))
+        if done.exited != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.exited}"])[-1]
+            checks["python"] = (False, f"{request['remote_python']} cannot run the probe: {last}")
+            return HostReport(host.name, checks)
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        checks.update({name: (bool(ok), str(detail)) for name, (ok, detail) in answer["checks"].items()})
+        return HostReport(host.name, checks, answer.get("scheduler_port"), answer.get("hccn_conf_text"),
+                          answer.get("device_count"), tuple(answer.get("cpus") or ()),
+                          frozenset(answer.get("cpu_flags") or ()))
+    except Exception as error:  # a session dying mid-probe is a failure of that host
+        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
+    finally:
+        conn.close()
+
+
+def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest,
+                  hccn_conf_for: Optional[Callable[[RemoteHost, str], str]] = None) -> list[HostReport]:
+    """Check all hosts in parallel; return their reports in host order or raise PreflightFailed.
+
+    ``hccn_conf_for(host, path)`` gives the hccn.conf path on that host (default: ``path``).
+    """
+    config = fabric_config(options)
+
+    def check(index_host: tuple[int, RemoteHost]) -> HostReport:
+        index, host = index_host
+        first = host.host_name == request.first_host if request.first_host is not None else index == 0
+        payload = {
+            "job_dir": str(request.job_dir),
+            "platform": request.platform,
+            "devices": int(request.devices.get(host.host_name, 1)),
+            "remote_python": request.remote_python,
+            "imports": list(request.imports),
+            "scheduler_port": request.scheduler_port if first else None,
+            "commands": (["mpirun"] if first else ["orted"]) if request.mpirun else [],
+            "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
+            if request.platform == "Ascend" and request.hccn_conf else None,
+        }
+        return check_host(host, options, payload, config)
+
+    results = run_on_each(list(enumerate(hosts)), check, key=lambda index_host: index_host[0])
+    reports = [
+        results[index] if index not in results.failed
+        else HostReport(host.name, {"preflight": (False, f"{type(results[index]).__name__}: {results[index]}")})
+        for index, host in enumerate(hosts)
+    ]
+    if any(report.failures for report in reports):
+        raise PreflightFailed(reports)
+    return reports

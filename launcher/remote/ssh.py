@@ -1,0 +1,200 @@
+"""SSH connections to the hosts of a job (fabric 3 over paramiko), checked host keys.
+
+``SshOptions`` is what the ssh flags say (``--ssh-config``, ``--ssh-key``,
+``--ssh-timeout``, ``--ssh-known-hosts``, ``--ssh-accept-unknown-host-keys``).
+``resolve_hosts`` reads the ssh config as OpenSSH does (``Host`` blocks give
+``HostName``/``Port``/``User``/``IdentityFile``) and finds each host's address;
+``connection`` makes a fabric ``Connection`` whose host key must already be known:
+fabric's default would add any unknown key silently, which would make a
+man-in-the-middle invisible, so ours rejects unless the user asked otherwise.
+``run_on_each`` fans one function out over many connections and returns fabric's
+``GroupResult`` (``.succeeded`` / ``.failed``), as ``ThreadingGroup`` does.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, TypeVar
+
+import paramiko
+from fabric import Config, Connection
+from fabric.group import GroupResult
+
+from launcher.job.hosts import HostSpec, check_unique
+
+DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+T = TypeVar("T")
+# Remote commands never read the controller's terminal (invoke mirrors stdin by default).
+_RUN_DEFAULTS = {"run": {"in_stream": False}}
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    config_file: Optional[Path] = None  # None: ~/.ssh/config and /etc/ssh/ssh_config, as OpenSSH
+    key_file: Optional[Path] = None
+    timeout_s: float = 10.0
+    known_hosts: Optional[Path] = None  # None: UserKnownHostsFile from ssh config, else ~/.ssh/known_hosts
+    accept_unknown_host_keys: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError(f"--ssh-timeout {self.timeout_s}: must be a positive number of seconds")
+        if self.config_file is not None and not Path(self.config_file).is_file():
+            raise ValueError(f"--ssh-config {self.config_file}: no such file")
+        if self.key_file is not None and not Path(self.key_file).is_file():
+            raise ValueError(f"--ssh-key {self.key_file}: no such file")
+        if self.known_hosts is not None and not Path(self.known_hosts).is_file():
+            raise ValueError(f"--ssh-known-hosts {self.known_hosts}: no such file")
+
+
+@dataclass(frozen=True)
+class RemoteHost:
+    """A host after ssh config: where to connect and as whom."""
+
+    spec: HostSpec
+    hostname: str  # HostName from ssh config, else the host as written
+    address: str  # IP address the controller reaches it at (others should reach it there too)
+    port: int
+    user: str
+    # The OpenSSH options that apply to this host (lower-case keys); not part of its identity.
+    ssh_config: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The entry as the user wrote it (with the user), for messages."""
+        return self.spec.name
+
+    @property
+    def host_name(self) -> str:
+        """The host's name in the plan and job.json: host, plus the port when one was written."""
+        return self.spec.host if self.spec.port is None else f"{self.spec.host}:{self.spec.port}"
+
+
+class AcceptForThisRun(paramiko.MissingHostKeyPolicy):
+    """--ssh-accept-unknown-host-keys: trust an unknown key for this connection only.
+
+    paramiko's AutoAddPolicy would also rewrite the known_hosts file it loaded, from several
+    threads at once; the user's file is left as it is.
+    """
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def fabric_config(options: SshOptions) -> Config:
+    """A fabric Config that loads the ssh config file(s) the way OpenSSH does."""
+    try:
+        if options.config_file is not None:
+            # A runtime path makes fabric skip the system and user files, like `ssh -F`.
+            return Config(runtime_ssh_path=str(options.config_file), overrides=_RUN_DEFAULTS)
+        return Config(overrides=_RUN_DEFAULTS)
+    except Exception as error:  # paramiko raises several types for malformed files
+        where = options.config_file or DEFAULT_SSH_CONFIG
+        raise ValueError(f"--ssh-config {where}: cannot parse: {error}") from None
+
+
+def resolve_hosts(specs: Sequence[HostSpec], options: SshOptions, config: Optional[Config] = None) -> list[RemoteHost]:
+    """Apply the ssh config to each entry, find its address, reject two entries for one host."""
+    config = config or fabric_config(options)
+    hosts = []
+    for spec in specs:
+        ssh_config = dict(config.base_ssh_config.lookup(spec.host))
+        hostname = ssh_config.get("hostname", spec.host)
+        port = spec.port or int(ssh_config.get("port", 22))
+        user = spec.user or ssh_config.get("user") or config.user
+        try:
+            address = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)[0][4][0]
+        except socket.gaierror as error:
+            raise ValueError(f"{spec.source}: cannot resolve host {hostname!r}: {error.strerror}") from None
+        hosts.append(RemoteHost(spec, hostname, address, port, user, ssh_config))
+    by_spec = {host.spec: host for host in hosts}
+    check_unique(specs, resolve=lambda spec: (by_spec[spec].address, by_spec[spec].port))
+    return hosts
+
+
+def known_hosts_path(host: RemoteHost, options: SshOptions) -> Path:
+    if options.known_hosts is not None:
+        return Path(options.known_hosts)
+    configured = host.ssh_config.get("userknownhostsfile")
+    if configured:
+        # paramiko keeps the raw value; OpenSSH allows several files, the first is the user's.
+        return Path(os.path.expanduser(configured.split()[0]))
+    return DEFAULT_KNOWN_HOSTS.expanduser()
+
+
+def connection(host: RemoteHost, options: SshOptions, config: Optional[Config] = None) -> Connection:
+    """An unopened fabric Connection with strict host key checking (unless asked not to)."""
+    config = config or fabric_config(options)
+    connect_kwargs: dict = {
+        "banner_timeout": options.timeout_s,
+        "auth_timeout": options.timeout_s,
+        "channel_timeout": options.timeout_s,
+    }
+    if options.key_file is not None:
+        connect_kwargs["key_filename"] = [str(options.key_file)]
+    conn = Connection(
+        host.hostname, user=host.user, port=host.port, config=config,
+        connect_timeout=max(1, int(round(options.timeout_s))), connect_kwargs=connect_kwargs,
+    )
+    known = known_hosts_path(host, options)
+    if known.is_file():
+        try:
+            conn.client.load_host_keys(str(known))
+        except (OSError, paramiko.SSHException, ValueError) as error:
+            raise ValueError(f"known_hosts file {known}: cannot read: {error}") from None
+    policy = AcceptForThisRun() if options.accept_unknown_host_keys else paramiko.RejectPolicy()
+    conn.client.set_missing_host_key_policy(policy)
+    return conn
+
+
+def describe_ssh_error(error: BaseException, host: RemoteHost, options: SshOptions) -> str:
+    """One line saying why the connection to ``host`` failed and what to do."""
+    where = f"{host.user}@{host.hostname}:{host.port}"
+    if isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(error):
+        return (f"host key of {where} is not in {known_hosts_path(host, options)} "
+                f"(add it with ssh-keyscan, or pass --ssh-accept-unknown-host-keys)")
+    if isinstance(error, paramiko.BadHostKeyException):
+        return f"host key of {where} does not match {known_hosts_path(host, options)}: possible man-in-the-middle"
+    if isinstance(error, paramiko.AuthenticationException):
+        return f"authentication as {host.user!r} failed on {where} (check --ssh-key / IdentityFile / User)"
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return f"no answer from {where} within {options.timeout_s:g}s"
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = list(error.errors.values())
+        if causes and all(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return f"connection refused by {where} (is sshd running?)"
+        reasons = sorted({getattr(cause, "strerror", None) or str(cause) for cause in causes})
+        return f"cannot reach {where}: {'; '.join(reasons) or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"connection refused by {where} (is sshd running?)"
+    if isinstance(error, OSError):
+        return f"cannot reach {where}: {error.strerror or error}"
+    return f"{where}: {type(error).__name__}: {error}"
+
+
+def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item) -> GroupResult:
+    """Run ``work(item)`` for every item in parallel threads; results (or exceptions) by ``key(item)``.
+
+    The same shape fabric's ThreadingGroup returns, for work that differs per host.
+    """
+    result = GroupResult()
+    lock = threading.Lock()
+
+    def run(item: T) -> None:
+        try:
+            value = work(item)
+        except Exception as error:  # a failure is a result here: the caller reports them all
+            value = error
+        with lock:
+            result[key(item)] = value
+
+    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result
