@@ -143,6 +143,9 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
+    srun.sh, slurm_rank.sh, srun.log, scheduler/srun.log, LOG<rank>/exit_status   --launcher slurm
+    submit.sbatch, slurm-<id>.out                 --submit slurm (then everything above, from inside the job)
+    k8s/*.yaml                                    --submit k8s;  pod-<index>/ (a whole job dir)  --from-env
     LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml (every rank's)
     The training program may write more files in its LOG<rank>/ (its working directory).
 

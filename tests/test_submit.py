@@ -135,8 +135,8 @@ def test_submit_k8s_apply_without_a_cluster_says_so(tmp_path):
                           capture_output=True, text=True, timeout=60, env=env)
     if "kubectl not found" in done.stderr:
         pytest.skip("kubectl is not installed")
-    assert done.returncode == 2
-    assert "kubectl has no cluster configured" in done.stderr and "kubectl apply -f" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "not applied: kubectl has no cluster configured" in done.stderr and "kubectl apply -f" in done.stderr
     assert list((tmp_path / "job" / "k8s").glob("*.yaml"))  # written, ready for a machine that has one
 
 
