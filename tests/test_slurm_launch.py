@@ -188,3 +188,14 @@ def test_mpirun_mode_uses_open_mpis_own_slurm_support(slurm_job):
     recs = records(job_dir, 4)
     assert [r["env"]["OMPI_COMM_WORLD_RANK"] for r in recs] == ["0", "1", "2", "3"]
     assert [r["env"]["SLURMD_NODENAME"] for r in recs] == ["n1", "n1", "n2", "n2"]  # orted started through srun
+
+
+def test_gpu_jobs_take_their_devices_from_the_allocation_not_this_hosts_nvidia_smi(slurm_job):
+    cluster, job_dir = slurm_job
+    done = salloc(cluster, 2, "--platform", "GPU", "--mode", "dynamic", "--entry", PAYLOAD,
+                  "--job-dir", str(job_dir), "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    ranks = plan["ranks"]
+    assert [(r["host"], r["env"]["CUDA_VISIBLE_DEVICES"]) for r in ranks] == [("n1", "0,1"), ("n1", "0,1"),
+                                                                             ("n2", "0,1"), ("n2", "0,1")]

@@ -120,6 +120,10 @@ class SlurmLaunch:
             finally:
                 self._probe = None
         changes: dict = {"platform": platform, "mode": mode, "devices": self._devices(options, platform)}
+        if platform == "GPU":
+            # The launcher may run on a login node without GPUs: the nodes' GPUs are what Slurm allocated.
+            count = self.allocation.devices_per_node("GPU") or changes["devices"] or 1
+            changes["gpus_available"] = tuple(range(count))
         if mode == "dynamic" and options.sched_port is None and self.probes:
             changes["sched_port"] = self.probes[self.allocation.first.name].free_port
         if rank_table_mode:

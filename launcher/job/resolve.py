@@ -64,6 +64,9 @@ class LaunchOptions:
     # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
     job_id: Optional[str] = None
     prepared_files: tuple[str, ...] = ()
+    # GPU ids every host offers, as the engine that allocated them says (a Slurm allocation's Gres);
+    # None: ask nvidia-smi here.
+    gpus_available: Optional[tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -206,7 +209,11 @@ def _devices_and_table(options: LaunchOptions, platform: str, mode: str, hosts: 
     if platform == "CPU":
         return None, None, choose_devices("CPU", options.devices, options.visible_devices, (), source="")
     if platform == "GPU":
-        devices = choose_devices("GPU", options.devices, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
+        if options.gpus_available is not None:
+            available, source = options.gpus_available, "the allocation's GPU Gres"
+        else:
+            available, source = visible_gpu_ids(), "nvidia-smi -L"
+        devices = choose_devices("GPU", options.devices, options.visible_devices, available, source=source)
         return None, None, devices
     return _ascend(options, mode, hosts)
 
