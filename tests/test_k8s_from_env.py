@@ -145,3 +145,30 @@ def test_missing_operator_variables_are_named(pod_job):
                     "--job-dir", str(pod_job))
     assert done.returncode == 2
     assert "VC_WORKER_HOSTS: not set" in done.stderr and not pod_job.exists()
+
+
+@pytest.mark.slow
+def test_two_volcano_pods_train_mindspore_for_real(pod_job, synthetic_voc):
+    """Two pods' launchers (this machine twice) with what Volcano sets: a real 2-rank data-parallel run."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MS_", "VC_", "VK_", "RANK_", "SLURM"))}
+    procs = []
+    for index in (0, 1):
+        env = dict(base, VC_TASK_INDEX=str(index), VK_TASK_INDEX=str(index),
+                   VC_WORKER_HOSTS="127.0.0.1,127.0.0.1", VC_WORKER_NUM="2")
+        procs.append(subprocess.Popen(
+            [LAUNCH_TRAIN, "--from-env", "--k8s-kind", "volcano", "--platform", "CPU", "--sched-port", str(port),
+             "--job-dir", str(pod_job), "--status-interval", "60", "--", "--config", "tiny_synthetic",
+             "--data-root", str(synthetic_voc), "--train-steps", "4"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=400) for proc in procs]
+    for proc, (_out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    for index in (0, 1):
+        log = (pod_job / f"pod-{index}" / f"LOG{index}" / "log.txt").read_text()
+        assert "loss is" in log and "training done at step 4" in log
+    assert "scheduler" in (pod_job / "pod-0" / "scheduler" / "log.txt").read_text()
