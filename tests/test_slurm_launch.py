@@ -199,3 +199,13 @@ def test_gpu_jobs_take_their_devices_from_the_allocation_not_this_hosts_nvidia_s
     ranks = plan["ranks"]
     assert [(r["host"], r["env"]["CUDA_VISIBLE_DEVICES"]) for r in ranks] == [("n1", "0,1"), ("n1", "0,1"),
                                                                              ("n2", "0,1"), ("n2", "0,1")]
+
+
+def test_threads_follow_the_cpus_slurm_allocated_and_slurm_does_the_binding(slurm_job):
+    cluster, job_dir = slurm_job
+    done = cluster.run("salloc", "-N2", "--ntasks-per-node=2", "--cpus-per-task=3", LAUNCH_TRAIN, "--platform", "CPU",
+                       "--entry", PAYLOAD, "--job-dir", str(job_dir), "--dry-run", "--json", check=False)
+    assert done.returncode == 0, done.stderr
+    ranks = json.loads(done.stdout)["ranks"]
+    assert {r["env"]["OMP_NUM_THREADS"] for r in ranks} == {"3"}  # 6 CPUs a node / 2 ranks
+    assert all(r["cpus"] is None for r in ranks)  # no taskset inside a Slurm task

@@ -13,7 +13,7 @@ all before anything is written or started (the same hooks as the SSH support):
   ``hosts``                    the nodes as the plan's hosts (name = node name, address =
                                NodeAddr: what the other nodes reach it by)
   ``after_resolve(spec)``      drops the temporary merged rank table
-  ``rank_groups(plan)``        ONE SlurmStepGroup (mpirun mode: one mpirun, which Open MPI
+  ``rank_groups(plan)``        ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun, which Open MPI
                                starts through the allocation itself)
   ``dry_run_text(plan)``       the srun command lines
 """
@@ -119,7 +119,10 @@ class SlurmLaunch:
                 raise LaunchError(str(exc).replace(f"--job-dir {job_dir.parent}", f"--job-dir {job_dir}")) from None
             finally:
                 self._probe = None
-        changes: dict = {"platform": platform, "mode": mode, "devices": self._devices(options, platform)}
+        # Slurm places and binds the tasks (its task plugin, --cpu-bind): a taskset inside a task could
+        # name CPUs outside the task's cgroup. Thread counts still follow the CPUs allocated per node.
+        changes: dict = {"platform": platform, "mode": mode, "devices": self._devices(options, platform),
+                         "bind_cores": False}
         if platform == "GPU":
             # The launcher may run on a login node without GPUs: the nodes' GPUs are what Slurm allocated.
             count = self.allocation.devices_per_node("GPU") or changes["devices"] or 1
@@ -177,10 +180,13 @@ class SlurmLaunch:
     def hosts(self) -> tuple[Host, ...]:
         """The nodes in allocation order, reached by their NodeAddr (never "local": ranks start through srun)."""
         out = []
-        for node in self.allocation.nodes:
+        cpus = self.allocation.cpus_per_node or (0,) * len(self.allocation.nodes)
+        for node, allocated in zip(self.allocation.nodes, cpus):
             probe = self.probes.get(node.name)
             try:
+                # cpus: as many as Slurm allocated there (ids only count them: binding is Slurm's).
                 out.append(Host(name=node.name, address=node.address, local=False, shared_job_dir=True,
+                                cpus=tuple(range(allocated)),
                                 cpu_flags=frozenset(probe.cpu_flags) if probe else frozenset()))
             except ValueError as exc:
                 raise LaunchError(f"slurm node {node.name}: {exc}") from None
