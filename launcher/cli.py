@@ -43,8 +43,8 @@ Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
 Inside a Slurm allocation (see launcher/cluster/slurm_launch.py and the README's "Clusters")
-    --launcher slurm|ssh|local  who starts the ranks; default slurm when SLURM_JOB_ID is set and srun
-                              exists, else ssh/local by --hosts. Under slurm the hosts are the
+    --launcher slurm|ssh|local  who starts the ranks; default slurm when SLURM_JOB_ID is set, srun
+                              exists and no --hosts/--hostfile is given, else ssh/local by --hosts. Under slurm the hosts are the
                               allocation's nodes (--hosts is refused); ranks per node --devices, else
                               SLURM_NTASKS_PER_NODE, else the nodes' Gres. One task per node first checks
                               the job dir is visible there (shared file system; else exit 2), and reads
@@ -292,7 +292,7 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
 
     from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
 
-    if chosen_launcher(ns.launcher) == "slurm":
+    if chosen_launcher(ns.launcher, hosts_given=bool(ns.hosts or ns.hostfile)) == "slurm":
         slurm = SlurmLaunch.from_environment()
         # One task per node looks at every node while this process imports and plans (the flags it
         # needs have the same names as the options).

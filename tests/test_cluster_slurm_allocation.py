@@ -103,3 +103,20 @@ def test_current_allocation_inside_a_real_salloc(slurm_no_jobs_left, tmp_path):
     assert job_id.isdigit()
     assert nodes == [[n.name, n.address, 16] for n in cluster.nodes]
     assert cpus == [2, 2]
+
+
+def test_which_launcher_runs_the_job(tmp_path):
+    from launcher.cluster.slurm_launch import chosen_launcher
+    from launcher.errors import LaunchError
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    inside = {"SLURM_JOB_ID": "7", "PATH": str(tmp_path)}
+    assert chosen_launcher(None, inside) == "slurm"
+    assert chosen_launcher(None, inside, hosts_given=True) == "ssh"  # hosts named by hand: SSH
+    assert chosen_launcher(None, {"SLURM_JOB_ID": "7", "PATH": "/nonexistent"}) == "ssh"  # no srun here
+    assert chosen_launcher(None, {"PATH": str(tmp_path)}) == "ssh"
+    assert chosen_launcher("local", inside) == "local"
+    with pytest.raises(LaunchError, match="--launcher 'pbs'"):
+        chosen_launcher("pbs", inside)

@@ -37,13 +37,17 @@ from launcher.job.host_list import Host
 LAUNCHERS = ("slurm", "ssh", "local")
 
 
-def chosen_launcher(flag: Optional[str], environ: Optional[Mapping[str, str]] = None) -> str:
-    """--launcher as given; else slurm inside an allocation with srun on PATH, else ssh/local by --hosts."""
+def chosen_launcher(flag: Optional[str], environ: Optional[Mapping[str, str]] = None,
+                    hosts_given: bool = False) -> str:
+    """--launcher as given; else slurm inside an allocation with srun on PATH (unless --hosts/--hostfile
+    name the hosts), else ssh/local by --hosts."""
     environ = os.environ if environ is None else environ
     if flag is not None:
         if flag not in LAUNCHERS:
             raise LaunchError(f"--launcher {flag!r}: use one of {', '.join(LAUNCHERS)}")
         return flag
+    if hosts_given:
+        return "ssh"
     if (environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID")) and shutil.which("srun", path=environ.get("PATH")):
         return "slurm"
     return "ssh"  # the SSH support decides: every host this machine -> a local launch
