@@ -209,3 +209,14 @@ def test_threads_follow_the_cpus_slurm_allocated_and_slurm_does_the_binding(slur
     ranks = json.loads(done.stdout)["ranks"]
     assert {r["env"]["OMP_NUM_THREADS"] for r in ranks} == {"3"}  # 6 CPUs a node / 2 ranks
     assert all(r["cpus"] is None for r in ranks)  # no taskset inside a Slurm task
+
+
+def test_a_job_dir_node_two_cannot_see_is_refused_before_anything_starts(slurm_job):
+    cluster, _ = slurm_job
+    job_dir = cluster.n1_only / "job"
+    done = salloc(cluster, 1, "--platform", "CPU", "--entry", PAYLOAD, "--job-dir", str(job_dir))
+    assert done.returncode == 2, done.stderr
+    last = [line for line in done.stderr.splitlines() if line.startswith("launch-train")][-1]
+    assert last == (f"launch-train: error: --job-dir {job_dir}: not visible on node n2; under Slurm the job dir "
+                    "must be on a file system every node sees (e.g. your home or a shared scratch)")
+    assert not job_dir.exists() and not list(cluster.n1_only.iterdir())  # marker removed, nothing written
