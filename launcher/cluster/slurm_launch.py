@@ -71,7 +71,7 @@ class SlurmLaunch:
         except SlurmQueryError as exc:
             raise LaunchError(str(exc)) from None
 
-    # -- before the launcher resolves the job ------------------------------------------
+    # -- the per-node probe ------------------------------------------------------------
     def _wants(self, options, preflight: bool):
         """(platform, mode, whether the probe must read hccn.conf, job dir, whether to probe at all)."""
         from launcher.job.platforms import DEFAULT_MODE, check_platform
@@ -116,6 +116,7 @@ class SlurmLaunch:
         platform, mode, rank_table_mode, job_dir, probe = self._wants(options, preflight)
         if probe:
             if self._probe is None or self._probe_key != (job_dir, rank_table_mode, str(options.hccn_conf)):
+                self.abandon_probe()  # started for other options (or not at all): look again
                 self.start_probe(options, preflight)
             try:
                 self.probes = self._probe.result()
