@@ -30,10 +30,19 @@ ENABLE_VAR = "MS_COMPILER_CACHE_ENABLE"
 PATH_VAR = "MS_COMPILER_CACHE_PATH"
 
 
+# Config fields that never reach a graph: a resume that changes them still finds its cache.
+BOOKKEEPING_FIELDS = frozenset({
+    "enable_save_ckpt", "save_checkpoint_steps", "save_checkpoint_num", "save_ckpt_all_ranks", "ckpt_pre_trained",
+    "data_root", "train_split", "val_split", "log_every_steps", "eval_every_epochs", "compile_cache",
+    "num_parallel_workers",
+})
+
+
 def cache_key(config: Mapping[str, Any], total_steps: int, rank_size: int, device_target: str,
               mindspore_version: str) -> str:
     """16 hex digits identifying the graphs one training run compiles."""
-    doc = {"config": dict(config), "total_steps": total_steps, "rank_size": rank_size,
+    shaping = {name: value for name, value in config.items() if name not in BOOKKEEPING_FIELDS}
+    doc = {"config": shaping, "total_steps": total_steps, "rank_size": rank_size,
            "device_target": device_target, "mindspore": mindspore_version}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -165,12 +165,12 @@ def _raise_terminated(signum, _frame) -> None:
 
 
 def data_workers(cfg_workers: int, threads: int) -> int:
-    """Data workers for one rank: no more than the cores (threads) it owns.
+    """Data workers for one rank: num_parallel_workers when set, else one per thread (core) it owns.
 
-    More workers than cores only add processes that preempt the training threads (each
-    worker is a process when there are several, bound to the rank's cores by the launcher).
+    More workers than cores only add processes that preempt the training threads (several
+    workers are processes, bound to the rank's cores by the launcher): bench/dp_overhead.py.
     """
-    return max(1, min(int(cfg_workers), int(threads)))
+    return int(cfg_workers) if cfg_workers > 0 else max(1, int(threads))
 
 
 def should_log(step: int, step_in_epoch: int, steps_per_epoch: int, total_steps: int, every: int) -> bool:

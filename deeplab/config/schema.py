@@ -84,7 +84,7 @@ class Config:
     save_checkpoint_num: int = 1
     save_ckpt_all_ranks: bool = False
     ckpt_pre_trained: str = ""
-    num_parallel_workers: int = 2  # data workers per rank; capped at the rank's threads (see train.py)
+    num_parallel_workers: int = 0  # data workers per rank; 0: one per thread of the rank (see train.py)
     log_every_steps: int = 1  # read the loss back (a host sync) and print it every N steps
     eval_every_epochs: int = 0  # > 0: rank 0 evaluates every N epochs and at the end; keeps deeplab-best.ckpt
     train_eval_scale: float = 1.0  # the single scale of evaluation during training (no flip)
@@ -168,13 +168,13 @@ def _range_problems(cfg: Config) -> typing.Iterator[tuple[str, str]]:
     """(field, what is wrong) for every value outside its valid range; first one is reported."""
     positive = ("learning_rate", "lr_power", "lr_decay_rate", "loss_scale", "crop_size", "seg_num_classes",
                 "aspp_channels", "epoch_size", "batch_size", "eval_batch_size", "lr_decay_step",
-                "save_checkpoint_steps", "save_checkpoint_num", "num_parallel_workers", "min_scale",
+                "save_checkpoint_steps", "save_checkpoint_num", "min_scale",
                 "log_every_steps", "train_eval_scale")
     for name in positive:
         if getattr(cfg, name) <= 0:
             yield name, "must be > 0"
     for name in ("end_lr", "warmup_steps", "warmup_epochs", "weight_decay", "threads", "ignore_label",
-                 "global_batch_size", "lr_reference_batch", "eval_every_epochs"):
+                 "global_batch_size", "lr_reference_batch", "eval_every_epochs", "num_parallel_workers"):
         if getattr(cfg, name) < 0:
             yield name, "must be >= 0"
     if cfg.warmup_steps > 0 and cfg.warmup_epochs > 0:
