@@ -256,6 +256,11 @@ def train(opts: TrainOptions) -> TrainResult:
         train_net, optimizer, level=cfg.amp_level,
         loss_scale_manager=ms.amp.FixedLossScaleManager(cfg.loss_scale, drop_overflow_update=False),
     )
+    if start.is_distributed and cfg.fuse_allreduce and opts.device_target == "CPU":
+        # The CPU backend does not fuse the per-gradient all-reduces (deeplab/grad_fusion.py).
+        from deeplab.grad_fusion import FusedGradReducer
+
+        train_step.grad_reducer = FusedGradReducer(optimizer.parameters, start.rank_size)
     train_step.set_train(True)
     evaluator = TrainingEvaluator(cfg, network, Path(opts.data_root), eval_split) if evaluates else None
 

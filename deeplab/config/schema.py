@@ -88,6 +88,7 @@ class Config:
     log_every_steps: int = 1  # read the loss back (a host sync) and print it every N steps
     eval_every_epochs: int = 0  # > 0: rank 0 evaluates every N epochs and at the end; keeps deeplab-best.ckpt
     train_eval_scale: float = 1.0  # the single scale of evaluation during training (no flip)
+    fuse_allreduce: bool = True  # CPU data parallel: one all-reduce of all gradients per step (grad_fusion.py)
     compile_cache: bool = True  # reuse the compiled graph on resume/restart (MindSpore compile cache)
     seed: int = 1
     threads: int = 0  # 0: the host's cores split over the ranks running on it
