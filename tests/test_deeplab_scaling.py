@@ -219,3 +219,26 @@ def test_fused_gradient_all_reduce_trains_exactly_like_the_per_tensor_one(synthe
         assert len(ours) == 4
         np.testing.assert_allclose(ours[:2], theirs[:2], atol=2e-5)
         np.testing.assert_allclose(ours, theirs, rtol=5e-3)
+
+
+# ---------------------------------------------------------------- collect-results: the curve and the best checkpoint
+
+def test_collect_results_reads_the_miou_curve_and_names_the_best_checkpoint():
+    from launcher.collect.plots import miou_curve
+    from launcher.collect.summary import Checkpoint, RankInputs, best_checkpoint, training_evaluation
+
+    lines = [format_eval_line(step, step // 10, "val", 60, 1.5, 1.0, miou)
+             for step, miou in ((10, 0.41), (20, 0.72), (30, 0.70))]
+    log = parse_training_log("epoch: 1 step: 10, loss is 0.50000\n" + "\n".join(lines) + "\n")
+    kept = [Checkpoint("LOG0/ckpt/deeplab-best.ckpt", 10, "ab", 2.0), Checkpoint("LOG0/ckpt/deeplab-step000030.ckpt", 10, "cd", 3.0)]
+    ranks = {0: RankInputs(collected=True, log=log, checkpoints=kept), 1: RankInputs(collected=True, log=parse_training_log(""))}
+    during = training_evaluation(ranks)
+    assert during == {"rank": 0, "curve": [{"step": 10, "mIoU": 0.41}, {"step": 20, "mIoU": 0.72}, {"step": 30, "mIoU": 0.7}],
+                      "best_step": 20, "best_mIoU": 0.72, "best_checkpoint": "LOG0/ckpt/deeplab-best.ckpt"}
+    best = best_checkpoint(ranks)
+    assert best["path"] == "LOG0/ckpt/deeplab-best.ckpt" and best["mIoU"] == 0.72
+    assert "during training (step 20" in best["reason"]
+    assert miou_curve(during).png_base64
+    # Without evaluation during training: the newest checkpoint of rank 0, as before.
+    plain = {0: RankInputs(collected=True, log=parse_training_log("epoch: 1 step: 1, loss is 1.00000\n"), checkpoints=kept[1:])}
+    assert training_evaluation(plain) is None and best_checkpoint(plain)["reason"].startswith("newest")
