@@ -9,6 +9,11 @@ ranks' own log lines (the project's contract, parsed by launcher.collect.logpars
   evaluation runs between epochs and is not in an epoch's time);
 - wall_s: launch-train invocation to exit (start-up, compile, evaluations included);
 - miou_curve / final_miou_single_scale: rank 0's ``eval at step S (...): mIoU = X`` lines;
+- cpu_ms_per_step: CPU time (user + system) of every process of the job (ranks, their data
+  workers, the scheduler; found by LAUNCH_TRAIN_JOB_DIR in their environment) between rank
+  0's first and last epoch lines, per step -- far less sensitive than wall time to other
+  work on the machine (it does not count time spent waiting, e.g. for the slower rank);
+  scheduler_cpu_ms_per_step is the scheduler's part;
 - load averages (os.getloadavg) just before and just after.
 """
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,9 @@ from typing import Any, Optional, Sequence
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.collect.logparse import parse_training_log  # noqa: E402  (no MindSpore import)
+import psutil  # noqa: E402  (a test dependency of the project)
+
+from launcher.collect.logparse import parse_epoch_time_line, parse_training_log  # noqa: E402  (no MindSpore)
 
 BIN = Path(sys.executable).parent
 EVAL_LINE = re.compile(r"^eval at step (\d+) .*mIoU = ([0-9.]+|nan)\s*$")
@@ -64,6 +72,8 @@ class JobResult:
     per_rank_step_ms: list[Optional[float]] = field(default_factory=list)
     steps: int = 0
     miou_curve: list[tuple[int, float]] = field(default_factory=list)
+    cpu_ms_per_step: Optional[float] = None
+    scheduler_cpu_ms_per_step: Optional[float] = None
     job_dir: str = ""
     error: str = ""
 
@@ -80,10 +90,75 @@ class JobResult:
             "global_batch": self.global_batch, "step_ms": None if self.step_ms is None else round(self.step_ms, 2),
             "per_rank_step_ms": [None if v is None else round(v, 2) for v in self.per_rank_step_ms],
             "steps": self.steps, "miou_curve": self.miou_curve,
+            "cpu_ms_per_step": None if self.cpu_ms_per_step is None else round(self.cpu_ms_per_step, 2),
+            "scheduler_cpu_ms_per_step": (None if self.scheduler_cpu_ms_per_step is None
+                                          else round(self.scheduler_cpu_ms_per_step, 2)),
             "final_miou_single_scale": self.miou_curve[-1][1] if self.miou_curve else None,
             "load_before": self.load_before, "load_after": self.load_after, "job_dir": self.job_dir,
             **({"error": self.error} if self.error else {}),
         }
+
+
+def job_cpu_seconds(marker: str) -> tuple[float, float]:
+    """(CPU seconds of every process whose LAUNCH_TRAIN_JOB_DIR is ``marker``, of its scheduler alone)."""
+    total = scheduler = 0.0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            if env.get("LAUNCH_TRAIN_JOB_DIR") != marker:
+                continue
+            times = proc.cpu_times()
+            used = times.user + times.system
+            total += used
+            if env.get("MS_ROLE") == "MS_SCHED":
+                scheduler += used
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return total, scheduler
+
+
+class EpochCpuSampler:
+    """Samples the job's CPU time at each of rank 0's epoch lines (tails its log in a thread)."""
+
+    def __init__(self, log: Path, marker: str) -> None:
+        self.log, self.marker = log, marker
+        self.samples: list[tuple[int, float, float]] = []  # (steps so far, job CPU s, scheduler CPU s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "EpochCpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        offset, pending, steps = 0, "", 0
+        while not self._stop.is_set():
+            try:
+                with open(self.log, errors="replace") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                    offset = handle.tell()
+            except FileNotFoundError:
+                chunk = ""
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                timing = parse_epoch_time_line(line)
+                if timing is not None and timing.step_time_ms > 0:
+                    steps += round(timing.epoch_time_ms / timing.step_time_ms)
+                    self.samples.append((steps, *job_cpu_seconds(self.marker)))
+            time.sleep(0.05)
+
+    def per_step_ms(self) -> tuple[Optional[float], Optional[float]]:
+        """CPU ms per step between the first epoch's end (after the compile) and the last sample."""
+        if len(self.samples) < 2 or self.samples[-1][0] <= self.samples[0][0]:
+            return None, None
+        (s0, c0, k0), (s1, c1, k1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) * 1000 / (s1 - s0), (k1 - k0) * 1000 / (s1 - s0)
 
 
 def run_job(spec: JobSpec, job_dir: Path, timeout: float = 1800) -> JobResult:
@@ -93,10 +168,13 @@ def run_job(spec: JobSpec, job_dir: Path, timeout: float = 1800) -> JobResult:
     env = {**os.environ, **dict(spec.env)}
     before = load()
     t0 = time.monotonic()
-    proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, cwd=REPO)
+    # The launcher marks every process of the job with LAUNCH_TRAIN_JOB_DIR = the job dir as given.
+    with EpochCpuSampler(job_dir / "LOG0" / "log.txt", str(job_dir)) as sampler:
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout, cwd=REPO)
     wall = time.monotonic() - t0
     result = JobResult(spec.name, proc.returncode, wall, before, load(), job_dir=str(job_dir))
+    result.cpu_ms_per_step, result.scheduler_cpu_ms_per_step = sampler.per_step_ms()
     if proc.returncode != 0:
         result.error = " | ".join(proc.stdout.strip().splitlines()[-4:])
     logs = []

@@ -30,8 +30,11 @@ Causes (per-step ms; positive = that thing costs):
     two_thread_efficiency = solo_alone / one_rank_2_threads  (1.0: 2 threads do 8 images in the
                             time 1 thread does 4)
 
-The machine's load average is printed before and after every variant: on a loaded machine
-(other jobs running) every figure is inflated and noisy; rerun on a quiet one.
+Each cause is given twice: in wall ms per step (causes_wall_ms_per_step: what throughput
+sees, including waiting) and in CPU ms per step of all the job's processes
+(causes_cpu_ms_per_step, with cpu_ms_per_image: steadier when other work shares the
+machine, blind to waiting). The load average is printed before and after every variant: on
+a loaded machine every wall figure is inflated and noisy; rerun on a quiet one.
 """
 from __future__ import annotations
 
@@ -47,8 +50,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _train_job import (BIN, REPO, JobResult, JobSpec, ensure_demo_data, load, parse_training_log,  # noqa: E402
-                        ratio, run_job, sets, train_args)
+from _train_job import (REPO, EpochCpuSampler, JobResult, JobSpec, ensure_demo_data, load,  # noqa: E402
+                        parse_training_log, ratio, run_job, sets, train_args)
 
 STEPS_PER_EPOCH = 37  # 300 images / global batch 8
 QUIET = sets("eval_every_epochs=0", "save_checkpoint_steps=100000", "compile_cache=false")
@@ -59,18 +62,23 @@ def solo_ranks(name: str, cores: list[int], data_root: Path, steps: int, work: P
     args = [*train_args(data_root), "--train-steps", str(steps), *QUIET, *sets("batch_size=4", "threads=1",
                                                                                 "num_parallel_workers=1",
                                                                                 "log_every_steps=10")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The same marker variable launch-train sets, so the CPU sampler finds these processes too.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LAUNCH_TRAIN_JOB_DIR": str(work)}
     before = load()
     t0 = time.monotonic()
     procs = []
-    for core in cores:
-        out = work / f"{name}-core{core}"
-        out.mkdir(parents=True)
-        procs.append((out, subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-m", "deeplab.train", *args,
-                                             "--ckpt-dir", str(out / "ckpt")], cwd=REPO, env=env,
-                                            stdout=open(out / "log.txt", "w"), stderr=subprocess.STDOUT)))
-    codes = [proc.wait() for _, proc in procs]
+    work.mkdir(parents=True)
+    with EpochCpuSampler(work / f"{name}-core{cores[0]}" / "log.txt", str(work)) as sampler:
+        for core in cores:
+            out = work / f"{name}-core{core}"
+            out.mkdir()
+            with open(out / "log.txt", "w") as log:
+                procs.append((out, subprocess.Popen(
+                    ["taskset", "-c", str(core), sys.executable, "-m", "deeplab.train", *args, "--ckpt-dir",
+                     str(out / "ckpt")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        codes = [proc.wait() for _, proc in procs]
     result = JobResult(name, max(codes), time.monotonic() - t0, before, load(), job_dir=str(work))
+    result.cpu_ms_per_step, _ = sampler.per_step_ms()
     logs = [parse_training_log((out / "log.txt").read_text()) for out, _ in procs]
     result.per_rank_step_ms = [log.mean_step_time_ms for log in logs]
     known = [v for v in result.per_rank_step_ms if v is not None]
@@ -78,6 +86,11 @@ def solo_ranks(name: str, cores: list[int], data_root: Path, steps: int, work: P
     result.global_batch = 4 * len(cores)  # images per step summed over the processes
     result.steps = max(log.steps for log in logs)
     return result
+
+
+def median(values: list[Optional[float]]) -> Optional[float]:
+    known = sorted(v for v in values if v is not None)
+    return known[len(known) // 2] if known else None
 
 
 def diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -115,14 +128,29 @@ def run(args: argparse.Namespace) -> dict:
                 results.setdefault(name, []).append(solo_ranks(name, cores_used, data_root, steps,
                                                                work / f"{name}-{round_index}"))
     step: dict[str, Optional[float]] = {}
+    cpu: dict[str, Optional[float]] = {}
     for name, runs in results.items():
         docs = [r.to_json() for r in runs]
         for doc in docs:
             doc.pop("job_dir", None)
-        times = sorted(r.step_ms for r in runs if r.step_ms is not None)
-        step[name] = times[len(times) // 2] if times else None
-        report["variants"][name] = {"median_step_ms": step[name], "runs": docs}
-    report["causes_ms_per_step"] = {
+        step[name] = median([r.step_ms for r in runs])
+        cpu[name] = median([r.cpu_ms_per_step for r in runs])
+        report["variants"][name] = {"median_step_ms": step[name], "median_cpu_ms_per_step": cpu[name], "runs": docs}
+    # The same differences in CPU time (all processes of the job): steadier under other load,
+    # blind to waiting.
+    report["causes_cpu_ms_per_step"] = {
+        "data_worker_processes": diff(cpu["two_ranks_old_defaults"], cpu["two_ranks_1_worker"]),
+        "per_step_host_sync": diff(cpu["two_ranks_1_worker"], cpu["two_ranks_1_worker_log10"]),
+        "all_reduce_fusion_saves": diff(cpu["two_ranks_1_worker_log10"], cpu["two_ranks_fused"]),
+        "core_binding_saves": diff(cpu["two_ranks_unbound"], cpu["two_ranks_fused"]),
+        "all_reduce_and_scheduler": diff(cpu["two_ranks_fused"], cpu["two_solo_ranks_side_by_side"]),
+        "neighbour_contention_per_rank": diff(cpu["two_solo_ranks_side_by_side"], 2 * cpu["one_solo_rank_alone"])
+        if cpu["one_solo_rank_alone"] is not None else None,
+    }
+    report["cpu_ms_per_image"] = {name: None if value is None else round(value / 8 if name != "one_solo_rank_alone"
+                                                                          else value / 4, 2)
+                                  for name, value in cpu.items()}
+    report["causes_wall_ms_per_step"] = {
         "data_worker_processes": diff(step["two_ranks_old_defaults"], step["two_ranks_1_worker"]),
         "per_step_host_sync": diff(step["two_ranks_1_worker"], step["two_ranks_1_worker_log10"]),
         "all_reduce_fusion_saves": diff(step["two_ranks_1_worker_log10"], step["two_ranks_fused"]),

@@ -12,6 +12,8 @@ written when missing) and epochs, one after the other. Per side:
     miou_curve           rank 0's evaluation during training (single scale), (step, mIoU)
     final_val_miou       deeplab-eval of the final checkpoint with the preset's scales and
                          flip (what `make demo` reports)
+    cpu_ms_per_step      CPU time of all the side's processes per step after the first epoch
+                         (rank 0's evaluations included), steadier than wall time under load
     load_before/after    os.getloadavg() just before and after the side
 
 and the ratios 2 ranks / 1 rank. Targets (issue 13): images/s ratio >= 0.9, |mIoU difference|
