@@ -227,7 +227,9 @@ def build_summary(
     else:
         logged = [(d["rank"], d["mIoU"]) for d in rank_docs if d["mIoU"] is not None]
         if logged:
-            evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {}}
+            # The same keys as an eval.json's (the report reads them all), unknown ones empty.
+            evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {},
+                          "ckpt": None, "scales": [], "flip": False, "num_images": None}
     total = sum(t for t in throughputs if t is not None) if throughputs and all(t is not None for t in throughputs) else None
     summary = {
         "schema": SUMMARY_SCHEMA,
