@@ -174,7 +174,8 @@ def test_library_call_returns_failures_as_data(tmp_path, hccn_conf):
 
     from launcher.run.failures import JobFailed
     from launcher.launch import launch
-    from launcher.job.resolve import LaunchOptions, resolve_spec
+    from launcher.job.options import LaunchOptions
+    from launcher.job.resolve import resolve_spec
 
     job_dir = tmp_path / "job"
     baseline = descendant_pids()

@@ -18,8 +18,9 @@ import pytest
 
 from launcher.job.ports import free_port
 
-from launcher.remote.agent import decode_event, encode_event, plan_from_job_document, progress_event
-from launcher.job.host_list import Host
+from launcher.remote.agent import plan_from_job_document
+from launcher.remote.protocol import decode_event, encode_event, progress_event
+from launcher.job.hosts import Host
 from launcher.launch import prepare, write_job_files
 from launcher.job.spec import Entry, JobSpec
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
-from launcher.job.host_list import Host
+from launcher.job.hosts import Host
 from launcher.job.platforms import MODES, PLATFORMS
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

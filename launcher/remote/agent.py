@@ -4,16 +4,8 @@ The controller (``launch-train --hosts ...``) pushes the job's files to every ho
 first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
 runs one agent per host over SSH. The agent starts that host's ranks (and the
 scheduler, on the first host of a dynamic job) with the same local supervision code a
-local launch uses, and reports on stdout, one JSON object per line:
-
-    {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
-    {"event": "started", "rank": 3}
-    {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594, "line": "..."}
-    {"event": "line", "rank": 0, "line": "..."}      (every log line of the --tee ranks)
-    {"event": "exited", "rank": 3, "code": 1, "signal": null, "stopped": false, "tail": "...", ...}
-    {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
-    {"event": "error", "message": "..."}
-    {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
+local launch uses (launcher.run.local.LocalGroup, or MpirunGroup on the first host of an
+mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
 
 Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
 scheduler may still be waiting for other hosts) until the controller, which alone knows
@@ -41,45 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
-from launcher.log_format import STEP_LINE, STEP_TIME_LINE
+from launcher.remote.protocol import encode_event, progress_event
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
-
-EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
-
-
-def encode_event(event: str, **fields: Any) -> str:
-    """One protocol line (no newline)."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown agent event {event!r}")
-    return json.dumps({"event": event, **fields}, separators=(",", ":"))
-
-
-def decode_event(line: str) -> Optional[dict]:
-    """A protocol line -> dict, or None for anything else (noise a login shell may print)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        message = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(message, dict) or message.get("event") not in EVENTS:
-        return None
-    return message
-
-
-def progress_event(rank: int, line: str) -> Optional[dict]:
-    """The fields of a ``progress`` event for a log line the live status uses, else None."""
-    match = STEP_LINE.search(line)
-    if match:
-        return {"rank": rank, "epoch": int(match.group(1)), "step": int(match.group(2)),
-                "loss": float(match.group(3)), "line": line}
-    if STEP_TIME_LINE.search(line):
-        return {"rank": rank, "line": line}
-    return None
-
 
 @dataclass
 class ControllerLink:
@@ -142,7 +99,7 @@ def plan_from_job_document(document: dict) -> "Plan":
     Ranks and scheduler are taken verbatim from the document; the JobSpec around them
     carries what the local supervision code reads (job dir, mode, hosts).
     """
-    from launcher.job.host_list import Host
+    from launcher.job.hosts import Host
     from launcher.job.plan import HostSlots, Plan, Rank, Scheduler
     from launcher.job.spec import Entry, JobSpec
 
