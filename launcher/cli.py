@@ -36,9 +36,10 @@ Several hosts (SSH; see launcher/remote/hosts.py and the README's multi-host sec
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
-    Before anything starts, every host is checked in parallel (SSH, python + `import launcher`
-    and the --module's package, deeplab by default, not for --entry; job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
-    host); any failure prints one table and exits 2. The job dir is the same path on every host;
+    Before anything starts, every host is checked in parallel (SSH; python importing launcher
+    and the --module's package, deeplab by default, nothing more for --entry; job dir writable;
+    devices; hccn.conf on Ascend; the scheduler port on the first host); any failure prints one
+    table and exits 2. The job dir is the same path on every host;
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
@@ -111,8 +112,16 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
-    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml (every rank's)
+    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml
+                        (rank 0's; every rank's with --set save_ckpt_all_ranks=true)
     The training program may write more files in its LOG<rank>/ (its working directory).
+
+From Python
+    options = LaunchOptions(platform="CPU", devices=2, args=(...))      (launcher.job.options)
+    result = launch(resolve_spec(options))       (launcher.job.resolve, launcher.launch)
+    result.exit_code, result.first_failure (RankFailure), result.check() raises JobFailed
+    Hosts other than this machine: RemoteHosts(...).prepare(options) -> hosts for resolve_spec,
+    and launch(..., group_factory=remote.rank_groups) (launcher.remote.hosts).
 
 Exit status
     0        every rank exited 0

@@ -1,7 +1,7 @@
 """The training log-line format: the one place that knows what a rank's progress lines look like.
 
-The training program's contract (DESIGN.md, deeplab.train): one line per logged step, one
-per epoch, one per evaluation:
+The training program's contract (deeplab.train's docstring; the README's "Log lines"):
+one line per logged step, one per epoch, one per evaluation:
 
     epoch: 1 step: 20, loss is 0.11594
     Epoch time: 78748.379, per step time: 107.378

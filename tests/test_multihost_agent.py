@@ -18,7 +18,7 @@ import pytest
 
 from launcher.job.ports import free_port
 
-from launcher.remote.agent import plan_from_job_document
+from launcher.job.job_json import plan_from_job_document
 from launcher.remote.protocol import decode_event, encode_event, progress_event
 from launcher.job.hosts import Host
 from launcher.launch import prepare, write_job_files

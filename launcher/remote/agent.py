@@ -31,12 +31,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
+from launcher.job.job_json import plan_from_job_document
 from launcher.remote.protocol import encode_event, progress_event
 
-if TYPE_CHECKING:
-    from launcher.job.plan import Plan
 
 @dataclass
 class ControllerLink:
@@ -91,62 +90,6 @@ class EventWriter:
                 self.stream.flush()
             except (BrokenPipeError, OSError, ValueError):
                 self.link.request_stop("controller-lost")
-
-
-def plan_from_job_document(document: dict) -> "Plan":
-    """The Plan the controller wrote into job.json, rebuilt as objects (nothing re-decided here).
-
-    Ranks and scheduler are taken verbatim from the document; the JobSpec around them
-    carries what the local supervision code reads (job dir, mode, hosts).
-    """
-    from launcher.job.hosts import Host
-    from launcher.job.plan import HostSlots, Plan, Rank, Scheduler
-    from launcher.job.spec import Entry, JobSpec
-
-    job_dir = Path(document["job_dir"])
-    hosts = tuple(
-        Host(name=h["name"], address=h["address"], user=h.get("user"), port=int(h.get("port") or 22),
-             local=bool(h.get("local")))
-        for h in document["hosts"]
-    )
-    ranks = []
-    host_index = {host.name: index for index, host in enumerate(hosts)}
-    for item in document["ranks"]:
-        env = dict(item.get("env") or {})
-        ranks.append(Rank(
-            rank=int(item["rank"]), host=item["host"], host_index=host_index[item["host"]],
-            local_index=int(item["local_index"]), device_id=int(item["device_id"]),
-            command=tuple(item["command"]), log_dir=item["log_dir"],
-            cpus=tuple(item["cpus"]) if item.get("cpus") else None, launch_env=env,
-        ))
-    ranks.sort(key=lambda rank: rank.rank)
-    first_host = [r for r in ranks if r.host_index == 0]
-    devices = tuple(r.device_id for r in sorted(first_host, key=lambda r: r.local_index))
-    scheduler_doc = document.get("scheduler")
-    rank_table = rank_table_json = None
-    if document["mode"] == "rank-table":
-        from hccl import rank_table as rank_tables
-
-        rank_table_json = (job_dir / "rank_table.json").read_text()
-        rank_table = rank_tables.loads(rank_table_json)
-    entry = document["entry"]
-    spec = JobSpec(
-        job_id=document["job_id"], job_dir=job_dir, created=document["created"], hosts=hosts,
-        devices=devices, platform=document["platform"], mode=document["mode"],
-        entry=Entry(module=entry.get("module"), script=Path(entry["script"]) if entry.get("script") else None),
-        python=ranks[0].command[0], args=tuple(document.get("args") or ()), env=dict(document.get("env") or {}),
-        sched_port=int(scheduler_doc["port"]) if scheduler_doc else None,
-        rank_table=rank_table, rank_table_json=rank_table_json,
-    )
-    scheduler = None
-    if scheduler_doc:
-        # The scheduler's command and environment are in its rendered run.sh; the group only starts that.
-        scheduler = Scheduler(host=scheduler_doc["host"], address=scheduler_doc["address"],
-                              port=int(scheduler_doc["port"]), command=(spec.python,), env={},
-                              log_dir=str(Path(scheduler_doc.get("log", "scheduler/log.txt")).parent))
-    slots = {host.name: sum(1 for r in ranks if r.host == host.name) for host in hosts}
-    return Plan(spec=spec, ranks=tuple(ranks), hosts=tuple(HostSlots(h, slots[h.name]) for h in hosts),
-                scheduler=scheduler)
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
