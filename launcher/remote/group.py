@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from launcher.remote.session import DEFAULT_HEARTBEAT_S, AgentSession, files_for_host, push_job_files
+from launcher.remote.session import (
+    DEFAULT_HEARTBEAT_S,
+    TRANSPORT_ERRORS,
+    AgentSession,
+    files_for_host,
+    push_job_files,
+)
 from launcher.remote.ssh import RemoteHost, SshOptions, run_on_each
 from launcher.run.failures import RankExit
 from launcher.run.group import ProcessGroup
@@ -129,7 +135,7 @@ class RemoteHostGroup(ProcessGroup):
         files = files_for_host(self.plan, render_job(self.plan), self.host, job_json)
         try:
             self.session.push(files)
-        except Exception as error:  # SFTP refusals: permissions, full disk, ...
+        except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
         push_job_files(self.plan, self.push_also, self.session.options, job_json)
         self.session.start(self.heartbeat_timeout_s)

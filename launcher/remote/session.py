@@ -251,7 +251,7 @@ def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOption
             session.push(files_for_host(plan, rendered, remote.host_name, job_json))
         except OSError:
             raise
-        except Exception as error:  # SFTP refusals: permissions, full disk, ...
+        except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {remote.host_name}:{plan.spec.job_dir}: {error}") from None
         finally:
             session.connection.close()
