@@ -304,22 +304,18 @@ def _data_error_from(err: RuntimeError) -> Exception:
     return err
 
 
-def _load_pretrained(train_net, path: Path) -> None:
-    """Initialise from ckpt_pre_trained: a deeplab checkpoint, or backbone-only weights."""
-    import mindspore as ms
+def _load_pretrained(train_net, path: Path):
+    """Initialise from ckpt_pre_trained: any layout deeplab.convert knows (ours, the MindSpore model
+    zoo's DeepLabV3 or ResNet ImageNet checkpoints, torchvision's); what it lacks (the head of a
+    backbone-only checkpoint, a classifier for another class count) stays freshly initialised."""
+    from deeplab.convert import load_weights
 
-    from deeplab import checkpoints
-
-    params = checkpoints.read_checkpoint(path)
-    names = {param.name for param in train_net.get_parameters()}
-    if not names.intersection(params):
-        # Backbone checkpoints name parameters without the network.* prefix.
-        params = {f"network.{name}": value for name, value in params.items()}
-    loaded = names.intersection(params)
-    if not loaded:
-        raise CheckpointError(f"ckpt_pre_trained {path}: none of its parameters belong to this model")
-    ms.load_param_into_net(train_net, {name: params[name] for name in loaded})
-    _print(f"initialised {len(loaded)} of {len(names)} parameters from {path}")
+    conversion = load_weights(train_net.network, path, complete=False, what="ckpt_pre_trained")
+    _print(f"ckpt_pre_trained {path}: initialised {len(conversion.weights)} of {conversion.model_size} "
+           f"parameters (layout {conversion.layout})")
+    for line in conversion.summary()[1:]:
+        _print(line)
+    return conversion
 
 
 def build_parser() -> argparse.ArgumentParser:
