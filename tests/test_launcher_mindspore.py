@@ -53,7 +53,7 @@ def test_a_killed_rank_restarts_the_job_and_every_rank_resumes_from_one_checkpoi
     finally:
         if launcher.poll() is None:
             launcher.kill()
-            launcher.wait()
+            launcher.wait(timeout=10)
     assert launcher.returncode == 0, err[-3000:]
     assert "rank 1 on" in err and "killed by SIGKILL" in err and "restarting the whole job (1 of 1)" in err
     status = json.loads((job_dir / "job.json").read_text())["status"]

@@ -91,7 +91,7 @@ def test_ctrl_c_or_sigterm_to_the_launcher_stops_every_rank(tmp_path, hccn_conf,
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == code, err
     assert "interrupted" in err
     status = job_status(job_dir)
@@ -204,7 +204,7 @@ def test_ranks_die_with_a_launcher_that_is_killed_outright(tmp_path, hccn_conf):
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert_nothing_left(job_dir, baseline)
 
 
