@@ -83,7 +83,7 @@ def resolve_spec(
     options: LaunchOptions,
     *,
     hosts: Optional[Sequence[Host]] = None,
-    hccn_texts: HccnTexts = {},
+    hccn_texts: Optional[HccnTexts] = None,
     scheduler_port: Optional[int] = None,
     warn: Warn = _warn,
 ) -> JobSpec:
@@ -101,7 +101,7 @@ def resolve_spec(
     hosts = _with_addresses(hosts, options.master_addr)
     hosts = tuple(_probe(h) if h.local else h for h in hosts)
     count = ranks_per_host(options.devices, hosts)
-    table, table_json, devices = _devices_and_table(options, count, hosts, hccn_texts)
+    table, table_json, devices = _devices_and_table(options, count, hosts, hccn_texts or {})
     if platform == "CPU":
         cores = len(hosts[0].cpus) if hosts[0].local else 0
         if cores and len(devices) > cores:
