@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := openssh-server openmpi-bin
+APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd
 DEMO_DIR ?= demo
 
 .PHONY: test demo install system-deps clean
@@ -16,12 +16,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the tests use (real sshd hosts, real mpirun); installed only when root.
+# Debian packages the tests use (real sshd hosts, real mpirun, a real two-node Slurm cluster:
+# tests/fixtures/slurm.py); installed only when root, tests skip what is missing.
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
 	  test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	  command -v mpirun >/dev/null || missing="$$missing openmpi-bin"; \
+	  test -x /usr/sbin/munged || missing="$$missing munge"; \
+	  test -x /usr/sbin/slurmctld || missing="$$missing slurmctld"; \
+	  test -x /usr/sbin/slurmd || missing="$$missing slurmd"; \
+	  command -v srun >/dev/null || missing="$$missing slurm-client"; \
+	  dpkg -s slurm-wlm >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  fi; \

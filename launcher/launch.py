@@ -83,8 +83,13 @@ def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
     return plan, render_job(plan)
 
 
-def check_job_dir_free(job_dir: Path) -> None:
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
+def check_job_dir_free(job_dir: Path, prepared: Sequence[str] = ()) -> None:
+    """The job dir must be new or empty, but for the files ``prepared`` names (what --submit wrote)."""
+    from fnmatch import fnmatch
+
+    if not job_dir.exists():
+        return
+    if not job_dir.is_dir() or any(not any(fnmatch(p.name, pattern) for pattern in prepared) for p in job_dir.iterdir()):
         raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
 
 
@@ -114,7 +119,7 @@ def launch(
     out = out if out is not None else sys.stdout
     status_out = status_out if status_out is not None else sys.stderr
     plan, files = prepare(spec)
-    check_job_dir_free(spec.job_dir)
+    check_job_dir_free(spec.job_dir, spec.prepared_files)
     if plan.scheduler is not None and spec.hosts[0].local:
         check_port_free(plan.scheduler.port, plan.scheduler.address)
     groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist

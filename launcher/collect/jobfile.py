@@ -83,7 +83,8 @@ def _host(entry: dict[str, Any], job_dir: str) -> HostEntry:
         address=str(entry.get("address") or entry["name"]),
         user=entry.get("user"),
         port=int(entry.get("port") or 22),
-        local=bool(entry.get("local", False)),
+        # A host whose job dir is this machine's too (Slurm nodes) is read in place, like a local one.
+        local=bool(entry.get("local", False)) or bool(entry.get("shared_job_dir", False)),
         job_dir=str(entry.get("job_dir") or job_dir),
     )
 

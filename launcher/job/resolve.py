@@ -114,10 +114,11 @@ def resolve_spec(
             warn(f"training arg {arg!r} is a relative path; ranks run in <job-dir>/LOG<rank>/, "
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
-    job_id = new_job_id()
+    job_id = options.job_id or new_job_id()
     job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+    from launcher.launch import check_job_dir_free
+
+    check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -147,33 +148,25 @@ def resolve_spec(
             sched_port=sched_port,
             rank_table=table,
             rank_table_json=table_json,
+            prepared_files=tuple(options.prepared_files),
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
 
 
 def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tuple[Host, ...]:
-    """Where the other hosts reach each host: 127.0.0.1 would be every host itself once one is remote.
+    """``--master-addr`` names the first host's (the scheduler's) address outright; the others stay.
 
-    This machine then goes by its primary address; ``--master-addr`` names the first host's
-    (the scheduler's) address outright.
+    (Whoever made the hosts chose their addresses: this machine's 127.0.0.1 for a job of its own,
+    its primary address once SSH hosts must reach it (launcher.remote.hosts), the pods' addresses
+    from the operator's environment.)
     """
-    if all(h.local for h in hosts) and master_addr is None:
+    if master_addr is None or master_addr == hosts[0].address:
         return hosts
-    from hccl.addresses import primary_ipv4
-
-    out = []
-    for index, host in enumerate(hosts):
-        address = host.address
-        if index == 0 and master_addr is not None:
-            address = master_addr
-        elif host.local:
-            address = primary_ipv4()
-        try:
-            out.append(dataclasses.replace(host, address=address))
-        except ValueError as exc:
-            raise LaunchError(f"--master-addr {address}: {exc}") from None
-    return tuple(out)
+    try:
+        return (dataclasses.replace(hosts[0], address=master_addr), *hosts[1:])
+    except ValueError as exc:
+        raise LaunchError(f"--master-addr {master_addr}: {exc}") from None
 
 
 def _probe(host: Host) -> Host:
@@ -211,7 +204,11 @@ def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tupl
     if options.platform == "CPU":
         return None, None, choose_devices("CPU", count, options.visible_devices, (), source="")
     if options.platform == "GPU":
-        devices = choose_devices("GPU", count, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
+        if options.gpus_available is not None:
+            available, source = options.gpus_available, "the allocation's GPU Gres"
+        else:
+            available, source = visible_gpu_ids(), "nvidia-smi -L"
+        devices = choose_devices("GPU", count, options.visible_devices, available, source=source)
         return None, None, devices
     from hccl.errors import HcclError
 
