@@ -226,7 +226,7 @@ def train(opts: TrainOptions) -> TrainResult:
         )
     total_steps = opts.train_steps or cfg.epoch_size * steps_per_epoch
     # Rank 0 alone evaluates (the others wait for it in the next step's all-reduce).
-    eval_split = getattr(opts, "eval_split", None) or cfg.val_split
+    eval_split = opts.eval_split or cfg.val_split
     evaluates = cfg.eval_every_epochs > 0 and start.rank_id == 0
     cache = None
     if cfg.compile_cache:
