@@ -142,3 +142,17 @@ def test_config_is_immutable_and_replace_validates():
     with pytest.raises(ConfigError, match="batch_size"):
         cfg.replace(batch_sizes=4)
     assert cfg.to_dict()["eval_scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+@pytest.mark.parametrize("preset, per_device, lr_on_8", [
+    ("voc_r101_os16", 32, 0.08), ("voc_r101_os16_zoo", 32, 0.08), ("voc_r50_os16", 32, 0.08),
+    ("voc_r101_os8", 16, 0.02), ("voc_r101_os8_zoo", 16, 0.02), ("voc_r101_os8_zoo_r2", 16, 0.008),
+])
+def test_voc_presets_train_at_their_recipes_learning_rate_on_8_devices(preset, per_device, lr_on_8):
+    """The recipes state lr for 8 devices; linear scaling must not multiply it by 8 there."""
+    from deeplab.batch_plan import plan_batch
+
+    on_8 = plan_batch(load_config(preset), 8)
+    assert (on_8.per_rank_batch, on_8.global_batch) == (per_device, 8 * per_device)
+    assert on_8.learning_rate == pytest.approx(lr_on_8)
+    assert plan_batch(load_config(preset), 1).learning_rate == pytest.approx(lr_on_8 / 8)
