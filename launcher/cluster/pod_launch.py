@@ -24,7 +24,7 @@ from launcher.cluster.pod_env import PodEnvError, PodPlace, read_pod_place
 from launcher.cluster.pod_ranks import pod_server
 from launcher.cluster.rank_table_wait import RankTableWaitError, wait_for_rank_table
 from launcher.errors import LaunchError
-from launcher.job.host_list import Host
+from launcher.job.hosts import Host
 
 
 def pod_hosts(place: PodPlace, table=None) -> tuple[tuple[Host, ...], int]:
@@ -98,9 +98,9 @@ def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) ->
         options = dataclasses.replace(
             options, mode=mode, devices=per_pod if table is None else None,
             visible_devices=pod_devices if table is not None else options.visible_devices,
-            rank_table=table_file, host_objects=hosts, job_dir=Path(options.job_dir) / role,
+            rank_table=table_file, job_dir=Path(options.job_dir) / role,
             sched_port=place.sched_port if mode == "dynamic" else None)
-        spec = resolve_spec(options)
+        spec = resolve_spec(options, hosts=hosts)
     finally:
         if table_file is not None:
             table_file.unlink(missing_ok=True)

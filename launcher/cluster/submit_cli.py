@@ -76,7 +76,7 @@ def inner_options(own: Sequence[str]) -> list[str]:
 
 def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
     from launcher.launch import check_job_dir_free
-    from launcher.job.resolve import new_job_id
+    from launcher.job.options import new_job_id
 
     job_id = new_job_id()
     job_dir = (ns.job_dir if ns.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
@@ -85,7 +85,7 @@ def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
 
 
 def _write_new(path: Path, text: str, executable: bool = False) -> None:
-    from launcher.job.job_json import write_atomic
+    from launcher.atomic_write import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, executable=executable)
