@@ -306,22 +306,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     import dataclasses
 
-    from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
+    from launcher.cluster.slurm_launch import SlurmHosts, chosen_launcher
     from launcher.job.hosts import host_entries
     from launcher.job.resolve import resolve_spec, settle_platform
     from launcher.launch import local_groups
     from launcher.remote.hosts import RemoteHosts
 
     if chosen_launcher(ns.launcher, hosts_given=bool(ns.hosts or ns.hostfile)) == "slurm":
-        slurm = SlurmLaunch.from_environment()
+        slurm = SlurmHosts.from_environment()
         # One task per node looks at every node while this process imports and plans (the flags it
         # needs have the same names as the options).
-        slurm.start_probe(ns, preflight=not ns.dry_run)
+        slurm.start_probe(ns, check=not ns.dry_run)
         try:
-            options = slurm.before_resolve(options_from_args(ns, training_args), preflight=not ns.dry_run)
-            spec = resolve_spec(options, hosts=slurm.hosts, hccn_texts=slurm.hccn_texts(options))
+            options = slurm.settle(options_from_args(ns, training_args))
+            found = slurm.prepare(options, check=not ns.dry_run)
         finally:
-            slurm.abandon_probe()  # a no-op once before_resolve has read it
+            slurm.abandon_probe()  # a no-op once prepare has read it
+        spec = resolve_spec(options, hosts=found.hosts, hccn_texts=found.hccn_texts,
+                            scheduler_port=found.scheduler_port, gpu_ids=found.gpu_ids)
         return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
 
     options = options_from_args(ns, training_args)

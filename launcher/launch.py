@@ -27,6 +27,7 @@ from launcher.run.local import LocalGroup
 from launcher.run.mpirun import MpirunGroup
 from launcher.job.plan import Plan, plan_job, plan_restart
 from launcher.job.ports import check_port_free
+from launcher.job.resolve import check_job_dir_free
 from launcher.run.group import ProcessGroup
 from launcher.job.render import RenderedFile, render_job, render_rank_files
 from launcher.job.spec import JobSpec
@@ -81,16 +82,6 @@ def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
     return plan, render_job(plan)
-
-
-def check_job_dir_free(job_dir: Path, prepared: Sequence[str] = ()) -> None:
-    """The job dir must be new or empty, but for the files ``prepared`` names (what --submit wrote)."""
-    from fnmatch import fnmatch
-
-    if not job_dir.exists():
-        return
-    if not job_dir.is_dir() or any(not any(fnmatch(p.name, pattern) for pattern in prepared) for p in job_dir.iterdir()):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
 
 
 def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:

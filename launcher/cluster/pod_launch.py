@@ -127,10 +127,8 @@ def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) ->
     runs_scheduler = place.runs_scheduler and mode == "dynamic"
 
     def groups(plan):
-        group = LocalGroup(plan, own)
-        if not runs_scheduler:
-            group._scheduler = None  # the plan has one (every rank's env names it); another pod runs it
-        return [group]
+        # The plan has a scheduler (every rank's env names it); unless this pod runs it, another pod does.
+        return [LocalGroup(plan, own, run_scheduler=runs_scheduler)]
 
     result = launch(spec, group_factory=groups, plain_interval=ns.status_interval)
     return result.exit_code

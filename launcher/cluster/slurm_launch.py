@@ -1,22 +1,26 @@
 """launch-train inside a Slurm allocation (``--launcher slurm``): hosts from the allocation, one srun step.
 
 The CLI asks ``chosen_launcher(flag, environ)`` which launcher runs the job (slurm by
-default when SLURM_JOB_ID is set and srun exists), then, for slurm, calls in this order,
-all before anything is written or started, then hands the one resolver
-(launcher.job.resolve.resolve_spec) the hosts and their hccn.conf, as the SSH support does:
+default when SLURM_JOB_ID is set and srun exists). For slurm, ``SlurmHosts`` has the same
+shape as the SSH support's ``launcher.remote.hosts.RemoteHosts``; all before anything is
+written or started:
 
-  ``before_resolve(options)``  the allocation's nodes (scontrol), one probe task per node
-                               (job dir visible everywhere, CPU flags, a free scheduler port
-                               on the first node, hccn.conf in rank-table mode), and the
-                               options completed with them: --devices from
-                               SLURM_NTASKS_PER_NODE or the nodes' Gres
-  ``hosts``                    the nodes as the plan's hosts (name = node name, address =
-                               NodeAddr: what the other nodes reach it by)
-  ``hccn_texts(options)``      every node's hccn.conf text (rank-table mode): the resolver
-                               builds one rank table for all nodes from them
-  ``rank_groups(plan)``        ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun, which Open MPI
-                               starts through the allocation itself)
-  ``dry_run_text(plan)``       the srun command lines
+  ``start_probe(ns)``           one probe task per node, started early (the launcher imports
+                                and plans meanwhile)
+  ``settle(options)``           platform (the nodes' Gres when not given), start mode, --devices
+                                from SLURM_NTASKS_PER_NODE or the Gres, no core binding of our own
+  ``prepare(options, check=)``  what the one resolver (launcher.job.resolve.resolve_spec) needs:
+                                the nodes as plan hosts (name = node name, address = NodeAddr:
+                                what the other nodes reach it by), each node's hccn.conf text
+                                (Ascend), a scheduler port free on the first node, the GPU ids
+                                Slurm allocated; the probe checked the job dir is visible on
+                                every node
+
+and, once the plan exists,
+
+  ``rank_groups(plan)``         ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun,
+                                which Open MPI starts through the allocation itself)
+  ``dry_run_text(plan)``        the srun command lines
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from launcher.cluster.slurm_allocation import SlurmAllocation
 from launcher.cluster.slurm_probe import NodeProbe, ProbeError, ProbeRun
 from launcher.cluster.slurm_query import SlurmQueryError, current_allocation
 from launcher.errors import LaunchError
-from launcher.job.hosts import Host
+from launcher.job.hosts import Host, PreparedHosts
 
 LAUNCHERS = ("slurm", "ssh", "local")
 
@@ -53,7 +57,7 @@ def chosen_launcher(flag: Optional[str], environ: Optional[Mapping[str, str]] = 
     return "ssh"  # the SSH support decides: every host this machine -> a local launch
 
 
-class SlurmLaunch:
+class SlurmHosts:
     def __init__(self, allocation: SlurmAllocation, environ: Optional[Mapping[str, str]] = None,
                  python: str = sys.executable) -> None:
         self.allocation = allocation
@@ -64,28 +68,29 @@ class SlurmLaunch:
         self._probe_key: Optional[tuple] = None
 
     @classmethod
-    def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> "SlurmLaunch":
+    def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> "SlurmHosts":
         try:
             return cls(current_allocation(environ), environ)
         except SlurmQueryError as exc:
             raise LaunchError(str(exc)) from None
 
     # -- the per-node probe ------------------------------------------------------------
-    def _wants(self, options, preflight: bool):
-        """(platform, mode, whether the probe must read hccn.conf, job dir, whether to probe at all)."""
-        from launcher.job.platforms import DEFAULT_MODE, check_platform
+    def _wants(self, options, check: bool):
+        """(hccn.conf path the probe must read or None, job dir, whether to probe at all)."""
+        from launcher.job.platforms import check_platform
 
         platform = check_platform(options.platform) if options.platform else self._platform_from_gres()
-        mode = options.mode or DEFAULT_MODE[platform]
-        rank_table_mode = mode == "rank-table" and options.rank_table is None
+        # Ascend without a rank table lists its devices from each node's hccn.conf (and builds the
+        # rank table from them): only the nodes can read theirs.
+        hccn = str(options.hccn_conf) if platform == "Ascend" and options.rank_table is None else None
         job_dir = (options.job_dir or Path("jobs") / "new-job").expanduser().resolve()
-        return platform, mode, rank_table_mode, job_dir, preflight or rank_table_mode
+        return hccn, job_dir, check or hccn is not None
 
-    def start_probe(self, options, preflight: bool = True) -> None:
-        """Start the per-node probe step now; before_resolve reads it (the launcher imports meanwhile)."""
-        if options.hosts:
-            return  # before_resolve refuses them
-        _platform, _mode, rank_table_mode, job_dir, probe = self._wants(options, preflight)
+    def start_probe(self, options, check: bool = True) -> None:
+        """Start the per-node probe step now; prepare reads it (the launcher imports meanwhile)."""
+        if options.hosts or getattr(options, "hostfile", None):
+            return  # settle refuses them
+        hccn, job_dir, probe = self._wants(options, check)
         if not probe:
             return
         # The marker goes into the job dir's parent: the job dir itself must stay unwritten until the
@@ -93,50 +98,72 @@ class SlurmLaunch:
         parent = job_dir.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self._probe = ProbeRun(self.python, self.allocation.node_names, parent,
-                                   str(options.hccn_conf) if rank_table_mode else None, self.environ)
+            self._probe = ProbeRun(self.python, self.allocation.node_names, parent, hccn, self.environ)
         except ProbeError as exc:
             raise LaunchError(str(exc)) from None
         except OSError as exc:
             raise LaunchError(f"--job-dir {job_dir}: cannot create {parent} ({exc.strerror or exc})") from None
-        self._probe_key = (job_dir, rank_table_mode, str(options.hccn_conf))
+        self._probe_key = (job_dir, hccn)
 
     def abandon_probe(self) -> None:
         if self._probe is not None:
             self._probe.abandon()
             self._probe = None
 
-    # -- before the launcher resolves the job ------------------------------------------
-    def before_resolve(self, options, preflight: bool = True):
-        """Probe every node; LaunchOptions completed with the allocation's platform, devices, port.
+    # -- what the resolver needs ---------------------------------------------------------
+    def settle(self, options):
+        """The options with platform, mode and ranks per node decided for this allocation."""
+        from launcher.job.resolve import settle_platform
 
-        The hosts (``hosts``) and their hccn.conf (``hccn_texts``) go to the resolver as they are:
-        it builds the rank table for all nodes, as it does for hosts over SSH."""
         if options.hosts:
             raise LaunchError("--hosts: under --launcher slurm the hosts are the allocation's nodes "
                               "(use --launcher ssh to list hosts yourself)")
-        platform, mode, rank_table_mode, job_dir, probe = self._wants(options, preflight)
+        if options.hostfile:
+            raise LaunchError("--hostfile: under --launcher slurm the hosts are the allocation's nodes "
+                              "(use --launcher ssh to list hosts yourself)")
+        platform = options.platform or self._platform_from_gres()
+        settled = settle_platform(dataclasses.replace(options, platform=platform))
+        # Slurm places and binds the tasks (its task plugin, --cpu-bind): a taskset inside a task could
+        # name CPUs outside the task's cgroup. Thread counts still follow the CPUs allocated per node.
+        return dataclasses.replace(settled, devices=self._devices(settled, settled.platform), bind_cores=False)
+
+    def prepare(self, options, *, check: bool = True) -> PreparedHosts:
+        """Probe every node (job dir visible, CPU flags, free port, hccn.conf); ``options`` settled.
+
+        Without ``check`` (dry runs) the nodes are probed only when their hccn.conf is needed.
+        """
+        hccn, job_dir, probe = self._wants(options, check)
         if probe:
-            if self._probe is None or self._probe_key != (job_dir, rank_table_mode, str(options.hccn_conf)):
+            if self._probe is None or self._probe_key != (job_dir, hccn):
                 self.abandon_probe()  # started for other options (or not at all): look again
-                self.start_probe(options, preflight)
+                self.start_probe(options, check)
             try:
                 self.probes = self._probe.result()
             except ProbeError as exc:
                 raise LaunchError(str(exc).replace(f"--job-dir {job_dir.parent}", f"--job-dir {job_dir}")) from None
             finally:
                 self._probe = None
-        # Slurm places and binds the tasks (its task plugin, --cpu-bind): a taskset inside a task could
-        # name CPUs outside the task's cgroup. Thread counts still follow the CPUs allocated per node.
-        changes: dict = {"platform": platform, "mode": mode, "devices": self._devices(options, platform),
-                         "bind_cores": False}
-        if platform == "GPU":
+        gpu_ids = None
+        if options.platform == "GPU":
             # The launcher may run on a login node without GPUs: the nodes' GPUs are what Slurm allocated.
-            count = self.allocation.devices_per_node("GPU") or changes["devices"] or 1
-            changes["gpus_available"] = tuple(range(count))
-        if mode == "dynamic" and options.sched_port is None and self.probes:
-            changes["sched_port"] = self.probes[self.allocation.first.name].free_port
-        return dataclasses.replace(options, **changes)
+            gpu_ids = tuple(range(self.allocation.devices_per_node("GPU") or options.devices or 1))
+        port = None
+        if options.mode == "dynamic" and self.probes:
+            port = self.probes[self.allocation.first.name].free_port
+        return PreparedHosts(self._hosts(), self._hccn_texts(hccn), port, gpu_ids)
+
+    def _hccn_texts(self, hccn: Optional[str]) -> dict:
+        """Each node's hccn.conf as the probe read it there: node name -> (where, text)."""
+        if hccn is None:
+            return {}
+        texts = {}
+        for node in self.allocation.nodes:
+            probe = self.probes[node.name]
+            where = f"{node.name}:{probe.hccn_path}"
+            if probe.hccn_error is not None:
+                raise LaunchError(f"--hccn-conf {where}: {probe.hccn_error} (needed to list Ascend devices)")
+            texts[node.name] = (where, probe.hccn_text or "")
+        return texts
 
     def _platform_from_gres(self) -> str:
         for platform in ("Ascend", "GPU"):
@@ -152,22 +179,7 @@ class SlurmLaunch:
             return int(per_node)
         return self.allocation.devices_per_node(platform) if platform != "CPU" else None
 
-    def hccn_texts(self, options) -> dict:
-        """Every node's hccn.conf as the probe read it, for the resolver's rank table (rank-table mode)."""
-        if options.mode != "rank-table" or options.rank_table is not None:
-            return {}
-        texts = {}
-        for node in self.allocation.nodes:
-            probe = self.probes[node.name]
-            where = f"{node.name}:{probe.hccn_path}"
-            if probe.hccn_error is not None:
-                raise LaunchError(f"--hccn-conf {where}: {probe.hccn_error} (needed for the rank table)")
-            texts[node.name] = (where, probe.hccn_text or "")
-        return texts
-
-    # -- hooks the launcher calls -------------------------------------------------------
-    @property
-    def hosts(self) -> tuple[Host, ...]:
+    def _hosts(self) -> tuple[Host, ...]:
         """The nodes in allocation order, reached by their NodeAddr (never "local": ranks start through srun)."""
         out = []
         cpus = self.allocation.cpus_per_node or (0,) * len(self.allocation.nodes)
@@ -182,6 +194,7 @@ class SlurmLaunch:
                 raise LaunchError(f"slurm node {node.name}: {exc}") from None
         return tuple(out)
 
+    # -- once the plan exists -----------------------------------------------------------
     def rank_groups(self, plan):
         if plan.spec.mode == "mpirun":
             from launcher.run.mpirun import MpirunGroup

@@ -75,7 +75,7 @@ def inner_options(own: Sequence[str]) -> list[str]:
 
 
 def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
-    from launcher.launch import check_job_dir_free
+    from launcher.job.resolve import check_job_dir_free
     from launcher.job.options import new_job_id
 
     job_id = new_job_id()

@@ -145,6 +145,18 @@ class Host:
             raise ValueError(f"host {self.name}: cpu ids must be distinct non-negative integers, got {self.cpus}")
 
 
+@dataclass(frozen=True)
+class PreparedHosts:
+    """What looking at the hosts found (SSH pre-flight, a Slurm allocation's probe), for resolve_spec."""
+
+    hosts: tuple[Host, ...]  # every host of the job in rank order, this machine included
+    hccn_texts: dict = field(default_factory=dict)  # remote host name -> (source, hccn.conf text)
+    scheduler_port: Optional[int] = None  # free on a remote first host (dynamic mode)
+    # GPU ids every host offers as the engine that allocated them says (a Slurm allocation's Gres);
+    # None: ask nvidia-smi on this machine.
+    gpu_ids: Optional[tuple[int, ...]] = None
+
+
 def this_machine() -> HostEntry:
     """The default when no --hosts is given: this machine under its host name."""
     return HostEntry(socket.gethostname(), local=True)

@@ -85,10 +85,12 @@ def resolve_spec(
     hosts: Optional[Sequence[Host]] = None,
     hccn_texts: Optional[HccnTexts] = None,
     scheduler_port: Optional[int] = None,
+    gpu_ids: Optional[Sequence[int]] = None,
     warn: Warn = _warn,
 ) -> JobSpec:
     """Every choice made. ``hosts``: the job's hosts in rank order (default: options.hosts, all local);
-    ``hccn_texts``: remote hosts' hccn.conf; ``scheduler_port``: free on a remote first host (pre-flight)."""
+    ``hccn_texts``: remote hosts' hccn.conf; ``scheduler_port``: free on a remote first host (pre-flight);
+    ``gpu_ids``: the GPUs every host offers as their allocation says (default: nvidia-smi here)."""
     options = settle_platform(options)
     platform, mode = options.platform, options.mode
     assert platform is not None and mode is not None
@@ -101,7 +103,7 @@ def resolve_spec(
     hosts = _with_addresses(hosts, options.master_addr)
     hosts = tuple(_probe(h) if h.local else h for h in hosts)
     count = ranks_per_host(options.devices, hosts)
-    table, table_json, devices = _devices_and_table(options, count, hosts, hccn_texts or {})
+    table, table_json, devices = _devices_and_table(options, count, hosts, hccn_texts or {}, gpu_ids)
     if platform == "CPU":
         cores = len(hosts[0].cpus) if hosts[0].local else 0
         if cores and len(devices) > cores:
@@ -116,8 +118,6 @@ def resolve_spec(
     entry = _entry(options)
     job_id = options.job_id or new_job_id()
     job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
-    from launcher.launch import check_job_dir_free
-
     check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
@@ -152,6 +152,16 @@ def resolve_spec(
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
+
+
+def check_job_dir_free(job_dir: Path, prepared: Sequence[str] = ()) -> None:
+    """The job dir must be new or empty, but for the files ``prepared`` names (what --submit wrote)."""
+    from fnmatch import fnmatch
+
+    if not job_dir.exists():
+        return
+    if not job_dir.is_dir() or any(not any(fnmatch(p.name, pattern) for pattern in prepared) for p in job_dir.iterdir()):
+        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
 
 
 def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tuple[Host, ...]:
@@ -199,13 +209,14 @@ def _entry(options: LaunchOptions) -> Entry:
         raise LaunchError(str(exc)) from None
 
 
-def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tuple[Host, ...], hccn_texts: HccnTexts):
+def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tuple[Host, ...], hccn_texts: HccnTexts,
+                       gpu_ids: Optional[Sequence[int]]):
     """Device ids per host, and for rank-table mode the rank table (object and exact JSON text)."""
     if options.platform == "CPU":
         return None, None, choose_devices("CPU", count, options.visible_devices, (), source="")
     if options.platform == "GPU":
-        if options.gpus_available is not None:
-            available, source = options.gpus_available, "the allocation's GPU Gres"
+        if gpu_ids is not None:
+            available, source = tuple(gpu_ids), "the allocation's GPU Gres"
         else:
             available, source = visible_gpu_ids(), "nvidia-smi -L"
         devices = choose_devices("GPU", count, options.visible_devices, available, source=source)
@@ -241,11 +252,15 @@ def _rank_table_from_hccn_conf(options: LaunchOptions, count: Optional[int], hos
     """Each host's device addresses from its hccn.conf; one rank table for all of them (rank-table mode)."""
     from hccl import hccn_conf, rank_table
 
+    if options.mode != "rank-table":
+        # Only the device list is needed: one host's hccn.conf tells it (this machine's, or one that was
+        # read; a pod knows only its own).
+        host = next((h for h in hosts if h.local or h.name in hccn_texts), hosts[0])
+        source, ips = _host_hccn_conf(options, host, hccn_texts, hccn_conf)
+        return None, None, choose_devices("Ascend", count, options.visible_devices, tuple(sorted(ips)), source=source)
     addresses = [_host_hccn_conf(options, host, hccn_texts, hccn_conf) for host in hosts]
     first_source, first_ips = addresses[0]
     devices = choose_devices("Ascend", count, options.visible_devices, tuple(sorted(first_ips)), source=first_source)
-    if options.mode != "rank-table":
-        return None, None, devices
     tables = []
     for host, (source, ips) in zip(hosts, addresses):
         missing = [d for d in devices if d not in ips]

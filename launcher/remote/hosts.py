@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from launcher.errors import LaunchError
-from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry
+from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, PreparedHosts
 from launcher.job.options import LaunchOptions
 
 if TYPE_CHECKING:  # fabric/paramiko load only when a job really has remote hosts
@@ -66,15 +66,6 @@ def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str
     from launcher.job.spec import DEFAULT_MODULE
 
     return ("launcher", (module or DEFAULT_MODULE).split(".")[0])
-
-
-@dataclass(frozen=True)
-class PreparedHosts:
-    """What pre-flight found, for launcher.job.resolve.resolve_spec."""
-
-    hosts: tuple[Host, ...]  # every host of the job in rank order, this machine included
-    hccn_texts: dict = field(default_factory=dict)  # remote host name -> (source, hccn.conf text)
-    scheduler_port: Optional[int] = None  # free on a remote first host (dynamic mode)
 
 
 @dataclass

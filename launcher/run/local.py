@@ -78,12 +78,16 @@ class LocalGroup(ProcessGroup):
 
     remote_scheduler_wait_s: when the scheduler runs on another host, wait up to this long for
     its port before starting the workers (the per-host agent does; 0: start at once).
+    run_scheduler=False: the plan puts the scheduler on ``host`` but something else starts it
+    (a Kubernetes job's own Scheduler pod, at the address the plan names; or another pod).
     """
 
-    def __init__(self, plan: Plan, host: str, remote_scheduler_wait_s: float = 0.0) -> None:
+    def __init__(self, plan: Plan, host: str, remote_scheduler_wait_s: float = 0.0, *,
+                 run_scheduler: bool = True) -> None:
         super().__init__(plan, host, plan.ranks_on(host))
         self.remote_scheduler_wait_s = remote_scheduler_wait_s
-        self._scheduler = plan.scheduler if (plan.scheduler is not None and plan.scheduler.host == host) else None
+        here = run_scheduler and plan.scheduler is not None and plan.scheduler.host == host
+        self._scheduler = plan.scheduler if here else None
         self._scheduler_proc: Optional[subprocess.Popen] = None
         self._procs: dict[int, subprocess.Popen] = {}
 
