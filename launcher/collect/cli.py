@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Sequence
 
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
-from launcher.collect.errors import CollectInputError
+from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.hashing import default_cache_path
 
 
@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CollectInputError as err:
         sys.stderr.write(f"collect-results: {err}\n")
         return 2
+    except CollectWriteError as err:
+        sys.stderr.write(f"collect-results: {err}\n")
+        return 1
     if args.json:
         sys.stdout.write(json.dumps(outcome.summary, indent=2) + "\n")
     else:

@@ -38,6 +38,7 @@ def render_report(
     tails: dict[int, str],
     generated: str,
     template_dir: Path | None = None,
+    stacks: dict[int, str] | None = None,
 ) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or Path(job_templates.__file__).parent)),
@@ -46,4 +47,5 @@ def render_report(
         keep_trailing_newline=True,
     )
     template = env.get_template(TEMPLATE)
-    return template.render(s=summary, plots=make_plots(summary, logs), tails=tails, generated=generated, fmt=fmt)
+    return template.render(s=summary, plots=make_plots(summary, logs), tails=tails, generated=generated, fmt=fmt,
+                           stacks=stacks or {})

@@ -38,6 +38,8 @@ class RankInputs:
     config_batch_size: int | None = None
     config_path: str | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    stack_path: str | None = None  # LOG<rank>/stack.txt, written by the hang watchdog or --stack
+    stack_text: str | None = None
 
 
 def batch_size_from_args(args: tuple[str, ...] | list[str]) -> int | None:
@@ -128,15 +130,67 @@ def first_failure(job: JobRecord, ranks: dict[int, RankInputs], tail_lines: int 
     return entry
 
 
+def _short(value: Any, limit: int = 300) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def hang_record(job: JobRecord) -> dict[str, Any] | None:
+    """The launcher's hang watchdog record from job.json status.hang, in a known shape (or None).
+
+    job.json is input: only the fields the report shows are kept, each of a known type.
+    """
+    hang = job.status.get("hang")
+    if not isinstance(hang, dict):
+        return None
+    ranks = []
+    for entry in hang.get("ranks") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("rank"), int):
+            continue
+        ranks.append({
+            "rank": entry["rank"],
+            "host": _short(entry.get("host")),
+            "last_step": entry.get("last_step") if isinstance(entry.get("last_step"), int) else None,
+            "seconds_since_progress": _number(entry.get("seconds_since_progress")),
+            "state": _short(entry.get("state"), 80),
+            "waiting_in": _short(entry.get("waiting_in")),
+            "stack": _short(entry.get("stack")),
+        })
+    stuck = [r for r in hang.get("stuck_ranks") or [] if isinstance(r, int) and not isinstance(r, bool)]
+    return {
+        "detected": _short(hang.get("detected"), 40),
+        "kind": _short(hang.get("kind"), 40),
+        "timeout_s": _number(hang.get("timeout_s")),
+        "stuck_ranks": stuck,
+        "action": _short(hang.get("action"), 40),
+        "message": _short(hang.get("message"), 500),
+        "ranks": ranks,
+    }
+
+
 def build_summary(
     job: JobRecord,
     ranks: dict[int, RankInputs],
     entries: list[ManifestEntry],
     gather_problems: list[Problem],
     collection: dict[str, Any],
+    failed: list[dict[str, Any]] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Problem]]:
-    """(summary document, all problems). Problems decide the exit status."""
+    """(summary document, all problems). Problems decide the exit status.
+
+    failed / skipped: files that were not collected (a copy that failed; a link or
+    special file that was never opened), as listed by gathering.
+    """
     problems = list(gather_problems)
+    hang = hang_record(job)
+    if hang is not None:
+        where = ", ".join(f"rank {r['rank']} in {r['waiting_in']}" if r["waiting_in"] else f"rank {r['rank']}"
+                          for r in hang["ranks"] if r["rank"] in hang["stuck_ranks"]) or "no rank named"
+        problems.append(Problem("hung_rank", f"the launcher found the job hung ({hang['kind'] or 'no progress'}): {where}"))
     state = job.status.get("state")
     if state in ("planned", "running"):
         problems.append(Problem("job_not_finished", f"job {job.job_id} is still {state}: this collection is a snapshot"))
@@ -194,6 +248,7 @@ def build_summary(
             "mIoU": evals[0]["mIoU"] if len(evals) == 1 else (max(e["mIoU"] for e in evals) if evals else miou_from_log),
             "evaluations": evals,
             "checkpoints": [{"path": c.path, "size": c.size, "sha256": c.sha256} for c in inputs.checkpoints],
+            "stack": inputs.stack_path,
         })
     best = best_checkpoint(ranks)
     evaluation = None
@@ -204,7 +259,8 @@ def build_summary(
     else:
         logged = [(d["rank"], d["mIoU"]) for d in rank_docs if d["mIoU"] is not None]
         if logged:
-            evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {}}
+            evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {},
+                          "ckpt": None, "scales": [], "flip": False, "num_images": None}
     total = sum(t for t in throughputs if t is not None) if throughputs and all(t is not None for t in throughputs) else None
     summary = {
         "schema": SUMMARY_SCHEMA,
@@ -225,8 +281,11 @@ def build_summary(
         "best_checkpoint": best,
         "evaluation": evaluation,
         "first_failure": first_failure(job, ranks),
+        "hang": hang,
         "problems": [p.to_dict() for p in problems],
         "collection": collection,
         "files": len(entries),
+        "failed_files": list(failed or []),
+        "skipped": list(skipped or []),
     }
     return summary, problems
