@@ -176,10 +176,10 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
                     inputs.config_batch_size = batch
                     inputs.config_path = config.relative_to(stage).as_posix()
                     break
-        for ckpt in sorted(log_dir.rglob("*.ckpt")):
-            rel = ckpt.relative_to(stage).as_posix()
-            st = ckpt.stat()
-            inputs.checkpoints.append(Checkpoint(rel, st.st_size, sha.get(rel), st.st_mtime))
+        # From the manifest, not a glob: only verified files count as checkpoints.
+        for rel in sorted(p for p in sha if p.startswith(f"{rank.log_dir}/") and p.endswith(".ckpt")):
+            st = stage.joinpath(*rel.split("/")).stat()
+            inputs.checkpoints.append(Checkpoint(rel, st.st_size, sha[rel], st.st_mtime))
     return ranks, problems
 
 
@@ -214,13 +214,16 @@ def check_stage(stage: Path, entries: list[ManifestEntry]) -> list[Problem]:
     there; whatever it finds is removed and reported rather than kept unlisted.
     """
     listed = {e.path for e in entries}
+    parents = {"/".join(p.split("/")[:i]) for p in listed for i in range(1, p.count("/") + 1)}
     problems = []
-    for path in sorted(stage.rglob("*")):
+    for path in sorted(stage.rglob("*"), key=lambda p: -len(p.parts)):  # children before their directory
+        rel = path.relative_to(stage).as_posix()
         if path.is_symlink() or not path.is_dir():
-            rel = path.relative_to(stage).as_posix()
             if rel not in listed:
                 path.unlink()
                 problems.append(Problem("unlisted_file", f"{rel}: in the results but not verified; removed"))
+        elif rel not in parents:
+            path.rmdir()  # a directory no collected file is in (only unlisted ones were, now removed)
     missing = [p for p in sorted(listed) if not stage.joinpath(*p.split("/")).is_file()]
     if missing:  # a bug, not an input: never finalise a manifest that lies
         raise RuntimeError(f"manifest lists files that are not in {stage}: {missing[:5]}")

@@ -65,6 +65,12 @@ class JobRecord:
         if not self.job_id or "/" in self.job_id or self.job_id in (".", ".."):
             raise ValueError(f"job_id {self.job_id!r} cannot name a directory")
         names = {h.name for h in self.hosts}
+        log_dirs = [r.log_dir for r in self.ranks]
+        if len(set(log_dirs)) != len(log_dirs):
+            twice = sorted({d for d in log_dirs if log_dirs.count(d) > 1})
+            raise ValueError(f"log_dir {twice[0]!r} belongs to more than one rank")
+        if len({r.rank for r in self.ranks}) != len(self.ranks):
+            raise ValueError("a rank number appears twice in ranks")
         for rank in self.ranks:
             if rank.host not in names:
                 raise ValueError(f"rank {rank.rank} runs on host {rank.host!r}, which is not in hosts")

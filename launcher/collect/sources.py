@@ -18,6 +18,7 @@ import os
 import posixpath
 import socket
 import stat
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,32 @@ class LocalFiles(HostFiles):
         return str(Path(self.root, *rel.split("/")))
 
 
+_PREFETCH_HOOK_INSTALLED = False
+
+
+def _quiet_prefetch_thread_errors(session_errors: tuple[type[BaseException], ...]) -> None:
+    """Keep paramiko's prefetch thread from printing a traceback when the session dies.
+
+    SFTPFile.prefetch() sends read requests from a thread of its own; when the server
+    goes away mid-copy that thread dies with "Socket is closed", and Python prints its
+    traceback on stderr. The reading thread meets the same failure and reports it as one
+    line (host_lost), so only that thread's session errors are silenced.
+    """
+    global _PREFETCH_HOOK_INSTALLED
+    if _PREFETCH_HOOK_INSTALLED:
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else ""
+        if "_prefetch_thread" in name and issubclass(args.exc_type, session_errors):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _PREFETCH_HOOK_INSTALLED = True
+
+
 class SftpFiles(HostFiles):
     """A remote host's job dir over an open paramiko SFTPClient.
 
@@ -190,6 +217,7 @@ class SftpFiles(HostFiles):
         import paramiko  # only here: local collections never pay its import
 
         self._ssh_exception = paramiko.SSHException
+        _quiet_prefetch_thread_errors((OSError, EOFError, paramiko.SSHException))
         channel = sftp.get_channel() if hasattr(sftp, "get_channel") else None
         if channel is not None:
             channel.settimeout(io_timeout_s)

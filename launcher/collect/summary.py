@@ -208,7 +208,8 @@ def build_summary(
         if status == "failed":
             how = f"signal {rank.signal}" if rank.signal else f"exit code {rank.exit_code}"
             problems.append(Problem("failed_rank", f"rank {rank.rank} on {rank.host} failed ({how})", rank.rank, rank.host))
-        if inputs.collected and inputs.log_text is None:
+        failed_paths = {f.get("path") for f in failed or []}
+        if inputs.collected and inputs.log_text is None and f"{rank.log_dir}/log.txt" not in failed_paths:
             problems.append(Problem("missing_log", f"rank {rank.rank}: {rank.log_dir}/log.txt was not found", rank.rank, rank.host))
         if log is not None and log.truncated:
             problems.append(Problem("truncated_log", f"rank {rank.rank}: last line of {inputs.log_path} is cut off "
