@@ -177,7 +177,9 @@ def _mutate(edit):
     (_mutate(lambda d: d.update(ranks=[5])), "ranks[0] is not an object"),
     (_mutate(lambda d: d.update(hosts={"a": 1})), "hosts is not an array"),
     (lambda t: "x" * ((64 << 20) + 1), "larger than 64 MiB"),
-])
+], ids=["binary", "deep-array", "deep-object", "rank-1e400", "rank-5000-digits", "rank-NaN", "rank-2**70", "rank-negative",
+        "rank-bool", "device-1e300", "port-65536", "exit-code-1e20", "duration-negative", "log-dir-twice",
+        "rank-not-object", "hosts-not-array", "huge-file"])
 def test_hostile_job_json_is_one_line_exit_2(tmp_path: Path, mutate, message):
     job = make_job(tmp_path / "jobs", [RankSpec(0)])
     text = mutate((job / "job.json").read_text())

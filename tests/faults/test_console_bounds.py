@@ -36,7 +36,7 @@ def test_carriage_return_only_progress_is_read_in_bounded_memory(tmp_path: Path)
         last = batch[-1]
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert seen == 1 + 400_000 + 1 and last == "epoch: 1 step: 1, loss is 0.5"  # "" before the first \\r
+    assert seen == 1 + 400_000 + 1 and last == "epoch: 1 step: 1, loss is 0.5"  # "" before the first \r
     assert peak < 16 * MIB, peak  # the file is 40 MB; one batch is 1 MB of lines
 
 

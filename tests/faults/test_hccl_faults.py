@@ -32,7 +32,7 @@ def _device(path: Path) -> None:
     (lambda p, t: (t / "d").mkdir() or os.symlink(t / "d", p), "is a directory"),
     (lambda p, t: os.mkfifo(t / "f") or os.symlink(t / "f", p), "is a symbolic link to a FIFO"),
     (lambda p, t: os.symlink(t / "nowhere", p), "is a dangling symbolic link"),
-])
+], ids=["device", "directory", "fifo", "link-to-device", "link-to-directory", "link-to-fifo", "dangling-link"])
 def test_force_replaces_only_a_regular_file(tmp_path: Path, hccn_conf: Path, make, kind):
     if os.geteuid() != 0 and "device" in kind:
         pytest.skip("mknod needs root")
@@ -67,7 +67,7 @@ def test_force_replaces_a_regular_file_and_a_link_to_one_replaces_the_link(tmp_p
     ('{"version": "1.0", "server_count": 1e400}', "number 1e400 is out of range"),
     ('{"version": "1.0", "server_count": NaN}', "NaN is not a number JSON allows"),
     ("[" * 100_000, "nested too deeply"),
-])
+], ids=["5000-digits", "1e400", "NaN", "deep"])
 def test_hostile_numbers_in_a_rank_table_are_one_line(tmp_path: Path, text: str, message: str):
     table = tmp_path / "table.json"
     table.write_text(text)
