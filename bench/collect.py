@@ -113,7 +113,7 @@ def bench_cross_fs(work: Path, target_root: Path, ranks: int, bytes_per_rank: in
 def bench_sftp(work: Path, ranks: int, bytes_per_rank: int) -> dict:
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
         return {"skipped": "needs root and /usr/sbin/sshd for a test sshd"}
-    from launcher.ssh import SshOptions
+    from launcher.remote.ssh import SshOptions
     from tests.fixtures.sshd import start_sshd_hosts, stop_sshd_hosts
 
     sshd_dir = Path(tempfile.mkdtemp(prefix="bench-sshd-"))

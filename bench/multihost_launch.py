@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.hosts import parse_hosts_arg  # noqa: E402
-from launcher.preflight import PreflightRequest, run_preflight  # noqa: E402
-from launcher.ssh import SshOptions, resolve_hosts  # noqa: E402
+from launcher.job.hosts import parse_hosts_arg  # noqa: E402
+from launcher.remote.preflight import PreflightRequest, run_preflight  # noqa: E402
+from launcher.remote.ssh import SshOptions, resolve_hosts  # noqa: E402
 from tests.fixtures.sshd import start_sshd_hosts, stop_sshd_hosts  # noqa: E402
 
 PAYLOAD = '''\

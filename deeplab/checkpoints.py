@@ -239,3 +239,27 @@ class CheckpointSaver:
     def _rotate(self) -> None:
         for _step, path in list_checkpoints(self.directory, self.prefix)[: -self.keep]:
             path.unlink(missing_ok=True)
+
+
+def write_weights(entries: list, final: Path) -> Path:
+    """Write ``[{"name": str, "data": Tensor}, ...]`` as a CRC-carrying checkpoint, atomically.
+
+    The same procedure as :class:`CheckpointSaver`: written inside a hidden partial directory
+    next to ``final``, fsync'ed, renamed into place; an existing ``final`` is replaced only by
+    the complete new file.
+    """
+    import mindspore as ms
+
+    final = Path(final)
+    partial_dir = final.parent / f"{_PARTIAL_PREFIX}{final.stem}-{os.getpid()}"
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    partial_dir.mkdir()
+    try:
+        partial = partial_dir / final.name
+        ms.save_checkpoint(entries, str(partial), crc_check=True)
+        _fsync_path(partial)
+        os.replace(partial, final)
+        _fsync_path(final.parent, directory=True)
+    finally:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+    return final

@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from deeplab.runtime import DEVICE_TARGETS
+
 MODES = ("none", "dynamic", "rank-table", "mpirun")
 
 
@@ -134,6 +136,29 @@ def detect(env: Optional[Mapping[str, str]] = None) -> DistributedStart:
             "run under mpirun, or use the MS_ROLE/MS_WORKER_NUM dynamic cluster variables)"
         )
     return DistributedStart("none", device_id=_int_var(env, "DEVICE_ID", required=False))
+
+
+def device_target_from_env(env: Optional[Mapping[str, str]] = None) -> str:
+    """The device target a process should use when no --device-target is given.
+
+    DEVICE_TARGET when set (launch-train sets it for every rank; any case is accepted);
+    else what the start-up implies: a rank table means Ascend, Open MPI means GPU (the
+    dynamic cluster runs anywhere, so it implies nothing); else CPU.
+    """
+    env = os.environ if env is None else env
+    named = env.get("DEVICE_TARGET", "").strip()
+    if named:
+        for target in DEVICE_TARGETS:
+            if named.lower() == target.lower():
+                return target
+        raise DistributedError(f"DEVICE_TARGET={named!r}: must be one of {', '.join(DEVICE_TARGETS)}")
+    if env.get("MS_ROLE"):
+        return "CPU"
+    if env.get("RANK_TABLE_FILE"):
+        return "Ascend"
+    if env.get("OMPI_COMM_WORLD_SIZE"):
+        return "GPU"
+    return "CPU"
 
 
 def check_supported(start: DistributedStart, device_target: str) -> None:

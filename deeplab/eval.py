@@ -9,6 +9,9 @@ Usage:
             inputs (default: the config's flip). Prediction follows the reference: long side
             resized to (crop_size - 1) * scale + 1, padded with the mean, softmax, valid
             region resized back to the original size, probabilities summed, argmax.
+--ckpt      a deeplab-train checkpoint, a saved network, or any layout deeplab-convert knows
+            (the MindSpore model zoo's DeepLabV3, bare or network.-prefixed): converted on the
+            fly, every parameter of the config's model required
 --split     the list to evaluate (default: the config's val_split)
 --output    where to write the result JSON; an existing file is kept unless --force
 

@@ -2,11 +2,11 @@
 
 Usage:
     deeplab-export --config NAME|FILE.yaml --ckpt FILE [--format MINDIR] [--crop N]
-                   [--batch N] [--out FILE] [--force] [--set key=value ...]
+                   [--batch N] [--out FILE] [--force] [--set key=value ...] [--pynative]
 
-Builds the config's model, loads the checkpoint (a training checkpoint of deeplab-train,
-whose weights are named ``network.*``, or a plain ``mindspore.save_checkpoint`` of the
-network itself), switches it to inference (dropout off, batch norm on its moving
+Builds the config's model, loads the checkpoint (a deeplab-train checkpoint, a saved
+network, or any other layout deeplab-convert knows, e.g. the MindSpore model zoo's DeepLabV3:
+converted on the fly, every parameter required), switches it to inference (dropout off, batch norm on its moving
 statistics) and exports the graph for a fixed float32 input of --batch x 3 x crop x crop
 (default crop: the config's crop_size, default batch 1). The exported model maps NCHW
 images, normalised like the training input, to NCHW logits at the input size.
@@ -16,6 +16,9 @@ Load it back with:
 
 --out defaults to ``deeplabv3_<config>_<crop>.mindir`` in the current directory. The file
 is written under a temporary name and renamed; an existing --out is kept unless --force.
+--pynative runs MindSpore in PyNative mode (as a notebook would); MindSpore 2.10's first-call
+failure there under NumPy 2 is absorbed before the network runs (deeplab/predict.py).
+
 Exit status: 0 done; 2 bad input (missing or corrupt checkpoint, checkpoint of another
 model, unknown config key, existing --out), one line on stderr.
 """
@@ -34,8 +37,6 @@ from deeplab.config import ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
 FORMATS = {"MINDIR": ".mindir"}
-# deeplab-train saves NetWithLoss, whose model is its ``network`` attribute.
-TRAINING_PREFIX = "network."
 
 
 class UsageError(ValueError):
@@ -52,6 +53,7 @@ class ExportOptions:
     out: Optional[Path] = None
     force: bool = False
     overrides: tuple[str, ...] = ()
+    pynative: bool = False
 
     def __post_init__(self) -> None:
         if self.file_format not in FORMATS:
@@ -66,14 +68,6 @@ def default_output(config: str, crop: int, file_format: str) -> Path:
     return Path(f"deeplabv3_{Path(config).stem}_{crop}{FORMATS[file_format]}")
 
 
-def network_weights(params: dict, network) -> dict:
-    """Checkpoint entries keyed as the bare network names them (drops a training ``network.`` prefix)."""
-    names = {name for name, _ in network.parameters_and_names()}
-    if names & set(params):
-        return params
-    return {name[len(TRAINING_PREFIX):]: value for name, value in params.items() if name.startswith(TRAINING_PREFIX)}
-
-
 def export_model(opts: ExportOptions) -> Path:
     """Export the checkpoint's network; returns the written file."""
     if not Path(opts.ckpt).is_file():  # before MindSpore loads: bad input fails fast
@@ -86,17 +80,17 @@ def export_model(opts: ExportOptions) -> Path:
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
 
-    from deeplab import checkpoints, runtime
+    from deeplab import runtime
 
     ms = runtime.start_mindspore("CPU", runtime.resolve_threads(cfg.threads))
     import numpy as np
 
-    from deeplab.model import build_model
+    from deeplab.predict import absorb_numpy2_first_call_error, load_network
 
-    network = build_model(cfg)
-    params = network_weights(checkpoints.read_checkpoint(opts.ckpt), network)
-    checkpoints.load_into(network, opts.ckpt, params)
-    network.set_train(False)
+    if opts.pynative:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    network = load_network(cfg, opts.ckpt)
+    absorb_numpy2_first_call_error()
     example = ms.Tensor(np.zeros((opts.batch, 3, cfg.crop_size, cfg.crop_size), np.float32))
     # MindSpore appends the format's suffix to file_name; export next to --out, then rename.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
@@ -125,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output file")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--pynative", action="store_true", help="PyNative mode instead of graph mode")
     return parser
 
 
@@ -132,7 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         opts = ExportOptions(config=args.config, ckpt=args.ckpt, file_format=args.file_format, crop=args.crop,
-                             batch=args.batch, out=args.out, force=args.force, overrides=tuple(args.overrides))
+                             batch=args.batch, out=args.out, force=args.force, overrides=tuple(args.overrides),
+                             pynative=args.pynative)
         out = export_model(opts)
     except (UsageError, ConfigError, CheckpointError) as err:
         print(f"deeplab-export: {err}", file=sys.stderr, flush=True)

@@ -3,7 +3,12 @@
 Usage:
     deeplab-infer --config NAME|FILE.yaml --ckpt FILE IMAGE... --out DIR
                   [--scales 1.0 ...] [--flip] [--force] [--set key=value ...]
-                  [--device-target CPU|GPU|Ascend]
+                  [--device-target CPU|GPU|Ascend] [--pynative]
+
+--ckpt takes a deeplab-train checkpoint or any layout deeplab-convert knows (converted on
+the fly, every parameter required). --pynative runs the network eagerly (no graph compile:
+quicker for a few images); MindSpore 2.10's first-call failure in PyNative mode under NumPy 2
+is absorbed before the network runs (deeplab/predict.py).
 
 For each IMAGE (anything OpenCV reads) it writes, in --out (created if missing):
     <name>.png           the class mask as a VOC palette PNG (pixel value = class index,
@@ -60,6 +65,7 @@ class InferOptions:
     force: bool = False
     overrides: tuple[str, ...] = ()
     device_target: str = "CPU"
+    pynative: bool = False
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -106,7 +112,9 @@ def infer(opts: InferOptions, progress=print) -> list[tuple[Path, Path]]:
     from deeplab.config import load_config
 
     cfg = load_config(opts.config, overrides=opts.overrides)
-    runtime.start_mindspore(opts.device_target, runtime.resolve_threads(cfg.threads))
+    ms = runtime.start_mindspore(opts.device_target, runtime.resolve_threads(cfg.threads))
+    if opts.pynative:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
     from deeplab.data.pipeline import read_image
     from deeplab.data.voc import write_palette_png
     from deeplab.predict import PredictSettings, load_predictor
@@ -142,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device-target", default="CPU", choices=runtime.DEVICE_TARGETS)
+    parser.add_argument("--pynative", action="store_true", help="PyNative mode (no graph compile)")
     return parser
 
 
@@ -150,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         opts = InferOptions(config=args.config, ckpt=args.ckpt, images=tuple(args.images), out_dir=args.out,
                             scales=tuple(args.scales) if args.scales else None, flip=args.flip,
-                            force=args.force, overrides=tuple(args.overrides), device_target=args.device_target)
+                            force=args.force, overrides=tuple(args.overrides), device_target=args.device_target,
+                            pynative=args.pynative)
         infer(opts)
     except USER_ERRORS as err:
         print(f"deeplab-infer: {err}", file=sys.stderr, flush=True)

@@ -124,16 +124,51 @@ def softmax_network(network):
     return SoftmaxNetwork(network)
 
 
+def absorb_numpy2_first_call_error() -> bool:
+    """Run once, before the network, what MindSpore 2.10 fails the first time under NumPy 2.
+
+    In PyNative mode MindSpore's first op call that converts a tuple argument (``ops.mean``
+    over axes (2, 3), ``broadcast_to``, ``interpolate(size=...)``) looks up NumPy 1's C API,
+    gets NumPy 2's ImportError (printed to stderr) and raises SystemError; later calls work
+    (FIELD_NOTES). One throw-away reduction takes that first call. Graph mode is not affected,
+    so this does nothing there (MindSpore's own "Numpy init failed" warning would be the only
+    effect). True when a failure was absorbed.
+    """
+    import contextlib
+    import io
+
+    import mindspore as ms
+    from mindspore import ops
+
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        return False
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ops.ReduceMean(keep_dims=True)(ms.Tensor(np.ones((1, 1), np.float32)), (0, 1))
+        except SystemError:
+            return True
+    return False
+
+
+def load_network(cfg, ckpt, what: str = "checkpoint"):
+    """The model of ``cfg`` with every parameter from ``ckpt`` (any layout deeplab.convert knows),
+    in inference mode; CheckpointError when it does not fit."""
+    from deeplab.convert import load_weights
+    from deeplab.model import build_model
+
+    network = build_model(cfg)
+    load_weights(network, ckpt, complete=True, what=what)
+    network.set_train(False)
+    return network
+
+
 def load_predictor(cfg, ckpt, settings: PredictSettings) -> MultiScalePredictor:
     """Build the model of ``cfg``, load ``ckpt`` (CheckpointError when it does not fit) and wrap it."""
     import mindspore as ms
 
-    from deeplab.checkpoints import load_into
-    from deeplab.model import build_model
-
-    net = softmax_network(build_model(cfg))
-    load_into(net, ckpt)
+    net = softmax_network(load_network(cfg, ckpt))
     net.set_train(False)
+    absorb_numpy2_first_call_error()  # after loading: a bad checkpoint fails with one clean line
 
     def run(batch: np.ndarray) -> np.ndarray:
         return net(ms.Tensor(batch)).asnumpy()

@@ -11,14 +11,22 @@ Usage:
 --set k=v       override any config field (repeatable), e.g. --set learning_rate=0.01
 --train-steps   stop after N global steps (default: epoch_size x steps per epoch); the
                 learning-rate schedule spans these N steps
---ckpt-dir      where checkpoints go (default ./ckpt); it must not already hold checkpoints
-                unless --resume is given
+--ckpt-dir      where checkpoints go (default $LAUNCH_TRAIN_CKPT_DIR, else ./ckpt); it must not
+                already hold checkpoints unless --resume is given
 --resume        continue from the newest checkpoint in --ckpt-dir: weights, momentum
                 accumulators, global step (and so the learning rate) are restored and the run
                 ends at the same final step as an uninterrupted one; starts from step 0 when
                 the directory holds no checkpoint yet. In a distributed run every rank loads
                 rank 0's newest checkpoint, so give all ranks one shared --ckpt-dir (or use
-                save_ckpt_all_ranks=true); ranks that find different steps stop with exit 2
+                save_ckpt_all_ranks=true); ranks that find different steps stop with exit 2.
+                Implied when LAUNCH_TRAIN_RESTART_COUNT > 0 (launch-train's restarts).
+--device-target CPU, GPU or Ascend (default $DEVICE_TARGET, which launch-train sets for every
+                rank; else what the start-up implies: RANK_TABLE_FILE -> Ascend, Open MPI ->
+                GPU; else CPU)
+
+Under launch-train (see launcher/job/rank_env.py) every rank also gets DEVICE_TARGET,
+LAUNCH_TRAIN_CKPT_DIR (one directory for all ranks) and LAUNCH_TRAIN_RESTART_COUNT, so the
+same arguments work on every platform and every restart resumes by itself.
 
 Distributed runs: the program reads the environment MindSpore's start-ups define (see
 deeplab/distributed.py): dynamic cluster (MS_ROLE=MS_WORKER, MS_WORKER_NUM, MS_NODE_ID,
@@ -46,12 +54,13 @@ SIGTERM (130 by Ctrl-C) - the launcher stops ranks with SIGTERM.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from deeplab import runtime
 from deeplab.checkpoints import CheckpointError
@@ -295,22 +304,18 @@ def _data_error_from(err: RuntimeError) -> Exception:
     return err
 
 
-def _load_pretrained(train_net, path: Path) -> None:
-    """Initialise from ckpt_pre_trained: a deeplab checkpoint, or backbone-only weights."""
-    import mindspore as ms
+def _load_pretrained(train_net, path: Path):
+    """Initialise from ckpt_pre_trained: any layout deeplab.convert knows (ours, the MindSpore model
+    zoo's DeepLabV3 or ResNet ImageNet checkpoints, torchvision's); what it lacks (the head of a
+    backbone-only checkpoint, a classifier for another class count) stays freshly initialised."""
+    from deeplab.convert import load_weights
 
-    from deeplab import checkpoints
-
-    params = checkpoints.read_checkpoint(path)
-    names = {param.name for param in train_net.get_parameters()}
-    if not names.intersection(params):
-        # Backbone checkpoints name parameters without the network.* prefix.
-        params = {f"network.{name}": value for name, value in params.items()}
-    loaded = names.intersection(params)
-    if not loaded:
-        raise CheckpointError(f"ckpt_pre_trained {path}: none of its parameters belong to this model")
-    ms.load_param_into_net(train_net, {name: params[name] for name in loaded})
-    _print(f"initialised {len(loaded)} of {len(names)} parameters from {path}")
+    conversion = load_weights(train_net.network, path, complete=False, what="ckpt_pre_trained")
+    _print(f"ckpt_pre_trained {path}: initialised {len(conversion.weights)} of {conversion.model_size} "
+           f"parameters (layout {conversion.layout})")
+    for line in conversion.summary()[1:]:
+        _print(line)
+    return conversion
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,10 +326,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable)")
     parser.add_argument("--train-steps", type=int, default=None, help="stop after N global steps")
-    parser.add_argument("--ckpt-dir", type=Path, default=Path("ckpt"), help="checkpoint directory (default ./ckpt)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --ckpt-dir")
-    parser.add_argument("--device-target", default="CPU", choices=DEVICE_TARGETS)
+    parser.add_argument("--ckpt-dir", type=Path, default=None,
+                        help="checkpoint directory (default $LAUNCH_TRAIN_CKPT_DIR, else ./ckpt)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in --ckpt-dir (implied on launch-train restarts)")
+    parser.add_argument("--device-target", default=None, choices=DEVICE_TARGETS,
+                        help="default $DEVICE_TARGET, else implied by the start-up (rank table: Ascend; mpirun: GPU), else CPU")
     return parser
+
+
+def restart_count(environ: Mapping[str, str] = os.environ) -> int:
+    """LAUNCH_TRAIN_RESTART_COUNT: 0 (or unset) on a first run, N on the launcher's N-th restart."""
+    raw = environ.get("LAUNCH_TRAIN_RESTART_COUNT", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise UsageError(f"LAUNCH_TRAIN_RESTART_COUNT={raw!r}: expected a whole number")
+    return int(raw)
+
+
+def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> TrainOptions:
+    """Flags first; what they leave open comes from the environment the launcher (or a person) set."""
+    from deeplab import distributed
+
+    ckpt_dir = args.ckpt_dir if args.ckpt_dir is not None else Path(environ.get("LAUNCH_TRAIN_CKPT_DIR") or "ckpt")
+    return TrainOptions(config=args.config, data_root=args.data_root, overrides=tuple(args.overrides),
+                        train_steps=args.train_steps, ckpt_dir=ckpt_dir,
+                        resume=args.resume or restart_count(environ) > 0,
+                        device_target=args.device_target or distributed.device_target_from_env(environ))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -332,9 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_terminated)
     try:
-        opts = TrainOptions(config=args.config, data_root=args.data_root, overrides=tuple(args.overrides),
-                            train_steps=args.train_steps, ckpt_dir=args.ckpt_dir, resume=args.resume,
-                            device_target=args.device_target)
+        opts = options_from_args(args)
         result = train(opts)
     except USER_ERRORS as err:
         print(f"deeplab-train: {err}", file=sys.stderr, flush=True)

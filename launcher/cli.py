@@ -27,7 +27,7 @@ Where it runs
                               this machine's (localhost, 127.0.0.1, its hostname) are reached
                               over SSH (below).
 
-Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host section)
+Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host section)
     --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
     --ssh-config FILE         OpenSSH client config (default ~/.ssh/config); --ssh-key FILE;
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
@@ -36,8 +36,8 @@ Several hosts (SSH; see launcher/multihost_cli.py and the README's multi-host se
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
-    Before anything starts, every host is checked in parallel (SSH, python + `import launcher,
-    deeplab`, job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
+    Before anything starts, every host is checked in parallel (SSH, python + `import launcher`
+    and the --module's package, deeplab by default, not for --entry; job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
     host); any failure prints one table and exits 2. The job dir is the same path on every host;
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
@@ -67,11 +67,11 @@ What each rank runs
 Supervision
     --job-dir DIR             default ./jobs/<job-id>, job id = UTC time + random suffix; must not
                               exist or be empty
-    --max-restarts N          restart the whole job up to N times after a failure (default 0);
-                              deeplab.train ranks get --resume on restarts, and ranks other than 0
-                              also --ckpt-dir <job-dir>/LOG0/ckpt, so every rank resumes from rank 0's
-                              newest checkpoint; each restart appends to the same log.txt after a
-                              "==== launch-train: restart N: <command>" line
+    --max-restarts N          restart the whole job up to N times after a failure (default 0). The
+                              program's arguments are never changed: every rank is told the attempt
+                              in LAUNCH_TRAIN_RESTART_COUNT (deeplab.train then resumes by itself from
+                              the newest checkpoint in LAUNCH_TRAIN_CKPT_DIR); each restart appends to
+                              the same log.txt after a "==== launch-train: restart N: <command>" line
     --tee RANKS               ranks whose output is also printed here, prefixed [host:rank], without
                               MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
@@ -83,18 +83,26 @@ Looking before starting
     --dry-run --json          the same as JSON: job.json as it would be written, plus "files"
 
 Start modes
-    dynamic     one scheduler (MS_ROLE=MS_SCHED, `python -m launcher.ms_scheduler`, scheduler/)
+    dynamic     one scheduler (MS_ROLE=MS_SCHED, `python -m launcher.run.ms_scheduler`, scheduler/)
                 and one worker per device with MS_ROLE=MS_WORKER, MS_SCHED_HOST, MS_SCHED_PORT,
                 MS_WORKER_NUM, MS_NODE_ID, RANK_ID, RANK_SIZE, DEVICE_ID.
     rank-table  one process per device with RANK_TABLE_FILE, DEVICE_ID, RANK_ID (from the
                 table), RANK_SIZE, SERVER_ID.
     mpirun      one `mpirun -n N --hostfile <job>/hostfile` (mpirun.sh, output in mpirun.log); every
                 MPI process runs mpi_rank.sh -> LOG<rank>/run.sh for its OMPI_COMM_WORLD_RANK.
-    Every rank also gets RANK_ID, RANK_SIZE, DEVICE_ID, PYTHONUNBUFFERED=1 and
-    LAUNCH_TRAIN_JOB_DIR (used to find every process of the job when stopping it); GPU ranks get
-    CUDA_VISIBLE_DEVICES=<devices> and DEVICE_ID=<local index>; CPU ranks get
-    deeplab.cpu_tuning's environment (ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs, OMP/BLAS
-    threads = the rank's cores).
+    Every rank also gets (launcher/job/rank_env.py; the same for --entry and --module):
+      DEVICE_TARGET               Ascend | GPU | CPU, the rank's platform (deeplab.train's default
+                                  --device-target), next to DEVICE_ID (the rank's device on its host)
+      RANK_ID, RANK_SIZE          global rank and size
+      LAUNCH_TRAIN_JOB_DIR        the job dir (also how the launcher finds every process of the job)
+      LAUNCH_TRAIN_RESTART_COUNT  0 on the first attempt, N on the N-th restart
+      LAUNCH_TRAIN_MAX_RESTARTS   --max-restarts
+      LAUNCH_TRAIN_CKPT_DIR       <job-dir>/LOG0/ckpt, the same for every rank (deeplab.train's
+                                  default --ckpt-dir), so every rank resumes from the same files
+      PYTHONUNBUFFERED=1
+    GPU ranks get CUDA_VISIBLE_DEVICES=<devices> and DEVICE_ID=<local index>; CPU ranks get the
+    cpu_env package's environment (ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs, OMP/BLAS threads =
+    the rank's cores).
 
 Job directory
     job.json            plan + status (schema 1), written first, rewritten at the end
@@ -103,7 +111,8 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
-    The training program writes its own files in LOG<rank>/ (deeplab.train: ckpt/, config.yaml).
+    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml (every rank's)
+    The training program may write more files in its LOG<rank>/ (its working directory).
 
 Exit status
     0        every rank exited 0
@@ -123,7 +132,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from launcher.errors import LaunchError
-from launcher.platforms import MODES, parse_device_list
+from launcher.job.platforms import MODES, parse_device_list
 
 PROG = "launch-train"
 
@@ -183,7 +192,7 @@ def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
-    from launcher.resolve import LaunchOptions, parse_env_assignment
+    from launcher.job.resolve import LaunchOptions, parse_env_assignment
 
     visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
     return LaunchOptions(
@@ -209,11 +218,11 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from launcher import multihost_cli
+    from launcher.remote import multihost
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    multihost_cli.add_arguments(parser)
+    multihost.add_arguments(parser)
     ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
@@ -227,8 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     from launcher.launch import launch, local_groups, prepare
-    from launcher.multihost_cli import MultiHostLaunch
-    from launcher.resolve import resolve_spec
+    from launcher.remote.multihost import MultiHostLaunch
+    from launcher.job.resolve import resolve_spec
 
     options = options_from_args(ns, training_args)
     multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
@@ -239,7 +248,7 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     if multi is not None:
         spec = multi.after_resolve(spec)  # --master-addr, --remote-python
     if ns.dry_run:
-        from launcher.dry_run import plan_json, plan_text
+        from launcher.job.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))

@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 
 from launcher.errors import LaunchError
-from launcher.failures import JobFailed, RankExit, RankFailure
-from launcher.job_record import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
-from launcher.live_status import LiveStatus
-from launcher.local_group import LocalRankGroup
-from launcher.mpirun_group import MpirunGroup
-from launcher.plan import Plan, plan_job, plan_restart
-from launcher.ports import check_port_free
-from launcher.rank_group import RankGroup
-from launcher.render import RenderedFile, render_job, render_rank_scripts
-from launcher.spec import JobSpec
-from launcher.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
+from launcher.run.failures import JobFailed, RankExit, RankFailure
+from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
+from launcher.console import LiveStatus
+from launcher.run.local import LocalGroup
+from launcher.run.mpirun import MpirunGroup
+from launcher.job.plan import Plan, plan_job, plan_restart
+from launcher.job.ports import check_port_free
+from launcher.run.group import ProcessGroup
+from launcher.job.render import RenderedFile, render_job, render_rank_files
+from launcher.job.spec import JobSpec
+from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
-GroupFactory = Callable[[Plan], Sequence[RankGroup]]
+GroupFactory = Callable[[Plan], Sequence[ProcessGroup]]
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,14 @@ class JobResult:
         return self
 
 
-def local_groups(plan: Plan) -> list[RankGroup]:
+def local_groups(plan: Plan) -> list[ProcessGroup]:
     """Groups for a job whose hosts are all this machine."""
     remote = [h.host.name for h in plan.hosts if not h.host.local]
     if remote:
-        raise LaunchError(f"--hosts {','.join(remote)}: remote hosts need the SSH support (launcher/hosts.py)")
+        raise LaunchError(f"--hosts {','.join(remote)}: remote hosts need the SSH support (launcher/job/hosts.py)")
     if plan.spec.mode == "mpirun":
         return [MpirunGroup(plan)]
-    return [LocalRankGroup(plan, entry.host.name) for entry in plan.hosts]
+    return [LocalGroup(plan, entry.host.name) for entry in plan.hosts]
 
 
 def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
@@ -221,7 +221,7 @@ def _say(stream: TextIO, message: str) -> None:
 
 def _rewrite_rank_scripts(plan: Plan, attempt: int, started: str) -> None:
     job_dir = plan.spec.job_dir
-    for item in render_rank_scripts(plan):
+    for item in render_rank_files(plan):  # env.sh carries the new LAUNCH_TRAIN_RESTART_COUNT
         write_atomic(job_dir / item.path, item.text, executable=item.executable)
     for rank in plan.ranks:
         with open(job_dir / rank.log_dir / "log.txt", "a", encoding="utf-8") as log:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from launcher.collect import CollectRequest, collect
-from launcher.ssh import SshOptions
+from launcher.remote.ssh import SshOptions
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
 from tests.test_collect_helpers import RankSpec, make_job, sha256_of
 

@@ -35,7 +35,8 @@ RUN_TIMEOUT = 240
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MS_", "OMPI_", "RANK_", "PMIX_")) and k not in ("DEVICE_ID", "OMP_NUM_THREADS")}
+           if not k.startswith(("MS_", "OMPI_", "RANK_", "PMIX_", "LAUNCH_TRAIN_"))
+           and k not in ("DEVICE_ID", "DEVICE_TARGET", "OMP_NUM_THREADS")}
     env.update(extra)
     return env
 
@@ -249,5 +250,6 @@ def test_label_of_the_wrong_size(synthetic_voc, tmp_path):
 
 
 def test_mpirun_start_on_cpu_is_refused_not_hung(synthetic_voc, tmp_path):
-    env = _env(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_LOCAL_RANK="0")
+    # Open MPI alone implies GPU; DEVICE_TARGET=CPU (as the launcher's --platform CPU --mode mpirun sets) asks for CPU.
+    env = _env(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_LOCAL_RANK="0", DEVICE_TARGET="CPU")
     assert_one_line_error(run_train(synthetic_voc, tmp_path / "ckpt", env=env), "mpirun", "dynamic")

@@ -121,7 +121,7 @@ def test_gpus_that_are_not_there(tmp_path):
 
 
 def test_platform_detection(tmp_path, monkeypatch):
-    from launcher.platforms import detect_platform
+    from launcher.job.platforms import detect_platform
 
     bin_dir = tmp_path / "bin"
     _tool(bin_dir, "nvidia-smi", "echo 'No devices were found'; exit 6\n")
@@ -198,5 +198,5 @@ def test_the_launcher_never_imports_mindspore(args):
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "launcher.platforms" in imported  # launcher.cli itself runs as __main__
+    assert "launcher.job.platforms" in imported  # launcher.cli itself runs as __main__
     assert not any(name.split(".")[0] == "mindspore" for name in imported)

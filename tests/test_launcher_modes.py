@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hccl import rank_table
-from tests.fixtures.jobs import assert_nothing_left, descendant_pids
+from tests.fixtures.jobs import assert_each_rank_reached_device_setup, assert_nothing_left, descendant_pids
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = str(REPO / "tests" / "payloads" / "rank_behaviour.py")
@@ -107,4 +107,39 @@ def test_mpirun_mode_names_the_failing_rank_and_stops_the_rest(tmp_path, fake_gp
     assert "rank 1 on" in done.stderr and "exit code 5" in done.stderr
     status = json.loads((job_dir / "job.json").read_text())["status"]
     assert status["first_failure"]["rank"] == 1 and status["first_failure"]["exit_code"] == 5
+    assert_nothing_left(job_dir, baseline)
+
+
+# The REAL default trainer in the Ascend and GPU start modes. This machine has neither, so
+# each rank can get as far as MindSpore's own device set-up: the platform reached the
+# trainer (DEVICE_TARGET in env.sh, no --device-target flag) when MindSpore refuses the
+# missing NPU/GPU, not when deeplab-train refuses a rank-table/mpirun start on the CPU.
+@pytest.mark.slow
+def test_rank_table_start_runs_the_real_trainer_until_mindspore_refuses_the_missing_npu(tmp_path, synthetic_voc):
+    conf = tmp_path / "hccn.conf"
+    conf.write_text("".join(f"address_{d}=10.9.0.{d + 10}\n" for d in range(8)))
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    done = subprocess.run([*LAUNCH, "--job-dir", str(job_dir), "--platform", "Ascend", "--hccn-conf", str(conf),
+                           "--devices", "2", "--visible-devices", "0,1", "--tee", "none", "--",
+                           "--config", "tiny_synthetic", "--data-root", str(synthetic_voc)],
+                          capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 1, done.stderr[-3000:]  # MindSpore's RuntimeError: Python's exit status 1
+    assert "Unsupported device target Ascend" in done.stderr  # the failing rank's log tail
+    assert_each_rank_reached_device_setup(job_dir, 2, "Ascend")
+    assert_nothing_left(job_dir, baseline)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI (mpirun) is not installed")
+def test_mpirun_start_runs_the_real_trainer_until_mindspore_refuses_the_missing_gpu(tmp_path, fake_gpus, synthetic_voc):
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    done = subprocess.run([*LAUNCH, "--job-dir", str(job_dir), "--platform", "GPU", "--mode", "mpirun",
+                           "--devices", "2", "--tee", "none", "--",
+                           "--config", "tiny_synthetic", "--data-root", str(synthetic_voc)],
+                          capture_output=True, text=True, timeout=240, cwd=REPO, env=fake_gpus)
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert "Unsupported device target GPU" in done.stderr
+    assert_each_rank_reached_device_setup(job_dir, 2, "GPU")
     assert_nothing_left(job_dir, baseline)

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hccl import rank_table
-from launcher.host_list import Host, parse_hosts
+from launcher.job.host_list import Host, parse_hosts
 from launcher.errors import LaunchError
-from launcher.plan import JOB_MARKER_VAR, plan_job, plan_restart, split_cores
-from launcher.spec import Entry, JobSpec
+from launcher.job.plan import plan_job, plan_restart, split_cores
+from launcher.job.rank_env import JOB_MARKER_VAR
+from launcher.job.spec import Entry, JobSpec
 
 JOB_DIR = Path("/jobs/j1")
 AVX512 = frozenset({"avx2", "avx512f"})
@@ -58,7 +59,7 @@ def test_dynamic_cpu_ranks_get_the_scheduler_worker_environment_and_cpu_tuning()
     assert env["OMP_NUM_THREADS"] == "7" and env["GLOG_v"] == "3"
     sched = plan.scheduler
     assert sched is not None and sched.env["MS_ROLE"] == "MS_SCHED" and sched.port == 8118
-    assert sched.command == ("/venv/bin/python", "-m", "launcher.ms_scheduler")
+    assert sched.command == ("/venv/bin/python", "-m", "launcher.run.ms_scheduler")
 
 
 def test_no_bind_cores_leaves_ranks_unbound_but_splits_threads():
@@ -102,20 +103,34 @@ def test_two_hosts_are_host_major_and_the_scheduler_is_on_the_first():
     assert [h.slots for h in plan.hosts] == [2, 2]
 
 
-def test_restart_adds_resume_once_and_points_every_rank_at_rank0s_checkpoints():
-    plan = plan_job(spec())
+@pytest.mark.parametrize("platform, mode", [("CPU", "dynamic"), ("GPU", "mpirun"), ("Ascend", "rank-table")])
+def test_every_rank_is_told_its_platform_attempt_and_the_jobs_checkpoint_dir(platform, mode):
+    changes = {"platform": platform, "mode": mode, "max_restarts": 3}
+    if mode != "dynamic":
+        changes["sched_port"] = None
+    if mode == "rank-table":
+        table = rank_table.build("127.0.0.1", {0: "10.0.0.1", 1: "10.0.0.2"}, devices=[0, 1])
+        changes.update(rank_table=table, rank_table_json=rank_table.dumps(table))
+    plan = plan_job(spec(**changes))
+    for rank in plan.ranks:
+        assert rank.env["DEVICE_TARGET"] == platform
+        assert rank.env["LAUNCH_TRAIN_RESTART_COUNT"] == "0" and rank.env["LAUNCH_TRAIN_MAX_RESTARTS"] == "3"
+        # One directory for every rank: rank 1 resumes from the checkpoints rank 0 wrote.
+        assert rank.env["LAUNCH_TRAIN_CKPT_DIR"] == str(JOB_DIR / "LOG0" / "ckpt")
+
+
+def test_a_restart_changes_only_the_attempt_never_the_programs_arguments():
+    plan = plan_job(spec(max_restarts=2))
     again = plan_restart(plan_restart(plan))
     assert again.attempt == 2
-    assert again.ranks[0].command == plan.ranks[0].command + ("--resume",)
-    assert again.ranks[1].command == plan.ranks[1].command + ("--resume", "--ckpt-dir", str(JOB_DIR / "LOG0" / "ckpt"))
-    relative = plan_restart(plan_job(spec(args=("--ckpt-dir", "out/ck"))))
-    assert relative.ranks[1].command[-2:] == ("--ckpt-dir", str(JOB_DIR / "LOG0" / "out/ck"))
-    shared = plan_restart(plan_job(spec(args=("--ckpt-dir", "/shared/ck"))))
-    assert shared.ranks[1].command[-1] == "--resume"
-    own = plan_restart(plan_job(spec(args=("--set", "save_ckpt_all_ranks=true"))))
-    assert own.ranks[1].command[-1] == "--resume"
+    for before, after in zip(plan.ranks, again.ranks):
+        assert after.command == before.command  # no --resume, no --ckpt-dir: the program resumes by itself
+        assert after.env["LAUNCH_TRAIN_RESTART_COUNT"] == "2"
+        assert {k: v for k, v in after.env.items() if k != "LAUNCH_TRAIN_RESTART_COUNT"} == \
+            {k: v for k, v in before.env.items() if k != "LAUNCH_TRAIN_RESTART_COUNT"}
     script = plan_job(spec(entry=Entry(script=Path("/x/train.py"))))
     assert plan_restart(script).ranks[0].command == script.ranks[0].command
+    assert plan_restart(script).ranks[0].env["LAUNCH_TRAIN_RESTART_COUNT"] == "1"
 
 
 def test_spec_validation_names_the_problem():

@@ -3,33 +3,32 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional
 
-from launcher.failures import RankExit
-from launcher.host_list import Host
-from launcher.live_status import LiveStatus
-from launcher.log_follow import LogFollower, tail_lines
-from launcher.plan import plan_job
-from launcher.progress import RankProgress, update_progress
-from launcher.rank_group import RankGroup
-from launcher.spec import Entry, JobSpec
+from launcher.run.failures import RankExit
+from launcher.job.host_list import Host
+from launcher.console import LiveStatus
+from launcher.run.logs import LogFollower, tail_lines
+from launcher.job.plan import plan_job
+from launcher.log_format import RankProgress, update_progress
+from launcher.run.group import ProcessGroup
+from launcher.job.spec import Entry, JobSpec
 
 
-class ScriptedGroup(RankGroup):
-    """A RankGroup whose log lines are given by the test (the supervisor-facing interface only)."""
+class ScriptedGroup(ProcessGroup):
+    """A process group without processes whose log lines are given by the test."""
+
+    logs_are_local = False
 
     def __init__(self, lines):
-        self.host, self.ranks, self.lines = "h", (0, 1), list(lines)
+        job = plan()
+        super().__init__(job, "h", job.ranks)
+        self.lines = list(lines)
 
-    def start(self) -> None: ...
-    def poll(self) -> tuple[RankExit, ...]: return ()
-    def helper_problem(self) -> Optional[str]: return None
-    def helpers_done(self) -> bool: return True
-    def close(self, grace: float) -> tuple[RankExit, ...]: return ()
-    def log_tail(self, rank: int, lines: int = 20) -> str: return ""
-    def log_path(self, rank: int) -> str: return f"LOG{rank}/log.txt"
+    def _launch(self) -> None: ...
+    def _observe(self) -> tuple[RankExit, ...]: return ()
+    def _terminate(self, grace: float) -> None: ...
 
-    def new_log_lines(self):
+    def _read_lines(self):
         out, self.lines = self.lines, []
         return out
 

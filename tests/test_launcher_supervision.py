@@ -116,6 +116,28 @@ def test_max_restarts_restarts_the_whole_job_then_fails(tmp_path, hccn_conf):
     assert_nothing_left(job_dir, baseline)
 
 
+def test_an_entry_script_sees_the_attempt_number_and_succeeds_after_a_restart(tmp_path, hccn_conf):
+    job_dir = tmp_path / "job"
+    baseline = descendant_pids()
+    done = launch_cli(job_dir, *ascend(hccn_conf, 2), "--max-restarts", "3", "--",
+                      "--fail-rank", "1", "--fail-attempts", "2", "--exit-code", "4")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("restarting the whole job") == 2
+    status = job_status(job_dir)
+    assert status["state"] == "succeeded" and status["restarts"] == 2
+    log = (job_dir / "LOG1" / "log.txt").read_text()
+    attempts = [line.split()[-1] for line in log.splitlines() if line.startswith("rank 1 started pid")]
+    assert attempts == ["0", "1", "2"]
+    assert log.count("rank 1 failing with exit code 4") == 2
+    for rank in range(2):
+        env = json.loads((job_dir / f"LOG{rank}" / "record.json").read_text())["env"]  # the last attempt's
+        assert env["LAUNCH_TRAIN_RESTART_COUNT"] == "2" and env["LAUNCH_TRAIN_MAX_RESTARTS"] == "3"
+        assert env["LAUNCH_TRAIN_CKPT_DIR"] == str(job_dir / "LOG0" / "ckpt")
+        assert env["DEVICE_TARGET"] == "Ascend"
+        assert "export LAUNCH_TRAIN_RESTART_COUNT=2" in (job_dir / f"LOG{rank}" / "env.sh").read_text()
+    assert_nothing_left(job_dir, baseline)
+
+
 def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_path):
     job_dir = tmp_path / "job"
     baseline = descendant_pids()
@@ -150,9 +172,9 @@ def test_a_successful_job_records_everything_and_run_sh_reproduces_a_rank(tmp_pa
 def test_library_call_returns_failures_as_data(tmp_path, hccn_conf):
     import io
 
-    from launcher.failures import JobFailed
+    from launcher.run.failures import JobFailed
     from launcher.launch import launch
-    from launcher.resolve import LaunchOptions, resolve_spec
+    from launcher.job.resolve import LaunchOptions, resolve_spec
 
     job_dir = tmp_path / "job"
     baseline = descendant_pids()

@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import pytest
 
-from launcher.agent import decode_event, encode_event, plan_from_job_document, progress_event
-from launcher.host_list import Host
+from launcher.job.ports import free_port
+
+from launcher.remote.agent import decode_event, encode_event, plan_from_job_document, progress_event
+from launcher.job.host_list import Host
 from launcher.launch import prepare, write_job_files
-from launcher.spec import Entry, JobSpec
+from launcher.job.spec import Entry, JobSpec
 
 SLEEPER = '''\
 import os, time
@@ -53,12 +59,17 @@ def two_rank_job(tmp_path):
         job_id="agent-test", job_dir=tmp_path / "job", created="2026-01-01T00:00:00.000Z",
         hosts=(Host(name="node-a", address="127.0.0.1", local=False),), devices=(0, 1), platform="CPU",
         mode="dynamic", entry=Entry(script=script), python=sys.executable,
-        env={"SLEEP": "60"}, sched_port=1, bind_cores=False,
+        env={"SLEEP": "60"}, sched_port=free_port(), bind_cores=False,
     )
     plan, files = prepare(spec)
-    # The agent starts the scheduler too (first host): a stand-in that just waits to be stopped.
+    # The agent starts the scheduler too (first host), and the workers once it listens: a stand-in
+    # that listens on the scheduler's port and waits to be stopped.
     write_job_files(plan, files)
-    (tmp_path / "job" / "scheduler" / "run.sh").write_text("#!/usr/bin/env bash\nexec sleep 60\n")
+    (tmp_path / "job" / "scheduler" / "run.sh").write_text(
+        "#!/usr/bin/env bash\n"
+        f"exec {shlex.quote(sys.executable)} -c 'import socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind((\"127.0.0.1\", {spec.sched_port})); s.listen(); time.sleep(60)'\n")
     yield tmp_path / "job"
     for proc in psutil.process_iter(["pid"]):
         try:
@@ -78,23 +89,45 @@ def test_plan_is_rebuilt_from_job_json(two_rank_job):
 
 def _agent(job_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "launcher.agent", "--job-dir", str(job_dir), "--host", "node-a", "--grace", "1", *extra],
+        [sys.executable, "-m", "launcher.remote.agent", "--job-dir", str(job_dir), "--host", "node-a", "--grace", "1", *extra],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
+def _stdout_lines(agent: subprocess.Popen) -> "queue.Queue[Optional[str]]":
+    """The agent's stdout lines, read by a thread of their own (None at EOF), so waits can time out."""
+    lines = getattr(agent, "lines", None)
+    if lines is None:
+        lines = agent.lines = queue.Queue()
+
+        def pump() -> None:
+            for line in agent.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def _read_until(agent: subprocess.Popen, predicate, timeout: float = 30) -> list[dict]:
+    """Events until ``predicate`` holds; never waits past ``timeout``."""
     events = []
+    lines = _stdout_lines(agent)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = agent.stdout.readline()
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
             break
         event = decode_event(line)
         if event is not None:
             events.append(event)
             if predicate(event, events):
                 return events
+    agent.kill()
+    agent.wait(timeout=10)
     raise AssertionError(f"agent did not report as expected; got {events}; stderr {agent.stderr.read()[-2000:]}")
 
 
@@ -176,7 +209,7 @@ def test_sigterm_and_sighup_stop_the_ranks(two_rank_job, signum):
 
 def test_agent_for_a_host_without_ranks_says_so(two_rank_job):
     agent = subprocess.run(
-        [sys.executable, "-m", "launcher.agent", "--job-dir", str(two_rank_job), "--host", "node-z"],
+        [sys.executable, "-m", "launcher.remote.agent", "--job-dir", str(two_rank_job), "--host", "node-z"],
         input="", capture_output=True, text=True, timeout=30,
     )
     events = [decode_event(line) for line in agent.stdout.splitlines()]

@@ -1,7 +1,7 @@
 """--hosts / --hostfile parsing (pure, no network)."""
 import pytest
 
-from launcher.hosts import HostSpec, check_unique, parse_host, parse_hostfile, parse_hosts_arg, read_hostfile
+from launcher.job.hosts import HostSpec, check_unique, parse_host, parse_hostfile, parse_hosts_arg, read_hostfile
 
 
 def test_hosts_arg_user_host_port():

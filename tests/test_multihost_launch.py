@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fixtures.jobs import assert_each_rank_reached_device_setup
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
 
 HOSTS = "root@127.0.0.2,root@127.0.0.3"
@@ -57,7 +58,7 @@ def job_leftovers(job_dir: Path) -> list[str]:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if "launcher.agent" in cmdline and str(job_dir) in cmdline:
+            if "launcher.remote.agent" in cmdline and str(job_dir) in cmdline:
                 found.append(f"agent pid {proc.pid}: {cmdline}")
             elif proc.pid != os.getpid() and proc.environ().get("LAUNCH_TRAIN_JOB_DIR") == str(job_dir):
                 found.append(f"pid {proc.pid}: {cmdline}")
@@ -176,7 +177,7 @@ def _agent_session_process(job_dir: Path, host: str) -> psutil.Process:
     """The sshd process serving the agent of ``host`` (the agent's parent)."""
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "launcher.agent" in " ".join(cmdline) and str(job_dir) in cmdline and host in cmdline:
+        if "launcher.remote.agent" in " ".join(cmdline) and str(job_dir) in cmdline and host in cmdline:
             return proc.parent()
     raise AssertionError(f"no agent for {host}")
 
@@ -242,7 +243,7 @@ def test_dry_run_shows_each_host(sshd_hosts, cluster):
     assert "rank 15: host 127.0.0.3" in done.stdout
     per_host = done.stdout[done.stdout.index("per host:"):]
     assert "127.0.0.3: ranks 8, 9, 10, 11, 12, 13, 14, 15" in per_host
-    assert f"ssh -p {sshd_hosts.hosts[1].port} root@127.0.0.3" in per_host and "launcher.agent" in per_host
+    assert f"ssh -p {sshd_hosts.hosts[1].port} root@127.0.0.3" in per_host and "launcher.remote.agent" in per_host
     assert not cluster["job_dir"].exists()
 
 
@@ -269,6 +270,19 @@ def test_two_host_mindspore_cpu_training(cluster, synthetic_voc):
     assert collected.returncode == 0, collected.stderr[-2000:]
     summary = json.loads((results / job["job_id"] / "summary.json").read_text())
     assert [(r["rank"], r["host"], r["steps"]) for r in summary["ranks"]] == [(0, "127.0.0.2", 10), (1, "127.0.0.3", 10)]
+
+
+@pytest.mark.slow
+def test_rank_table_over_two_hosts_runs_the_real_trainer_until_mindspore_refuses_the_npu(cluster, synthetic_voc):
+    # One NPU per host (two real trainers, not sixteen): HCCL wants all 8 per server, hence --no-topology-check.
+    done = run(launch_args(cluster, "--hosts", HOSTS, "--platform", "Ascend", "--devices", "1", "--no-topology-check",
+                           "--hccn-conf", str(cluster["tmp"] / "hccn" / "{host}" / "hccn.conf"), "--tee", "none", "--",
+                           "--config", "tiny_synthetic", "--data-root", str(synthetic_voc)), timeout=240)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Unsupported device target Ascend" in done.stderr
+    assert_each_rank_reached_device_setup(cluster["job_dir"], 2, "Ascend")
+    job = json.loads((cluster["job_dir"] / "job.json").read_text())
+    assert [r["host"] for r in job["ranks"]] == ["127.0.0.2", "127.0.0.3"]
 
 
 def test_mpirun_over_two_hosts_from_a_hostfile(cluster):

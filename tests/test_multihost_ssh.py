@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.hosts import parse_hosts_arg
-from launcher.preflight import PreflightFailed, PreflightRequest, run_preflight
-from launcher.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts, run_on_each
+from launcher.job.hosts import parse_hosts_arg
+from launcher.remote.preflight import PreflightFailed, PreflightRequest, run_preflight
+from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts, run_on_each
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
 
 
@@ -94,6 +94,20 @@ def test_preflight_failure_table_names_host_and_check(sshd_hosts, ssh_options, t
     table = str(error.value)
     assert "4 Ascend devices needed, 2 found by address_N lines" in table
     assert "/proc/version exists and is not a directory" in table or "job_dir" in table
+
+
+def test_preflight_checks_only_the_imports_the_job_needs(sshd_hosts, ssh_options, tmp_path):
+    from launcher.remote.multihost import preflight_imports
+
+    assert preflight_imports(Path("/x/train.py"), None) == ("launcher",)  # --entry: no deeplab needed
+    assert preflight_imports(None, None) == ("launcher", "deeplab")
+    assert preflight_imports(None, "mypkg.train") == ("launcher", "mypkg")
+    hosts = resolve_hosts(parse_hosts_arg("127.0.0.2"), ssh_options)
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={hosts[0].host_name: 1},
+                               remote_python=sys.executable, imports=("launcher", "no_such_package_xyz"))
+    with pytest.raises(PreflightFailed) as error:
+        run_preflight(hosts, ssh_options, request)
+    assert "no_such_package_xyz: No module named 'no_such_package_xyz'" in str(error.value)
 
 
 def test_unknown_user_fails_preflight(sshd_hosts, ssh_options, tmp_path):

@@ -121,7 +121,7 @@ def human_summary(outcome: CollectOutcome) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from launcher.ssh import SshOptions  # paramiko is slow to import; only needed past this point
+    from launcher.remote.ssh import SshOptions  # paramiko is slow to import; only needed past this point
 
     try:
         ssh = SshOptions(config_file=args.ssh_config, key_file=args.ssh_key, timeout_s=args.ssh_timeout,

@@ -39,7 +39,7 @@ from launcher.collect.sources import HostFiles, LocalFiles
 from launcher.collect.summary import Checkpoint, RankInputs, build_summary
 
 if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is collected
-    from launcher.ssh import SshOptions
+    from launcher.remote.ssh import SshOptions
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
@@ -52,7 +52,7 @@ class CollectRequest:
     results_root: Path = Path("results")
     into: Path | None = None  # exact destination instead of results_root/<job-id>
     include_checkpoints: bool = True
-    ssh: SshOptions | None = None  # None: launcher.ssh defaults (ssh config, ~/.ssh/known_hosts)
+    ssh: SshOptions | None = None  # None: launcher.remote.ssh defaults (ssh config, ~/.ssh/known_hosts)
     jobs_root: Path = Path("jobs")
     hash_cache: Path | None = field(default_factory=default_cache_path)
     allow_links: bool = True
@@ -121,8 +121,8 @@ def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache):
     def open_files(plan: GatherPlan) -> HostFiles:
         if plan.host is None or plan.host.local:
             return LocalFiles(str(job_dir), cache, allow_links=request.allow_links)
-        from launcher.collect.remote import open_host_files
-        from launcher.ssh import SshOptions
+        from launcher.collect.sftp_host import open_host_files
+        from launcher.remote.ssh import SshOptions
 
         return open_host_files(plan.host, request.ssh or SshOptions())
 

@@ -7,7 +7,7 @@ import textwrap
 import tracemalloc
 from pathlib import Path
 
-from launcher.log_follow import MAX_LINE_BYTES, LogFollower
+from launcher.run.logs import MAX_LINE_BYTES, LogFollower
 
 MIB = 1 << 20
 

@@ -1,10 +1,12 @@
 """A test rank: records what it was given, prints progress lines, then behaves as asked.
 
     python rank_behaviour.py [--steps N] [--step-time S] [--sleep S] [--fail-rank R --exit-code C]
-                             [--kill-rank R --signal NAME] [--spawn-orphan] [--ignore-term] [extra args...]
+                             [--kill-rank R --signal NAME] [--spawn-orphan] [--ignore-term]
+                             [--fail-attempts N] [extra args...]
 
 record.json (in the working directory): argv, cwd, environment, pid, CPU affinity.
-The rank number comes from RANK_ID, else OMPI_COMM_WORLD_RANK.
+The rank number comes from RANK_ID, else OMPI_COMM_WORLD_RANK; the attempt from
+LAUNCH_TRAIN_RESTART_COUNT (--fail-attempts N: --fail-rank fails only in attempts 0..N-1).
 """
 from __future__ import annotations
 
@@ -35,8 +37,12 @@ def main() -> int:
     parser.add_argument("--signal", default="SIGKILL")
     parser.add_argument("--spawn-orphan", action="store_true", help="leave a setsid'd grandchild running")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (needs SIGKILL)")
+    parser.add_argument("--fail-attempts", type=int, default=None, help="--fail-rank fails only in the first N attempts")
     args, extra = parser.parse_known_args()
     rank = rank_number()
+    attempt = int(os.environ.get("LAUNCH_TRAIN_RESTART_COUNT", "0"))
+    if args.fail_attempts is not None and attempt >= args.fail_attempts:
+        args.fail_rank = None
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # before record.json: tests signal once it exists
     record = {
@@ -51,7 +57,7 @@ def main() -> int:
     with open("record.json.tmp", "w") as handle:
         json.dump(record, handle)
     os.replace("record.json.tmp", "record.json")
-    print(f"rank {rank} started pid {os.getpid()}", flush=True)
+    print(f"rank {rank} started pid {os.getpid()} attempt {attempt}", flush=True)
     if args.spawn_orphan:
         subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
     for step in range(1, args.steps + 1):

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from launcher.errors import LaunchError
-from launcher.host_list import Host, RemoteHostParser, parse_hosts
-from launcher.job_record import utc_now
-from launcher.platforms import (
+from launcher.job.host_list import Host, RemoteHostParser, parse_hosts
+from launcher.job.job_json import utc_now
+from launcher.job.platforms import (
     DEFAULT_HCCN_CONF,
     DEFAULT_MODE,
     MODES,
@@ -29,9 +29,9 @@ from launcher.platforms import (
     usable_cpus,
     visible_gpu_ids,
 )
-from launcher.ports import check_port_free, free_port
-from launcher.render import check_templates_dir
-from launcher.spec import DEFAULT_MODULE, Entry, JobSpec, check_env_name
+from launcher.job.ports import check_port_free, free_port
+from launcher.job.render import check_templates_dir
+from launcher.job.spec import DEFAULT_MODULE, Entry, JobSpec, check_env_name
 
 Warn = Callable[[str], None]
 
@@ -101,7 +101,7 @@ def parse_tee(text: str) -> Optional[frozenset[int]]:
 
 
 def _probe_local(host: Host) -> Host:
-    from deeplab.cpu_tuning import read_cpu_flags  # pure module, no MindSpore
+    from cpu_env import read_cpu_flags
 
     return dataclasses.replace(host, cpus=usable_cpus(), cpu_flags=read_cpu_flags())
 

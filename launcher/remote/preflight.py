@@ -2,7 +2,8 @@
 
 One SSH session per host runs a small self-contained Python probe (the function
 ``probe`` below, shipped as source to ``--remote-python``) that checks, on that host:
-the interpreter and ``import launcher, deeplab``; that the job dir can be created and
+the interpreter and the imports the job needs (``launcher``, plus the package of ``--module``
+when one runs: ``deeplab`` by default; nothing more for ``--entry``); that the job dir can be created and
 written; the device count (CPU: usable cores, GPU: ``nvidia-smi``, Ascend: ``npu-smi``
 or the ``address_N`` lines of hccn.conf); hccn.conf readable (Ascend, its text comes
 back for the rank table); ``mpirun`` on the first host and ``orted`` on the others
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
 
@@ -41,6 +42,7 @@ class PreflightRequest:
     hccn_conf: Optional[str] = None  # path on each host (Ascend)
     mpirun: bool = False  # mpirun mode: mpirun on the first host, Open MPI's orted on the others
     first_host: Optional[str] = None  # host_name of the job's first host (None: the first one checked)
+    imports: tuple[str, ...] = ("launcher",)  # what the host's interpreter must import (the agent, the ranks' module)
 
     def __post_init__(self) -> None:
         if not Path(self.job_dir).is_absolute():
@@ -98,12 +100,23 @@ def probe(request: dict) -> dict:
     checks: dict = {}
     out: dict = {"checks": checks}
     checks["python"] = [True, f"{_sys.executable} {_sys.version.split()[0]}"]
-    try:
-        import deeplab  # noqa: F401
-        import launcher  # noqa: F401
-        checks["import"] = [True, os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__)))]
-    except Exception as error:  # any import failure is the answer
-        checks["import"] = [False, f"`import launcher, deeplab` failed with {_sys.executable}: {error}"]
+    import importlib
+
+    names = list(request.get("imports") or ["launcher"])
+    failed = []
+    where = ""
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except Exception as error:  # any import failure is the answer
+            failed.append(f"{name}: {error}")
+            continue
+        if name == "launcher":
+            where = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__)))
+    if failed:
+        checks["import"] = [False, f"`import {', '.join(names)}` failed with {_sys.executable}: {'; '.join(failed)}"]
+    else:
+        checks["import"] = [True, where or ", ".join(names)]
 
     job_dir = request["job_dir"]
     existing = job_dir
@@ -232,6 +245,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
             "platform": request.platform,
             "devices": int(request.devices.get(host.host_name, 1)),
             "remote_python": request.remote_python,
+            "imports": list(request.imports),
             "scheduler_port": request.scheduler_port if first else None,
             "commands": (["mpirun"] if first else ["orted"]) if request.mpirun else [],
             "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import psutil
 
-from launcher.plan import GROUP_MARKER_VAR, JOB_MARKER_VAR
+from launcher.job.rank_env import GROUP_MARKER_VAR, JOB_MARKER_VAR
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

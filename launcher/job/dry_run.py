@@ -5,9 +5,9 @@ import json
 import shlex
 from typing import Sequence
 
-from launcher.job_record import job_document
-from launcher.plan import Plan
-from launcher.render import RenderedFile
+from launcher.job.job_json import job_document
+from launcher.job.plan import Plan
+from launcher.job.render import RenderedFile
 
 
 def plan_json(plan: Plan, files: Sequence[RenderedFile]) -> str:

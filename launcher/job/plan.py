@@ -7,24 +7,15 @@ by-slot mapping and MindSpore's node ids follow).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional, Sequence
 
-from launcher.host_list import Host
-from launcher.spec import JobSpec
+from launcher.job.host_list import Host
+from launcher.job.rank_env import JOB_MARKER_VAR, job_env
+from launcher.job.spec import JobSpec
 
-# Set for every process of a job (ranks and scheduler, in env.sh): names the job a process belongs to.
-JOB_MARKER_VAR = "LAUNCH_TRAIN_JOB_DIR"
-# Set by the group that starts a process (not in env.sh): "<job dir>@<host name>", so a group's
-# sweep never touches the processes of another "host" that happens to be this same machine.
-GROUP_MARKER_VAR = "LAUNCH_TRAIN_GROUP"
-SCHEDULER_MODULE = "launcher.ms_scheduler"
-RESUME_FLAG = "--resume"
-RESUMABLE_MODULES = frozenset({"deeplab.train"})
-CKPT_DIR_FLAG = "--ckpt-dir"
-DEFAULT_CKPT_DIR = "ckpt"  # deeplab.train's default, relative to the rank's working directory
+SCHEDULER_MODULE = "launcher.run.ms_scheduler"
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -99,21 +90,19 @@ class Plan:
     ranks: tuple[Rank, ...]
     hosts: tuple[HostSlots, ...]
     scheduler: Optional[Scheduler] = None
-    attempt: int = 0
+    attempt: int = 0  # 0: the first run; N: the N-th restart (LAUNCH_TRAIN_RESTART_COUNT)
 
     def __post_init__(self) -> None:
         if [r.rank for r in self.ranks] != list(range(len(self.ranks))):
             raise ValueError("plan ranks must be numbered 0..N-1 in order")
         if (self.scheduler is None) != (self.spec.mode != "dynamic"):
             raise ValueError("a scheduler belongs to dynamic mode and only to it")
+        if self.attempt < 0:
+            raise ValueError(f"attempt {self.attempt}: must be 0 or more")
 
     @property
     def rank_size(self) -> int:
         return len(self.ranks)
-
-    @property
-    def rank_table_file(self) -> Optional[Path]:
-        return self.spec.job_dir / "rank_table.json" if self.spec.mode == "rank-table" else None
 
     def ranks_on(self, host_name: str) -> tuple[Rank, ...]:
         return tuple(r for r in self.ranks if r.host == host_name)
@@ -137,8 +126,8 @@ def split_cores(cpus: Sequence[int], ranks: int) -> list[tuple[int, ...]]:
     return out
 
 
-def plan_job(spec: JobSpec) -> Plan:
-    """JobSpec -> Plan. Pure: no files, no processes, no clock."""
+def plan_job(spec: JobSpec, attempt: int = 0) -> Plan:
+    """JobSpec -> Plan of attempt ``attempt`` (0: the first). Pure: no files, no processes, no clock."""
     command = spec.entry.argv(spec.python) + spec.args
     per_host = len(spec.devices)
     rank_size = spec.rank_size
@@ -161,7 +150,7 @@ def plan_job(spec: JobSpec) -> Plan:
                     command=command,
                     log_dir=f"LOG{rank_id}",
                     cpus=cpus,
-                    launch_env=_launch_env(spec, host_index, local_index, device_id, rank_id, rank_size),
+                    launch_env=_launch_env(spec, attempt, host_index, local_index, device_id, rank_id, rank_size),
                     tuning_env=_tuning_env(spec, host, cpus, per_host),
                     user_env=spec.env,
                 )
@@ -173,51 +162,23 @@ def plan_job(spec: JobSpec) -> Plan:
         ranks=tuple(ranks),
         hosts=tuple(HostSlots(h, per_host) for h in spec.hosts),
         scheduler=scheduler,
+        attempt=attempt,
     )
 
 
 def plan_restart(plan: Plan) -> Plan:
-    """The plan for the next attempt: same ranks; for deeplab.train, every rank resumes from one checkpoint.
+    """The plan of the next attempt: the same ranks and commands, LAUNCH_TRAIN_RESTART_COUNT one higher.
 
-    deeplab.train saves checkpoints from rank 0 only, in its own --ckpt-dir (default
-    ./ckpt, i.e. LOG0/ckpt). On a restart every rank gets ``--resume``, and the other ranks
-    also get ``--ckpt-dir`` pointing at rank 0's directory: a rank that found no checkpoint
-    would start again from step 0 while rank 0 resumed, and their collectives would no
-    longer match. Not needed when every rank saves its own (save_ckpt_all_ranks=true) or
-    the directory is already shared (an absolute --ckpt-dir).
+    The program decides what a restart means (deeplab-train resumes from the newest
+    checkpoint in LAUNCH_TRAIN_CKPT_DIR); its arguments are never rewritten.
     """
-    if plan.spec.entry.module not in RESUMABLE_MODULES:
-        return replace(plan, attempt=plan.attempt + 1)
-    shared_dir = _rank0_checkpoint_dir(plan)
-    ranks = []
-    for r in plan.ranks:
-        command = r.command if RESUME_FLAG in r.command else r.command + (RESUME_FLAG,)
-        if shared_dir is not None and r.rank != 0 and command[-2:] != (CKPT_DIR_FLAG, shared_dir):
-            command = command + (CKPT_DIR_FLAG, shared_dir)
-        ranks.append(replace(r, command=command))
-    return replace(plan, ranks=tuple(ranks), attempt=plan.attempt + 1)
+    return plan_job(plan.spec, attempt=plan.attempt + 1)
 
 
-def _rank0_checkpoint_dir(plan: Plan) -> Optional[str]:
-    """Rank 0's checkpoint directory as an absolute path, or None when ranks need no redirection."""
-    args = list(plan.spec.args)
-    if any(a.replace(" ", "") == "save_ckpt_all_ranks=true" for a in args):
-        return None
-    given: Optional[str] = None
-    for i, arg in enumerate(args):
-        if arg == CKPT_DIR_FLAG and i + 1 < len(args):
-            given = args[i + 1]
-        elif arg.startswith(CKPT_DIR_FLAG + "="):
-            given = arg.split("=", 1)[1]
-    if given is not None and Path(given).is_absolute():
-        return None
-    return str(plan.spec.job_dir / plan.ranks[0].log_dir / (given or DEFAULT_CKPT_DIR))
-
-
-def _launch_env(spec: JobSpec, host_index: int, local_index: int, device_id: int, rank: int, size: int) -> dict:
+def _launch_env(spec: JobSpec, attempt: int, host_index: int, local_index: int, device_id: int, rank: int,
+                size: int) -> dict:
     env = {
-        JOB_MARKER_VAR: str(spec.job_dir),
-        "PYTHONUNBUFFERED": "1",  # log lines reach log.txt (and the live status) as they are printed
+        **job_env(spec.job_dir, platform=spec.platform, attempt=attempt, max_restarts=spec.max_restarts),
         "RANK_ID": str(rank),
         "RANK_SIZE": str(size),
         "DEVICE_ID": str(device_id),
@@ -247,7 +208,7 @@ def _scheduler_address_env(spec: JobSpec) -> dict[str, str]:
 def _tuning_env(spec: JobSpec, host: Host, cpus: Optional[tuple[int, ...]], per_host: int) -> dict[str, str]:
     if spec.platform != "CPU":
         return {}
-    from deeplab.cpu_tuning import tuned_cpu_env  # pure module, no MindSpore import
+    from cpu_env import tuned_cpu_env
 
     if cpus is not None:
         threads = len(cpus)

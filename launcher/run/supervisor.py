@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from launcher.failures import RankExit, RankFailure
-from launcher.live_status import LiveStatus
-from launcher.rank_group import RankGroup
+from launcher.run.failures import RankExit, RankFailure
+from launcher.console import LiveStatus
+from launcher.run.group import ProcessGroup
 
 POLL_INTERVAL_S = 0.02
 STOP_GRACE_S = 2.5
@@ -47,7 +47,7 @@ class Interrupt:
 
 
 def run_attempt(
-    groups: Sequence[RankGroup],
+    groups: Sequence[ProcessGroup],
     *,
     status: Optional[LiveStatus] = None,
     interrupt: Optional[Interrupt] = None,
@@ -58,7 +58,7 @@ def run_attempt(
     total = sum(len(g.ranks) for g in groups)
     exits: dict[int, RankExit] = {}
     first: Optional[RankExit] = None
-    first_group: Optional[RankGroup] = None
+    first_group: Optional[ProcessGroup] = None
     problem: Optional[str] = None
     try:
         for group in groups:
@@ -105,7 +105,7 @@ def run_attempt(
     return AttemptOutcome("succeeded", ordered)
 
 
-def _wait_for_helpers(groups: Sequence[RankGroup], interrupt: Interrupt) -> None:
+def _wait_for_helpers(groups: Sequence[ProcessGroup], interrupt: Interrupt) -> None:
     """All ranks finished: give the scheduler a moment to see them unregister and exit by itself."""
     deadline = time.monotonic() + SCHEDULER_EXIT_WAIT_S
     while time.monotonic() < deadline and interrupt.signal is None:

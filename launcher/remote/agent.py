@@ -1,4 +1,4 @@
-"""The per-host agent of a multi-host job: ``python -m launcher.agent --job-dir DIR --host NAME``.
+"""The per-host agent of a multi-host job: ``python -m launcher.remote.agent --job-dir DIR --host NAME``.
 
 The controller (``launch-train --hosts ...``) pushes the job's files to every host
 first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
-from launcher.progress import STEP_LINE, STEP_TIME_LINE
+from launcher.log_format import STEP_LINE, STEP_TIME_LINE
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
+    from launcher.job.plan import Plan
 
 EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
 
@@ -142,9 +142,9 @@ def plan_from_job_document(document: dict) -> "Plan":
     Ranks and scheduler are taken verbatim from the document; the JobSpec around them
     carries what the local supervision code reads (job dir, mode, hosts).
     """
-    from launcher.host_list import Host
-    from launcher.plan import HostSlots, Plan, Rank, Scheduler
-    from launcher.spec import Entry, JobSpec
+    from launcher.job.host_list import Host
+    from launcher.job.plan import HostSlots, Plan, Rank, Scheduler
+    from launcher.job.spec import Entry, JobSpec
 
     job_dir = Path(document["job_dir"])
     hosts = tuple(
@@ -195,7 +195,7 @@ def plan_from_job_document(document: dict) -> "Plan":
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
               poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
-    from launcher.local_group import LocalRankGroup
+    from launcher.run.local import LocalGroup
 
     document = json.loads((job_dir / "job.json").read_text())
     plan = plan_from_job_document(document)
@@ -206,11 +206,11 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
         return 2
     if plan.spec.mode == "mpirun":
         # One mpirun on the first host starts every rank (over ssh on the others).
-        from launcher.mpirun_group import MpirunGroup
+        from launcher.run.mpirun import MpirunGroup
 
         group = MpirunGroup(plan)
     else:
-        group = LocalRankGroup(plan, host)
+        group = LocalGroup(plan, host)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
     exits: dict[int, Any] = {}
     helper_reported = False
@@ -257,7 +257,7 @@ def _exit_fields(rank_exit: Any, group: Any) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher.agent", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
     parser.add_argument("--host", required=True, help="this host's name in job.json")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,

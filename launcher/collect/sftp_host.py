@@ -1,6 +1,6 @@
-"""Open a remote host's job directory over SFTP, through launcher.ssh's connections.
+"""Open a remote host's job directory over SFTP, through launcher.remote.ssh's connections.
 
-launcher.ssh applies the ssh config (HostName, Port, User, IdentityFile) and checks
+launcher.remote.ssh applies the ssh config (HostName, Port, User, IdentityFile) and checks
 host keys strictly (known_hosts; unknown keys rejected unless
 --ssh-accept-unknown-host-keys), so collecting trusts exactly what launching trusted.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from launcher.collect.jobfile import HostEntry
 from launcher.collect.sources import SftpFiles
-from launcher.hosts import HostSpec
-from launcher.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts
+from launcher.job.hosts import HostSpec
+from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts
 
 
 class HostUnreachable(ConnectionError):

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from launcher.failures import RankExit, RankFailure
-from launcher.plan import Plan
+from launcher.run.failures import RankExit, RankFailure
+from launcher.job.plan import Plan
 
 SCHEMA = 1
 STATES = ("planned", "running", "succeeded", "failed", "interrupted")

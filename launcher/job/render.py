@@ -1,7 +1,7 @@
 """Render a plan through the Jinja2 job templates into the files of a job directory.
 
 Pure: ``render_job(plan)`` returns the files as data (path, text, executable); writing
-them is ``job_files.write_rendered``. Templates are looked up in the user's
+them is ``launcher.launch.write_job_files``. Templates are looked up in the user's
 ``--templates DIR`` first, then in the built-in ``job_templates`` package, by the same
 file names. StrictUndefined: a template naming a variable the plan does not have is an
 error before anything starts, never an empty string in a shell script.
@@ -17,7 +17,7 @@ import jinja2
 
 import job_templates
 from launcher.errors import LaunchError
-from launcher.plan import Plan
+from launcher.job.plan import Plan
 
 BUILTIN_TEMPLATES = Path(job_templates.__file__).resolve().parent
 
@@ -95,9 +95,10 @@ def render_job(plan: Plan) -> tuple[RenderedFile, ...]:
     return tuple(files)
 
 
-def render_rank_scripts(plan: Plan) -> tuple[RenderedFile, ...]:
-    """Only the per-rank run.sh files (what changes between restart attempts)."""
-    return tuple(f for f in render_job(plan) if f.path.endswith("/run.sh") and f.path.startswith("LOG"))
+def render_rank_files(plan: Plan) -> tuple[RenderedFile, ...]:
+    """Only the per-rank env.sh and run.sh files (what changes between restart attempts)."""
+    own = {rank.log_dir for rank in plan.ranks}
+    return tuple(f for f in render_job(plan) if f.path.split("/", 1)[0] in own)
 
 
 def _render(env: jinja2.Environment, name: str, **context: object) -> str:

@@ -1,4 +1,4 @@
-"""The dynamic-cluster scheduler process: ``python -m launcher.ms_scheduler`` with MS_ROLE=MS_SCHED.
+"""The dynamic-cluster scheduler process: ``python -m launcher.run.ms_scheduler`` with MS_ROLE=MS_SCHED.
 
 The only place the launcher package imports MindSpore, and only in this child process.
 Measured with MindSpore 2.10: with MS_ROLE=MS_SCHED, ``mindspore.communication.init()``
@@ -15,7 +15,7 @@ import sys
 
 def main() -> int:
     if os.environ.get("MS_ROLE") != "MS_SCHED":
-        print("launcher.ms_scheduler: MS_ROLE must be MS_SCHED", file=sys.stderr)
+        print("launcher.run.ms_scheduler: MS_ROLE must be MS_SCHED", file=sys.stderr)
         return 2
     import mindspore as ms
     from mindspore.communication import init

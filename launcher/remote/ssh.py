@@ -23,7 +23,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.group import GroupResult
 
-from launcher.hosts import HostSpec, check_unique
+from launcher.job.hosts import HostSpec, check_unique
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from launcher.errors import LaunchError
-from launcher.host_list import Host, local_names
-from launcher.hosts import HostSpec, parse_host, parse_hosts_arg, read_hostfile
+from launcher.job.host_list import Host, local_names
+from launcher.job.hosts import HostSpec, parse_host, parse_hosts_arg, read_hostfile
 
 if TYPE_CHECKING:  # fabric/paramiko load only when a job really has remote hosts
-    from launcher.preflight import HostReport
-    from launcher.ssh import RemoteHost, SshOptions
+    from launcher.remote.preflight import HostReport
+    from launcher.remote.ssh import RemoteHost, SshOptions
 
 HOST_PLACEHOLDER = "{host}"
 
@@ -62,6 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="address of the first host that the others reach (dynamic-mode scheduler)")
     group.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="S",
                        help="agents stop their ranks when the controller is silent this long (default 30)")
+
+
+def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str, ...]:
+    """What every host's interpreter must import: the agent's package, and the ranks' module's package.
+
+    An --entry script is the user's business (it may not even use deeplab): only ``launcher``.
+    """
+    if entry is not None:
+        return ("launcher",)
+    from launcher.job.spec import DEFAULT_MODULE
+
+    return ("launcher", (module or DEFAULT_MODULE).split(".")[0])
 
 
 def _is_remote(spec: HostSpec, mine: frozenset) -> bool:
@@ -97,7 +109,7 @@ class MultiHostLaunch:
             mine = local_names()
             if not any(_is_remote(spec, mine) for spec in specs):
                 return None
-            from launcher.ssh import SshOptions
+            from launcher.remote.ssh import SshOptions
 
             ssh = SshOptions(config_file=ns.ssh_config, key_file=ns.ssh_key, timeout_s=ns.ssh_timeout,
                              known_hosts=ns.ssh_known_hosts, accept_unknown_host_keys=ns.ssh_accept_unknown_host_keys)
@@ -120,9 +132,9 @@ class MultiHostLaunch:
         the ssh config, and Ascend hosts are still asked for their hccn.conf (the rank table
         needs it).
         """
-        from launcher.platforms import DEFAULT_MODE, check_platform, detect_platform
-        from launcher.preflight import PreflightFailed, PreflightRequest, run_preflight
-        from launcher.ssh import resolve_hosts
+        from launcher.job.platforms import DEFAULT_MODE, check_platform, detect_platform
+        from launcher.remote.preflight import PreflightFailed, PreflightRequest, run_preflight
+        from launcher.remote.ssh import resolve_hosts
 
         platform = check_platform(options.platform) if options.platform else detect_platform(options.hccn_conf)
         mode = options.mode or DEFAULT_MODE[platform]
@@ -158,6 +170,7 @@ class MultiHostLaunch:
                 hccn_conf=hccn,
                 mpirun=mode == "mpirun",
                 first_host=_host_name(self.specs[0]),
+                imports=preflight_imports(options.entry, options.module),
             )
             try:
                 reports = run_preflight(resolved, self.ssh, requests, hccn_conf_for=self.hccn_conf_path)
@@ -243,7 +256,7 @@ class MultiHostLaunch:
             raise LaunchError(f"--master-addr {address}: {exc}") from None
 
     def rank_groups(self, plan):
-        from launcher.remote import multi_host_groups
+        from launcher.remote.group import multi_host_groups
 
         return multi_host_groups(self.remote, self.ssh, self.remote_python,
                                  heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
@@ -261,7 +274,7 @@ class MultiHostLaunch:
             if host.local:
                 lines.append("    local: started by this launcher")
                 continue
-            from launcher.remote import agent_command
+            from launcher.remote.group import agent_command
 
             remote = self.remote[host.name]
             target = f"{remote.user}@{remote.hostname}"

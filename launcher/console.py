@@ -10,9 +10,9 @@ import sys
 import time
 from typing import Optional, Sequence, TextIO
 
-from launcher.plan import Plan
-from launcher.progress import RankProgress, format_progress, update_progress
-from launcher.rank_group import RankGroup
+from launcher.job.plan import Plan
+from launcher.log_format import RankProgress, format_progress, update_progress
+from launcher.run.group import ProcessGroup
 
 _CLEAR_LINE = "\x1b[2K"
 # MindSpore's own C++ log records ("[WARNING] DISTRIBUTED(123,7f..,python):..."): dozens per
@@ -51,7 +51,7 @@ class LiveStatus:
     def mark(self, rank: int, state: str) -> None:
         self.states[rank] = state
 
-    def tick(self, groups: Sequence[RankGroup], force: bool = False) -> None:
+    def tick(self, groups: Sequence[ProcessGroup], force: bool = False) -> None:
         now = time.monotonic()
         teed: list[str] = []
         for group in groups:
@@ -94,7 +94,7 @@ class LiveStatus:
         self.status_out.flush()
         self._last_draw = now
 
-    def finish(self, groups: Sequence[RankGroup]) -> None:
+    def finish(self, groups: Sequence[ProcessGroup]) -> None:
         """Last lines from the logs and a final status block (left on screen)."""
         self.tick(groups, force=True)
         self._drawn_lines = 0

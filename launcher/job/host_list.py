@@ -2,7 +2,7 @@
 
 Only names of this machine are understood here (``localhost``, ``127.0.0.1``, its
 hostname, its FQDN). Remote names are handed to a *remote host parser* that the
-multi-host support provides (``launcher/hosts.py``); the CLI passes it in, so this module
+multi-host support provides (``launcher/job/hosts.py``); the CLI passes it in, so this module
 never depends on SSH. Without one, a remote name is a clear error.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def parse_hosts(
         else:
             raise LaunchError(
                 f"--hosts {entry!r}: not a name of this machine; remote hosts need the SSH support "
-                f"(launcher/hosts.py), which is not installed"
+                f"(launcher/job/hosts.py), which is not installed"
             )
     check_distinct(hosts)
     return tuple(hosts)

@@ -1,4 +1,4 @@
-"""A remote host's ranks, driven through an agent over SSH (``python -m launcher.agent``).
+"""A remote host's ranks, driven through an agent over SSH (``python -m launcher.remote.agent``).
 
 ``AgentSession`` is the transport: it pushes the job's files to the host over SFTP
 (atomically: temp name, then rename, so hosts that share the job dir's file system
@@ -25,16 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from launcher.agent import decode_event
-from launcher.failures import RankExit
-from launcher.rank_group import RankGroup
-from launcher.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
+from launcher.remote.agent import decode_event
+from launcher.run.failures import RankExit
+from launcher.run.group import ProcessGroup
+from launcher.run.mpirun import MpirunGroup
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
-    from launcher.render import RenderedFile
+    from launcher.job.plan import Plan
+    from launcher.job.render import RenderedFile
 
-AGENT_MODULE = "launcher.agent"
+AGENT_MODULE = "launcher.remote.agent"
 DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
 
@@ -240,35 +241,33 @@ def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, 
     return files
 
 
-class RemoteHostGroup(RankGroup):
-    """The ranks of one remote host, run by an agent there; the supervisor sees a RankGroup."""
+class RemoteHostGroup(ProcessGroup):
+    """The ranks of one remote host, run by an agent there; the supervisor drives it like any group."""
+
+    logs_are_local = False  # lines, tails and exits arrive as agent events
 
     def __init__(self, plan: "Plan", host: str, remote: RemoteHost, options: SshOptions, remote_python: str,
                  *, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
                  push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None) -> None:
-        self.plan = plan
-        self.host = host
         mpirun_here = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
-        self.ranks = tuple(rank.rank for rank in (plan.ranks if mpirun_here else plan.ranks_on(host)))
+        super().__init__(plan, host, plan.ranks if mpirun_here else plan.ranks_on(host))
         self.push_also = list(push_also)  # hosts that only need the files (mpirun starts their ranks)
-        self.job_dir = str(plan.spec.job_dir)
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.start_timeout_s = start_timeout_s
         # The --tee ranks of this host send every log line; the others only their progress.
         forward = sorted(set(self.ranks) & set(plan.spec.tee))
-        self.session = AgentSession(remote, options, self.job_dir, remote_python, heartbeat_s, config, plan_host=host,
-                                    agent_env=agent_env, forward_ranks=forward)
+        self.session = AgentSession(remote, options, str(self.job_dir), remote_python, heartbeat_s, config,
+                                    plan_host=host, agent_env=agent_env, forward_ranks=forward)
         self._pending: list[RankExit] = []
-        self._reported: set[int] = set()
+        self._seen: set[int] = set()
         self._lines: list[tuple[int, str]] = []
         self._tails: dict[int, str] = {}
-        self._helper_problem: Optional[str] = None
-        self._helper_done = not self.has_scheduler
+        self._helper_message: Optional[str] = None
+        self._helper_finished = not self.has_scheduler
         self._problem: Optional[str] = None  # lost connection or agent error
-        self._started = False
-        self._closed = False
+        self._agent_started = False
         self._stop_sent = False
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
@@ -287,34 +286,34 @@ class RemoteHostGroup(RankGroup):
         if kind == "exited":
             rank = int(event["rank"])
             self._tails[rank] = event.get("tail") or ""
-            if rank in self._reported:
+            if rank in self._seen or rank not in self.ranks:
                 return
-            self._reported.add(rank)
+            self._seen.add(rank)
             self._pending.append(RankExit(
-                rank=rank, host=self.host, exit_code=event.get("code"), signal=event.get("signal"),
+                rank=rank, host=self.rank_host(rank), exit_code=event.get("code"), signal=event.get("signal"),
                 started=event.get("started"), ended=event.get("ended"), duration_s=event.get("duration_s"),
                 stopped_by_launcher=bool(event.get("stopped")),
             ))
         elif kind in ("progress", "line"):
             self._lines.append((int(event["rank"]), str(event.get("line", ""))))
         elif kind == "helper":
-            self._helper_problem = event.get("problem") or self._helper_problem
-            self._helper_done = self._helper_done or bool(event.get("done"))
+            self._helper_message = event.get("problem") or self._helper_message
+            self._helper_finished = self._helper_finished or bool(event.get("done"))
         elif kind == "error":
             self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
         elif kind == "lost":
             if not self._closed:
                 self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
 
-    # -- RankGroup ----------------------------------------------------------------------
-    def start(self) -> None:
+    # -- ProcessGroup hooks ---------------------------------------------------------------
+    def _launch(self) -> None:
         # The first group started launches every sibling's agent in parallel (connect, copy the
         # files, start the agent): the supervisor starts groups one after the other, and a
         # cluster of many hosts should not pay for each connection in turn.
         waiting = [group for group in self.siblings if not group._launch_attempted]
         for group in waiting:
             group._launch_attempted = True
-        outcome = run_on_each(waiting, lambda group: group._launch())
+        outcome = run_on_each(waiting, lambda group: group._start_agent())
         for group, error in outcome.failed.items():
             group._launch_error = error
         if self._launch_error is not None:
@@ -332,14 +331,14 @@ class RemoteHostGroup(RankGroup):
                 raise OSError(f"agent on {self.host} did not start: {message}")
         raise OSError(f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
 
-    def _launch(self) -> None:
-        """Connect, copy this host's files, start the agent (its "hello" is awaited in start())."""
+    def _start_agent(self) -> None:
+        """Connect, copy this host's files, start the agent (its "hello" is awaited in _launch())."""
         self.session.open()  # ConnectionError (an OSError) with one clear line
         # The controller has written the job dir locally by now (launch() does, before start):
         # the host gets the same rendered files and the same job.json.
-        from launcher.render import render_job
+        from launcher.job.render import render_job
 
-        job_json = (self.plan.spec.job_dir / "job.json").read_text()
+        job_json = (self.job_dir / "job.json").read_text()
         files = files_for_host(self.plan, render_job(self.plan), self.host, job_json)
         try:
             self.session.push(files)
@@ -347,7 +346,7 @@ class RemoteHostGroup(RankGroup):
             raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
         push_job_files(self.plan, self.push_also, self.session.options, job_json)
         self.session.start(self.heartbeat_timeout_s)
-        self._started = True
+        self._agent_started = True
 
     def _wait_event(self, deadline: float) -> Optional[dict]:
         try:
@@ -357,65 +356,62 @@ class RemoteHostGroup(RankGroup):
         self._handle(event)
         return event
 
-    def poll(self) -> tuple[RankExit, ...]:
+    def _observe(self) -> list[RankExit]:
         self._pump()
-        out = tuple(e for e in self._pending if not e.stopped_by_launcher)
+        # Ranks the agent stopped itself are not failures of theirs: they are reported at close.
+        out = [e for e in self._pending if not e.stopped_by_launcher]
         self._pending = [e for e in self._pending if e.stopped_by_launcher]
         return out
 
-    def helper_problem(self) -> Optional[str]:
-        self._pump()
-        return self._problem or self._helper_problem
-
-    def helpers_done(self) -> bool:
-        self._pump()
-        return self._helper_done or self._problem is not None
-
-    def close(self, grace: float) -> tuple[RankExit, ...]:
-        if self._closed:
-            return ()
-        self._closed = True
+    def _terminate(self, grace: float) -> None:
         for group in self.siblings:
             group.request_stop(grace)
-        if self._started:
+        if self._agent_started:
             # The agent needs the grace period plus the time to report.
             self.session.finished.wait(grace + 15.0)
             self._pump()
         self.session.close(timeout_s=1.0)
         self._pump()
-        out = list(self._pending)
-        self._pending = []
-        for rank in self.ranks:
-            if rank not in self._reported:
-                # The agent went away without a word: it stops its ranks when its link dies
-                # (SIGTERM, then SIGKILL), which is what we record.
-                self._reported.add(rank)
-                out.append(RankExit(rank, self.host, None, signal.SIGTERM, stopped_by_launcher=True))
-        return tuple(out)
 
-    def request_stop(self, grace: float) -> None:
-        """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""
-        if self._started and not self._stop_sent:
-            self._stop_sent = True
-            self.session.send(f"stop {grace:g}")
-            self.session.stop()
+    def _exit_after_stop(self, rank: int) -> RankExit:
+        for exit_ in self._pending:
+            if exit_.rank == rank:
+                return exit_
+        # The agent went away without a word: it stops its ranks when its link dies
+        # (SIGTERM, then SIGKILL), which is what we record.
+        return RankExit(rank, self.rank_host(rank), None, signal.SIGTERM.value)
 
-    def new_log_lines(self) -> list[tuple[int, str]]:
+    def _helper_problem(self) -> Optional[str]:
+        self._pump()
+        return self._problem or self._helper_message
+
+    def _helpers_done(self) -> bool:
+        self._pump()
+        return self._helper_finished or self._problem is not None
+
+    def _read_lines(self) -> list[tuple[int, str]]:
         self._pump()
         lines, self._lines = self._lines, []
         return lines
 
-    def log_tail(self, rank: int, lines: int = 20) -> str:
+    def _tail(self, rank: int, lines: int) -> str:
         self._pump()
         return "\n".join(self._tails.get(rank, "").splitlines()[-lines:])
 
-    def log_path(self, rank: int) -> str:
-        return f"{self.host}:{posixpath.join(self.job_dir, f'LOG{rank}', 'log.txt')}"
+    def _where(self, rank: int) -> str:
+        return f"{self.rank_host(rank)}:{self.log_file(rank)}"
+
+    def request_stop(self, grace: float) -> None:
+        """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""
+        if self._agent_started and not self._stop_sent:
+            self._stop_sent = True
+            self.session.send(f"stop {grace:g}")
+            self.session.stop()
 
 
 def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, job_json: str) -> None:
     """Copy each host's part of the job dir to it (hosts whose ranks someone else starts: mpirun)."""
-    from launcher.render import render_job
+    from launcher.job.render import render_job
 
     rendered = render_job(plan)
     for remote in hosts:
@@ -448,68 +444,44 @@ def mpirun_ssh_env(options: SshOptions) -> dict:
     return {"OMPI_MCA_plm_rsh_args": " ".join(shlex.quote(word) for word in words)}
 
 
-class LocalMpirunAcrossHosts(RankGroup):
-    """mpirun on this machine (the first host) with ranks on remote hosts: push their files first."""
+class MpirunAcrossHosts(MpirunGroup):
+    """mpirun on this machine (the first host) with ranks on remote hosts: their files are pushed first."""
 
     def __init__(self, plan: "Plan", others: Sequence[RemoteHost], options: SshOptions) -> None:
-        from launcher.mpirun_group import MpirunGroup
+        super().__init__(plan)
+        self.others, self.options = list(others), options
 
-        self.inner = MpirunGroup(plan)
-        self.plan, self.others, self.options = plan, list(others), options
-        self.host, self.ranks = self.inner.host, self.inner.ranks
-
-    def start(self) -> None:
-        job_json = (self.plan.spec.job_dir / "job.json").read_text()
+    def _launch(self) -> None:
+        job_json = (self.job_dir / "job.json").read_text()
         push_job_files(self.plan, self.others, self.options, job_json)
         for key, value in mpirun_ssh_env(self.options).items():
             os.environ.setdefault(key, value)  # a user's own OMPI_MCA_plm_rsh_args wins
-        self.inner.start()
-
-    def poll(self) -> tuple[RankExit, ...]:
-        return self.inner.poll()
-
-    def helper_problem(self) -> Optional[str]:
-        return self.inner.helper_problem()
-
-    def helpers_done(self) -> bool:
-        return self.inner.helpers_done()
-
-    def close(self, grace: float) -> tuple[RankExit, ...]:
-        return self.inner.close(grace)
-
-    def new_log_lines(self) -> list[tuple[int, str]]:
-        return self.inner.new_log_lines()
-
-    def log_tail(self, rank: int, lines: int = 20) -> str:
-        return self.inner.log_tail(rank, lines)
-
-    def log_path(self, rank: int) -> str:
-        return self.inner.log_path(rank)
+        super()._launch()
 
 
 def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
-                      **group_options: float) -> "Callable[[Plan], list[RankGroup]]":
-    """The ``group_factory`` for launch(): local hosts as LocalRankGroup, the others through agents.
+                      **group_options: float) -> "Callable[[Plan], list[ProcessGroup]]":
+    """The ``group_factory`` for launch(): local hosts as LocalGroup, the others through agents.
 
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
     hosts with ssh itself); the other hosts only get their files.
     """
-    from launcher.local_group import LocalRankGroup
+    from launcher.run.local import LocalGroup
 
-    def factory(plan: "Plan") -> list[RankGroup]:
+    def factory(plan: "Plan") -> list[ProcessGroup]:
         if plan.spec.mode == "mpirun":
             first = plan.hosts[0].host
             others = [remote_hosts[e.host.name] for e in plan.hosts[1:] if not e.host.local]
             if first.local:
-                return [LocalMpirunAcrossHosts(plan, others, options)]
+                return [MpirunAcrossHosts(plan, others, options)]
             return [RemoteHostGroup(plan, first.name, remote_hosts[first.name], options, remote_python,
                                     push_also=others, agent_env=mpirun_ssh_env(options), **group_options)]
-        groups: list[RankGroup] = []
+        groups: list[ProcessGroup] = []
         remote: list[RemoteHostGroup] = []
         for entry in plan.hosts:
             name = entry.host.name
             if entry.host.local:
-                groups.append(LocalRankGroup(plan, name))
+                groups.append(LocalGroup(plan, name))
             else:
                 remote.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python, **group_options))
                 groups.append(remote[-1])
