@@ -76,6 +76,23 @@ Supervision
                               MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
     --status-interval S       seconds between status blocks when stderr is not a terminal (default 30)
+    --hang-timeout S          hang watchdog: a rank whose log shows no new training step for S seconds
+                              is hung (default 1800; 0 turns it off). Then every rank's Python stack
+                              (py-spy; native frames too where they can be read) goes to
+                              LOG<rank>/stack.txt, the ranks furthest behind are named with what they
+                              wait in, job.json records it (status.hang), and the job is stopped
+                              (exit 124) or restarted under --max-restarts. MindSpore's and HCCL's own
+                              timeouts (MS_NODE_TIMEOUT, MS_RECEIVE_MSG_TIMEOUT, MS_TOPO_TIMEOUT,
+                              HCCL_EXEC_TIMEOUT, HCCL_CONNECT_TIMEOUT) are set to fire only after it;
+                              --env overrides them.
+    --first-step-timeout S    time a rank may take until its first step: graph compile, data start-up
+                              (default 3600; 0: off)
+
+Looking at a running job
+    --status JOB_DIR          the job's state and every rank: host, last step, seconds since its last
+                              log line, its processes on this machine and what state they are in
+    --stack JOB_DIR           dump the stack of every rank running on this machine now into
+                              LOG<rank>/stack.txt (py-spy) and print where each one is
 
 Looking before starting
     --dry-run                 print the whole plan (every rank's host, device, cores, command and
@@ -117,7 +134,8 @@ Job directory
 Exit status
     0        every rank exited 0
     N        the first failing rank's exit code; 128+S when it was killed by signal S
-    130/143  the launcher got SIGINT (Ctrl-C) / SIGTERM; every rank was stopped
+    124      the hang watchdog stopped the job (see --hang-timeout)
+    130/143/129  the launcher got SIGINT (Ctrl-C) / SIGTERM / SIGHUP; every rank was stopped
     2        bad input (one line on stderr, nothing started, no job directory written):
              unknown platform or mode, devices not available, invalid topology, port in use,
              missing entry script, job dir not empty, a template with an undefined variable,
@@ -132,6 +150,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from launcher.errors import LaunchError
+from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
 from launcher.job.platforms import MODES, parse_device_list
 
 PROG = "launch-train"
@@ -176,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--max-restarts", type=int, default=0, metavar="N")
     sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
     sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
+    sup.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT_S, metavar="S",
+                     help="a rank with no new training step for S seconds is hung (0: off)")
+    sup.add_argument("--first-step-timeout", type=float, default=DEFAULT_FIRST_STEP_TIMEOUT_S, metavar="S",
+                     help="time allowed until a rank's first step (compile, data start-up; 0: off)")
+    look_running = p.add_argument_group("looking at a running job")
+    looking = look_running.add_mutually_exclusive_group()
+    looking.add_argument("--status", type=Path, metavar="JOB_DIR", help="show the ranks of a (running) job and exit")
+    looking.add_argument("--stack", type=Path, metavar="JOB_DIR",
+                         help="dump every local rank's stack into LOG<rank>/stack.txt and exit")
     look = p.add_argument_group("looking before starting")
     look.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
     look.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
@@ -214,6 +242,8 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
         templates=ns.templates,
         tee=ns.tee,
         topology_check=ns.topology_check,
+        hang_timeout_s=ns.hang_timeout,
+        first_step_timeout_s=ns.first_step_timeout,
     )
 
 
@@ -227,6 +257,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
+    if ns.status is not None or ns.stack is not None:
+        from launcher.job_view import show_stacks, show_status
+
+        try:
+            if ns.status is not None:
+                return show_status(ns.status, sys.stdout)
+            return show_stacks(ns.stack, sys.stdout)
+        except LaunchError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     try:
         return _run(ns, training_args)
     except LaunchError as exc:

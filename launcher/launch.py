@@ -123,6 +123,7 @@ def launch(
     started = utc_now()
     t0 = time.monotonic()
     all_exits: tuple[RankExit, ...] = ()
+    hangs: list[dict] = []
     restarts = 0
     try:
         write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started)))
@@ -131,7 +132,8 @@ def launch(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
             try:
-                outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace)
+                outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
+                                      restarts_left=spec.max_restarts - restarts)
             except OSError:
                 # A group could not start (every group is closed by now): job.json must not say "running".
                 failed = JobStatus(state="failed", started=started, ended=utc_now(), exit_code=1, restarts=restarts,
@@ -139,6 +141,11 @@ def launch(
                 write_job_json(spec.job_dir, job_document(plan, failed))
                 raise
             all_exits = merge_exits(all_exits, outcome.exits)
+            if outcome.hang is not None:
+                hangs.append(outcome.hang.record)
+                stacks = sorted({r["stack"] for r in outcome.hang.record["ranks"] if r.get("stack")})
+                _say(status_out, f"every rank's stack: {', '.join(stacks) if stacks else 'none could be read'}"
+                                 f" (in {spec.job_dir})")
             if outcome.state != "failed" or restarts >= spec.max_restarts:
                 break
             restarts += 1
@@ -159,15 +166,32 @@ def launch(
         restarts=restarts,
         rank_exits=all_exits,
         first_failure=result.first_failure,
+        hang=_hang_status(hangs),
     )
     write_job_json(spec.job_dir, job_document(plan, final))
     _report(status_out, result)
     return result
 
 
+# What timeout(1) exits with: the job did not fail by itself, it stopped making progress.
+HUNG_EXIT_CODE = 124
+
+
+def _hang_status(hangs: list[dict]) -> Optional[dict]:
+    """job.json status.hang: the last hang, with the earlier ones (restarted attempts) listed under it."""
+    if not hangs:
+        return None
+    last = dict(hangs[-1])
+    if len(hangs) > 1:
+        last["earlier"] = hangs[:-1]
+    return last
+
+
 def _result(plan: Plan, outcome: AttemptOutcome, restarts: int, exits: tuple[RankExit, ...]) -> JobResult:
     if outcome.state == "succeeded":
         code = 0
+    elif outcome.hang is not None:
+        code = HUNG_EXIT_CODE
     elif outcome.state == "interrupted":
         code = 128 + int(outcome.signal_received or signal.SIGINT)
     elif outcome.first_failure is not None:
@@ -233,7 +257,9 @@ def _install_signal_handlers(interrupt: Interrupt) -> Callable[[], None]:
     """SIGINT/SIGTERM stop the job cleanly instead of killing the launcher mid-way (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (the terminal or the SSH session went away) stops the job like SIGTERM: left at its
+    # default it would kill the launcher and leave the ranks running and job.json "running".
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
         signal.signal(sig, lambda signum, frame: interrupt.trigger(signum))
 

@@ -35,6 +35,7 @@ class JobStatus:
     restarts: int = 0
     rank_exits: tuple[RankExit, ...] = ()
     first_failure: Optional[RankFailure] = None
+    hang: Optional[dict] = None  # the hang watchdog's record (launcher/run/hang.py), JSON-ready
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -129,6 +130,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "restarts": status.restarts,
         "ranks": ranks,
         "first_failure": failure,
+        "hang": status.hang,
     }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from launcher.run.watchdog import HangPolicy
+from launcher.job.hang_policy import HangPolicy
 
 # Dumping every rank's stack (py-spy, in parallel, 20 s timeout each) and stopping the job.
 WATCHDOG_MARGIN_S = 60

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from launcher.errors import LaunchError
+from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S, HangPolicy
 from launcher.job.host_list import Host, RemoteHostParser, parse_hosts
 from launcher.job.job_json import utc_now
 from launcher.job.platforms import (
@@ -59,6 +60,8 @@ class LaunchOptions:
     tee: str = "0"
     python: Optional[str] = None
     topology_check: bool = True
+    hang_timeout_s: Optional[float] = DEFAULT_HANG_TIMEOUT_S
+    first_step_timeout_s: Optional[float] = DEFAULT_FIRST_STEP_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -155,6 +158,10 @@ def resolve_spec(
         raise LaunchError(f"--tee {options.tee}: the job has ranks 0..{rank_size - 1}")
 
     try:
+        hang = HangPolicy(options.hang_timeout_s, options.first_step_timeout_s)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    try:
         return JobSpec(
             job_id=job_id,
             job_dir=job_dir,
@@ -174,6 +181,7 @@ def resolve_spec(
             sched_port=sched_port,
             rank_table=table,
             rank_table_json=table_json,
+            hang=hang,
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None

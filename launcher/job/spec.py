@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
+from launcher.job.hang_policy import HangPolicy
 from launcher.job.host_list import Host
 from launcher.job.platforms import MODES, PLATFORMS
 
@@ -59,6 +60,7 @@ class JobSpec:
         written to <job-dir>/rank_table.json.
     python: the interpreter every rank runs (the launcher's own for local hosts).
     tee: ranks whose output is also printed on the console.
+    hang: the hang watchdog's timeouts (the platform's own timeouts are set to agree).
     """
 
     job_id: str
@@ -79,6 +81,7 @@ class JobSpec:
     sched_port: Optional[int] = None
     rank_table: Optional[Any] = field(default=None, compare=False)
     rank_table_json: Optional[str] = None
+    hang: HangPolicy = field(default_factory=HangPolicy)
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9_.-]+$", self.job_id):

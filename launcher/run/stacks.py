@@ -41,7 +41,7 @@ class StackDump:
     @property
     def waiting_in(self) -> str | None:
         """Where the main thread is: its innermost frames (native first, then Python)."""
-        return waiting_in(self.text) if self.ok else None
+        return waiting_in(self.text, self.pid) if self.ok else None
 
 
 def find_py_spy() -> str | None:
