@@ -14,12 +14,18 @@ local launch uses, and reports on stdout, one JSON object per line:
     {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
     {"event": "error", "message": "..."}
     {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
+    {"event": "alive"}                                  (every second: the controller gives up a
+                                                        host it hears nothing from for its
+                                                        --heartbeat-timeout)
+    {"event": "stacks", "ranks": {"3": {...}}}          (answer to "stack": each rank's state,
+                                                        where it waits, its LOG<rank>/stack.txt)
 
 Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
 scheduler may still be waiting for other hosts) until the controller, which alone knows
 when the whole job is over, says ``stop``.
 
-It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job).
+It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job),
+``stack RANKS TITLE`` (dump those ranks' stacks: the controller's hang watchdog).
 It stops its ranks and exits when asked to, when stdin closes (the SSH session or the
 controller went away), when no line arrives within ``--heartbeat-timeout`` seconds (a
 connection that died without closing), and on SIGTERM / SIGHUP / SIGINT. So an agent
@@ -46,7 +52,9 @@ from launcher.log_format import STEP_LINE, STEP_TIME_LINE
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
 
-EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
+EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks")
+# The agent says "alive" this often, so the controller can tell a host that stopped answering.
+ALIVE_INTERVAL_S = 1.0
 
 
 def encode_event(event: str, **fields: Any) -> str:
@@ -94,6 +102,7 @@ class ControllerLink:
             raise ValueError(f"--heartbeat-timeout {self.heartbeat_timeout_s}: must be positive")
         self.last_heard = time.monotonic()
         self.stop_requested = threading.Event()
+        self.stack_requests: list[tuple[list[int], str]] = []
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -105,6 +114,12 @@ class ControllerLink:
         for line in stream:
             self.last_heard = time.monotonic()
             words = line.split()
+            if words and words[0] == "stack" and len(words) > 1:
+                try:
+                    ranks = [int(word) for word in words[1].split(",") if word]
+                except ValueError:
+                    continue
+                self.stack_requests.append((ranks, line.split(None, 2)[2].strip() if len(words) > 2 else "stack"))
             if words and words[0] == "stop":
                 if len(words) > 1:
                     try:
@@ -223,8 +238,18 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
         else:
             for rank in group.ranks:
                 emit("started", rank=rank)
+        last_alive = 0.0
         while not link.stop_requested.wait(poll_interval_s):
             link.check_heartbeat()
+            if time.monotonic() - last_alive >= ALIVE_INTERVAL_S:
+                last_alive = time.monotonic()
+                emit("alive")
+            while link.stack_requests:
+                ranks, title = link.stack_requests.pop(0)
+                looks = group.look_at(ranks, title)
+                emit("stacks", ranks={str(rank): {"state": look.state, "waiting_in": look.waiting_in,
+                                                  "stack": look.stack, "pids": list(look.pids)}
+                                      for rank, look in looks.items()})
             for number, line in group.new_log_lines():
                 fields = progress_event(number, line)
                 if fields is not None:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 AGENT_MODULE = "launcher.remote.agent"
 DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
+# py-spy has 20 s per process, all of a host's ranks in parallel.
+STACKS_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,13 @@ class AgentSession:
         self.stderr_tail = ""
         self.finished = threading.Event()  # agent said "done", or the channel closed
         self.said_done = False
+        self.last_heard = time.monotonic()  # any line from the agent (it says "alive" every second)
         self._threads: list[threading.Thread] = []
-        self._send_lock = threading.Lock()
+        # Lines for the agent go through one sender thread: a host that stops reading fills the
+        # SSH window and blocks sendall(); only that thread waits then, never a caller (the
+        # heartbeat, the supervisor, Ctrl-C), and no lock is held across the blocking write.
+        self._outbox: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=64)
+        self.send_blocked_since: Optional[float] = None
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> None:
@@ -138,7 +145,9 @@ class AgentSession:
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
                                                  self.agent_env, self.forward_ranks))
-        for target in (self._read_events, self._read_stderr, self._send_heartbeats):
+        # A write that cannot go out for this long means the host stopped reading.
+        self.channel.settimeout(max(1.0, heartbeat_timeout_s))
+        for target in (self._read_events, self._read_stderr, self._send_heartbeats, self._send_lines):
             thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
             thread.start()
             self._threads.append(thread)
@@ -151,6 +160,7 @@ class AgentSession:
                 event = decode_event(line)
                 if event is None:
                     continue
+                self.last_heard = time.monotonic()
                 if event["event"] == "done":
                     self.said_done = True
                 self.events.put(event)
@@ -176,15 +186,38 @@ class AgentSession:
             if not self.send("ping"):
                 return
 
-    def send(self, line: str) -> bool:
-        with self._send_lock:
+    def send(self, line: Optional[str]) -> bool:
+        """Queue a line for the agent (None: close our side); never blocks. False once the channel is gone."""
+        if self.channel is None or self.channel.closed or self.finished.is_set():
+            return False
+        try:
+            self._outbox.put_nowait(line)
+        except queue.Full:
+            return line == "ping"  # the sender is stuck: heartbeats can wait, the silence is noticed
+        return True
+
+    def _send_lines(self) -> None:
+        while True:
             try:
-                if self.channel is None or self.channel.closed:
-                    return False
-                self.channel.sendall((line + "\n").encode())
-                return True
-            except Exception:  # a dead channel: the reader thread reports the loss
-                return False
+                line = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                if self.finished.is_set():
+                    return
+                continue
+            self.send_blocked_since = time.monotonic()
+            try:
+                if line is None:
+                    self.channel.shutdown_write()
+                else:
+                    self.channel.sendall((line + "\n").encode())
+            except Exception:  # a timeout (host not reading) or a dead channel: the reader reports the loss
+                self.send_blocked_since = None
+                return
+            self.send_blocked_since = None
+
+    def silent_for(self) -> float:
+        """Seconds since the agent was last heard from."""
+        return time.monotonic() - self.last_heard
 
     def lost_reason(self) -> str:
         transport = self.connection.transport
@@ -208,21 +241,17 @@ class AgentSession:
     def stop(self) -> None:
         """Ask the agent to stop its ranks; closing stdin says the same to an agent that misses the line."""
         self.send("stop")
-        with self._send_lock:
-            try:
-                if self.channel is not None and not self.channel.closed:
-                    self.channel.shutdown_write()
-            except Exception:  # already gone
-                pass
+        self.send(None)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop (if running), wait for the agent to finish, drop the connection."""
+        """Stop (if running), wait for the agent to finish, drop the connection (never blocks for long)."""
         if self.channel is not None:
             self.stop()
             self.finished.wait(timeout_s)
+        # Closing the transport wakes every thread still blocked on the socket.
+        self.connection.close()
         for thread in self._threads:
             thread.join(timeout=1.0)
-        self.connection.close()
 
 
 def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, job_json: str) -> list[PushedFile]:
@@ -271,6 +300,7 @@ class RemoteHostGroup(ProcessGroup):
         self._stop_sent = False
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
+        self._stacks_answer: Optional[dict] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
         self.siblings: list[RemoteHostGroup] = [self]
@@ -299,6 +329,8 @@ class RemoteHostGroup(ProcessGroup):
         elif kind == "helper":
             self._helper_message = event.get("problem") or self._helper_message
             self._helper_finished = self._helper_finished or bool(event.get("done"))
+        elif kind == "stacks":
+            self._stacks_answer = event.get("ranks") if isinstance(event.get("ranks"), dict) else {}
         elif kind == "error":
             self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
         elif kind == "lost":
@@ -366,11 +398,12 @@ class RemoteHostGroup(ProcessGroup):
     def _terminate(self, grace: float) -> None:
         for group in self.siblings:
             group.request_stop(grace)
-        if self._agent_started:
-            # The agent needs the grace period plus the time to report.
+        if self._agent_started and self.session.silent_for() <= self.heartbeat_timeout_s:
+            # The agent needs the grace period plus the time to report; a host that stopped
+            # answering is not waited for (its agent stops its ranks when our heartbeats stop).
             self.session.finished.wait(grace + 15.0)
             self._pump()
-        self.session.close(timeout_s=1.0)
+        self.session.close(timeout_s=1.0 if self.session.silent_for() <= self.heartbeat_timeout_s else 0.0)
         self._pump()
 
     def _exit_after_stop(self, rank: int) -> RankExit:
@@ -381,8 +414,22 @@ class RemoteHostGroup(ProcessGroup):
         # (SIGTERM, then SIGKILL), which is what we record.
         return RankExit(rank, self.rank_host(rank), None, signal.SIGTERM.value)
 
+    def _silence(self) -> Optional[str]:
+        """The host stopped answering: nothing from its agent (which says "alive" every second) for the timeout."""
+        if not self._agent_started or self._closed or self.session.finished.is_set():
+            return None
+        silent = self.session.silent_for()
+        if silent > self.heartbeat_timeout_s:
+            blocked = self.session.send_blocked_since
+            how = f"; a write to it has been blocked for {time.monotonic() - blocked:.0f} s" if blocked else ""
+            return (f"host {self.host} stopped answering: nothing from its agent for {silent:.0f} s "
+                    f"(--heartbeat-timeout {self.heartbeat_timeout_s:g}){how}; given up")
+        return None
+
     def _helper_problem(self) -> Optional[str]:
         self._pump()
+        if self._problem is None:
+            self._problem = self._silence()
         return self._problem or self._helper_message
 
     def _helpers_done(self) -> bool:
@@ -400,6 +447,27 @@ class RemoteHostGroup(ProcessGroup):
 
     def _where(self, rank: int) -> str:
         return f"{self.rank_host(rank)}:{self.log_file(rank)}"
+
+    def _look(self, ranks: Sequence[int], title: str) -> dict:
+        """The agent dumps its ranks' stacks on its host (into LOG<rank>/stack.txt there) and says what it saw."""
+        from launcher.job.safe_text import visible
+        from launcher.run.hang import RankLook
+
+        if not self._agent_started or self._problem is not None or self.session.finished.is_set():
+            return {}
+        self._stacks_answer = None
+        self.session.send(f"stack {','.join(str(rank) for rank in ranks)} {visible(title, 400)}")
+        deadline = time.monotonic() + STACKS_TIMEOUT_S
+        while self._stacks_answer is None and time.monotonic() < deadline and not self.session.finished.is_set():
+            self._wait_event(min(deadline, time.monotonic() + 0.5))
+        looks = {}
+        for key, item in (self._stacks_answer or {}).items():
+            if not (isinstance(item, dict) and str(key).isdigit()):
+                continue
+            rank = int(key)
+            looks[rank] = RankLook(rank, self.rank_host(rank), tuple(int(p) for p in item.get("pids") or ()),
+                                   str(item.get("state") or "?"), item.get("waiting_in"), item.get("stack"))
+        return looks
 
     def request_stop(self, grace: float) -> None:
         """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""
