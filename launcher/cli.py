@@ -296,6 +296,9 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
             sys.stdout.write(multi.dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
     factory = multi.rank_groups if multi is not None else local_groups
+    from launcher.run.orphans import become_subreaper, kill_leftover_children
+
+    become_subreaper()  # what escapes a rank's keeper comes back here, not to init
     try:
         result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
     except OSError as exc:
@@ -303,6 +306,8 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         # group was closed by the supervisor before this reaches here.
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        kill_leftover_children()
     return result.exit_code
 
 

@@ -135,20 +135,62 @@ class ControllerLink:
 
 
 class EventWriter:
-    """Writes protocol lines to stdout; a vanished reader means the controller is gone."""
+    """Writes protocol lines to stdout from a thread of its own; a vanished reader means the controller is gone.
 
-    def __init__(self, stream: TextIO, link: ControllerLink) -> None:
+    A controller that stops reading (its SSH session frozen) fills the pipe and blocks the
+    write. Only the writer thread waits then: emitting never blocks and no lock is held
+    across the write, so the agent's loop goes on, notices the missing heartbeats and
+    stops its ranks. The agent says "alive" every second from here too, so the controller
+    hears from it even while its loop is busy stopping ranks.
+    """
+
+    QUEUE_LIMIT = 10_000
+
+    def __init__(self, stream: TextIO, link: ControllerLink, alive_interval_s: float = ALIVE_INTERVAL_S) -> None:
+        import queue
+
         self.stream = stream
         self.link = link
-        self.lock = threading.Lock()
+        self._queue: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=self.QUEUE_LIMIT)
+        self._full = queue.Full
+        self._closed = threading.Event()
+        self._writer = threading.Thread(target=self._write_lines, daemon=True, name="agent-events")
+        self._writer.start()
+        self._alive = threading.Thread(target=self._say_alive, args=(alive_interval_s,), daemon=True, name="agent-alive")
+        self._alive.start()
 
     def __call__(self, event: str, **fields: Any) -> None:
-        with self.lock:
+        if self._closed.is_set():
+            return
+        try:
+            self._queue.put_nowait(encode_event(event, **fields))
+        except self._full:  # the controller has not read for a long time
+            self.link.request_stop("controller-lost")
+
+    def _say_alive(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            self("alive")
+
+    def _write_lines(self) -> None:
+        while True:
+            line = self._queue.get()
+            if line is None:
+                return
             try:
-                self.stream.write(encode_event(event, **fields) + "\n")
+                self.stream.write(line + "\n")
                 self.stream.flush()
             except (BrokenPipeError, OSError, ValueError):
                 self.link.request_stop("controller-lost")
+                return
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (the final "done"), waiting at most timeout_s for a reader that is gone."""
+        self._closed.set()
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except self._full:
+            return
+        self._writer.join(timeout=timeout_s)
 
 
 def plan_from_job_document(document: dict) -> "Plan":
@@ -238,12 +280,8 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
         else:
             for rank in group.ranks:
                 emit("started", rank=rank)
-        last_alive = 0.0
         while not link.stop_requested.wait(poll_interval_s):
             link.check_heartbeat()
-            if time.monotonic() - last_alive >= ALIVE_INTERVAL_S:
-                last_alive = time.monotonic()
-                emit("alive")
             while link.stack_requests:
                 ranks, title = link.stack_requests.pop(0)
                 looks = group.look_at(ranks, title)
@@ -298,7 +336,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not sep or not key:
             parser.error(f"--env {item!r}: expected KEY=VALUE")
         os.environ[key] = value
+    from launcher.run.orphans import become_subreaper, kill_leftover_children
+
     link = ControllerLink(args.heartbeat_timeout, grace_s=args.grace)
+    become_subreaper()  # whatever escapes a rank's keeper is re-parented here, not to init
     emit = EventWriter(sys.stdout, link)
 
     def on_signal(number: int, _frame: object) -> None:
@@ -315,6 +356,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")
         emit("done", reason="error", code=2)
         return 2
+    finally:
+        kill_leftover_children()
+        emit.close()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 AGENT_MODULE = "launcher.remote.agent"
 DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
+# An agent says "alive" every second: one this long quiet is not waited for when stopping.
+QUIET_HOST_S = 3.0
 # py-spy has 20 s per process, all of a host's ranks in parallel.
 STACKS_TIMEOUT_S = 60.0
 
@@ -398,12 +400,16 @@ class RemoteHostGroup(ProcessGroup):
     def _terminate(self, grace: float) -> None:
         for group in self.siblings:
             group.request_stop(grace)
-        if self._agent_started and self.session.silent_for() <= self.heartbeat_timeout_s:
-            # The agent needs the grace period plus the time to report; a host that stopped
-            # answering is not waited for (its agent stops its ranks when our heartbeats stop).
-            self.session.finished.wait(grace + 15.0)
+        if self._agent_started:
+            # The agent needs the grace period plus the time to report, and says "alive" every
+            # second meanwhile. A host that went quiet is not waited for: Ctrl-C must end the
+            # controller within seconds, and that agent stops its ranks when our heartbeats stop.
+            deadline = time.monotonic() + grace + 15.0
+            while not self.session.finished.wait(0.1):
+                if time.monotonic() > deadline or self.session.silent_for() > QUIET_HOST_S:
+                    break
             self._pump()
-        self.session.close(timeout_s=1.0 if self.session.silent_for() <= self.heartbeat_timeout_s else 0.0)
+        self.session.close(timeout_s=0.0)
         self._pump()
 
     def _exit_after_stop(self, rank: int) -> RankExit:
