@@ -8,6 +8,7 @@ launcher stand-in) is gone.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 import launcher.run.keeper as keeper_module
+from tests.fixtures.jobs import processes_mentioning
 
 KEEPER = Path(keeper_module.__file__)
 
@@ -114,3 +116,51 @@ def test_a_command_that_cannot_run_is_exit_127_with_one_line(tmp_path: Path):
                           timeout=30)
     assert done.returncode == 127
     assert done.stderr.strip().splitlines() == [f"keeper: cannot run {tmp_path / 'missing'}: No such file or directory"]
+
+
+RANK_WITH_DAEMON = """\
+import os, subprocess, sys, time
+token = sys.argv[1]
+# The escape of the issue: a daemon with an empty environment in a session of its own, double-forked.
+subprocess.Popen(["env", "-i", "setsid", "bash", "-c", f"(exec -a {token}-daemon sleep 600) & exit 0"],
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
+subprocess.Popen(["bash", "-c", f"exec -a {token}-child sleep 600"])
+print("epoch: 1 step: 1, loss is 0.5", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _launch(tmp_path: Path, token: str, sleep_s: float) -> list[str]:
+    payload = tmp_path / "rank_with_daemon.py"
+    payload.write_text(RANK_WITH_DAEMON)
+    hccn = tmp_path / "hccn.conf"
+    hccn.write_text("address_0=192.168.30.1\naddress_1=192.168.30.2\n")
+    return [sys.executable, "-m", "launcher.cli", "--job-dir", str(tmp_path / "job"), "--platform", "Ascend",
+            "--hccn-conf", str(hccn), "--devices", "2", "--entry", str(payload), "--tee", "none",
+            "--", token, str(sleep_s)]
+
+
+def test_a_finished_job_takes_every_daemon_of_its_ranks_with_it(tmp_path: Path):
+    token = f"esc-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(_launch(tmp_path, token, 1.0), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert wait_until_gone(token) == []
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
+def test_the_controller_killed_or_hung_up_on_leaves_no_rank_and_no_daemon(tmp_path: Path, how: str):
+    token = f"esc-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(_launch(tmp_path, token, 600), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(survivors(token)) < 4:  # two daemons and two children: every rank is up
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, how))
+    proc.communicate(timeout=60)
+    assert wait_until_gone(token, 15) == []
+    assert processes_mentioning(str(tmp_path / "job")) == []
+    status = json.loads((tmp_path / "job" / "job.json").read_text())["status"]
+    if how == "SIGHUP":
+        assert proc.returncode == 129 and status["state"] == "interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL and status["state"] == "running"  # nothing can write it then
