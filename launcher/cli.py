@@ -248,6 +248,16 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the job's own handlers were in place (imports, argument checks,
+        # pre-flight): nothing was started and nothing written.
+        print(f"{PROG}: interrupted before the job started; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     from launcher.remote import multihost
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
@@ -256,6 +266,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = parser.parse_args(own)
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
+        return 2
+    if not (0 < ns.status_interval <= 86400):  # NaN fails this too
+        print(f"{PROG}: error: --status-interval {ns.status_interval}: must be a number of seconds in (0, 86400]",
+              file=sys.stderr)
         return 2
     if ns.status is not None or ns.stack is not None:
         from launcher.job_view import show_stacks, show_status
@@ -299,8 +313,13 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     from launcher.run.orphans import become_subreaper, kill_leftover_children
 
     become_subreaper()  # what escapes a rank's keeper comes back here, not to init
+    from launcher.launch import LaunchInterrupted
+
     try:
         result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+    except LaunchInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except OSError as exc:
         # A group that could not start (e.g. a host that went away after pre-flight); every
         # group was closed by the supervisor before this reaches here.

@@ -10,6 +10,7 @@ passes in; the default handles this machine only.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 
 from launcher.errors import LaunchError
+from launcher.job.disk_space import release_reserve
 from launcher.run.failures import JobFailed, RankExit, RankFailure
 from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
 from launcher.console import LiveStatus
@@ -32,6 +34,14 @@ from launcher.job.spec import JobSpec
 from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
 GroupFactory = Callable[[Plan], Sequence[ProcessGroup]]
+
+
+class LaunchInterrupted(Exception):
+    """Ctrl-C (or SIGTERM/SIGHUP) before any rank started: nothing was written; exit 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -86,15 +96,46 @@ def check_job_dir_free(job_dir: Path) -> None:
         raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
 
 
+class JobDirWriteError(OSError):
+    """The job dir could not be written (disk full, read-only); nothing of it was kept. One line."""
+
+
 def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
-    """Create the job directory: job.json first, then every rendered file."""
+    """Create the job directory whole or not at all: job.json, every rendered file, the disk reserve.
+
+    Everything is written into a hidden sibling and renamed into place at the end, so a
+    disk that fills up half-way leaves nothing that would block the rerun.
+    """
+    import shutil
+    import tempfile
+
+    from launcher.job.disk_space import write_reserve
+
     job_dir = plan.spec.job_dir
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_job_json(job_dir, job_document(plan))
-    for item in files:
-        target = job_dir / item.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, item.text, executable=item.executable)
+    try:
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{job_dir.name}.partial-", dir=job_dir.parent))
+    except OSError as exc:
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was written") from None
+    current = "job.json"
+    try:
+        os.chmod(stage, 0o755)
+        write_job_json(stage, job_document(plan))
+        for item in files:
+            current = item.path
+            target = stage / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, item.text, executable=item.executable)
+        current = "a reserve for job.json"
+        write_reserve(stage)
+        current = "the job dir"
+        if job_dir.exists():
+            job_dir.rmdir()  # checked empty before; a file that appeared since makes this fail
+        os.rename(stage, job_dir)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {current}: {exc.strerror or exc}; "
+                               "nothing was kept") from None
 
 
 def launch(
@@ -115,11 +156,19 @@ def launch(
     check_job_dir_free(spec.job_dir)
     if plan.scheduler is not None and spec.hosts[0].local:
         check_port_free(plan.scheduler.port, plan.scheduler.address)
-    groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
-    write_job_files(plan, files)
-
     interrupt = interrupt or Interrupt()
-    restore = _install_signal_handlers(interrupt)
+    restore = _install_signal_handlers(interrupt)  # from here a Ctrl-C is an orderly stop, never a traceback
+    try:
+        groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
+        if interrupt.signal is None:
+            write_job_files(plan, files)
+    except BaseException:
+        restore()
+        raise
+    if interrupt.signal is not None:
+        restore()
+        raise LaunchInterrupted(f"interrupted before the job started (signal {interrupt.signal}); nothing was written",
+                                128 + int(interrupt.signal))
     started = utc_now()
     t0 = time.monotonic()
     all_exits: tuple[RankExit, ...] = ()
@@ -150,26 +199,37 @@ def launch(
                 break
             restarts += 1
             _say(status_out, f"{_describe(outcome)}; restarting the whole job ({restarts} of {spec.max_restarts})")
-            plan = plan_restart(plan)
-            _rewrite_rank_scripts(plan, restarts, started)
+            next_plan = plan_restart(plan)
+            try:
+                _rewrite_rank_scripts(next_plan, restarts, started)
+            except OSError as exc:  # a full disk: end with the failure we have, and say why there is no restart
+                restarts -= 1
+                _say(status_out, f"cannot restart: {exc.filename or spec.job_dir}: {exc.strerror or exc}")
+                break
+            plan = next_plan
             groups = group_factory(plan)
+        result = _result(plan, outcome, restarts, all_exits)
+        final = JobStatus(
+            state=result.state,
+            started=started,
+            ended=utc_now(),
+            wall_time_s=round(time.monotonic() - t0, 3),
+            exit_code=result.exit_code,
+            restarts=restarts,
+            rank_exits=all_exits,
+            first_failure=result.first_failure,
+            hang=_hang_status(hangs),
+        )
+        try:
+            write_job_json(spec.job_dir, job_document(plan, final))
+        except OSError as exc:
+            _report(status_out, result)
+            raise JobDirWriteError(f"{spec.job_dir / 'job.json'}: cannot record how the job ended: "
+                                   f"{exc.strerror or exc}") from None
+        release_reserve(spec.job_dir)
+        _report(status_out, result)
     finally:
         restore()
-    result = _result(plan, outcome, restarts, all_exits)
-    ended = utc_now()
-    final = JobStatus(
-        state=result.state,
-        started=started,
-        ended=ended,
-        wall_time_s=round(time.monotonic() - t0, 3),
-        exit_code=result.exit_code,
-        restarts=restarts,
-        rank_exits=all_exits,
-        first_failure=result.first_failure,
-        hang=_hang_status(hangs),
-    )
-    write_job_json(spec.job_dir, job_document(plan, final))
-    _report(status_out, result)
     return result
 
 

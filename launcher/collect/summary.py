@@ -15,7 +15,7 @@ from launcher.collect.jobfile import JobRecord, RankEntry
 from launcher.collect.logparse import TrainingLog, log_tail
 
 SUMMARY_SCHEMA = 1
-_BATCH_ARG = re.compile(r"^(?:--set=)?batch_size=(\d+)$")
+_BATCH_ARG = re.compile(r"^(?:--set=)?batch_size=(\d+)\Z")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from launcher.errors import LaunchError
 
 # Letters, digits, dots, dashes, colons (IPv6) and underscores: enough for host names
 # and addresses, and nothing that could change the meaning of a hostfile line or a shell word.
-_HOST_TEXT = re.compile(r"^[A-Za-z0-9_.:%-]+$")
+_HOST_TEXT = re.compile(r"^[A-Za-z0-9_.:%-]+\Z")
 
 # Names are what the user wrote (user@host:port, [v6]:port): shown in logs and comments only.
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_.:%@\[\]-]+$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_.:%@\[\]-]+\Z")
 
 LOCAL_ADDRESS = "127.0.0.1"
 
@@ -47,7 +47,7 @@ class Host:
             raise ValueError(f"host name {self.name!r}: use letters, digits and . - _ : @ [ ] only")
         if not self.address or not _HOST_TEXT.match(self.address):
             raise ValueError(f"host address {self.address!r}: use letters, digits, '.', '-', '_' or ':' only")
-        if self.user is not None and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", self.user):
+        if self.user is not None and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\Z", self.user):
             raise ValueError(f"host {self.name}: bad user name {self.user!r}")
         if not 0 < self.port < 65536:
             raise ValueError(f"host {self.name}: port {self.port} is not in 1..65535")

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # Host names (RFC 1123 labels, underscores tolerated as ssh does) and IPv4 literals.
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
-_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
-_SLOTS = re.compile(r"^slots=(\S*)$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?\Z")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
+MAX_SLOTS = 1024  # the same bound as --devices per host
+_SLOTS = re.compile(r"^slots=(\S*)\Z")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class HostSpec:
             raise ValueError(f"{where}: user {self.user!r} may only contain letters, digits, '.', '_', '-'")
         if self.port is not None and not 0 < self.port < 65536:
             raise ValueError(f"{where}: port {self.port} is out of range 1..65535")
-        if self.slots is not None and self.slots < 1:
+        if self.slots is not None and not 1 <= self.slots <= MAX_SLOTS:
             raise ValueError(f"{where}: slots={self.slots} must be at least 1")
 
     @property
@@ -82,7 +83,7 @@ def parse_host(entry: str, source: str = "--hosts") -> HostSpec:
         host = text  # a host name, or a bare IPv6 address without a port
     port: Optional[int] = None
     if port_text is not None:
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
             raise ValueError(f"{source}: {entry!r}: port {port_text!r} is not a number")
         port = int(port_text)
     return HostSpec(host=host, user=user, port=port, source=source)
@@ -111,8 +112,10 @@ def parse_hostfile(text: str, path: str) -> tuple[HostSpec, ...]:
                 raise ValueError(f"{where}: unexpected {extra!r} (expected 'slots=N')")
             if slots is not None:
                 raise ValueError(f"{where}: slots given twice")
-            if not match.group(1).isdigit():
-                raise ValueError(f"{where}: slots={match.group(1)!r} is not a whole number")
+            if not (match.group(1).isascii() and match.group(1).isdigit()):
+                raise ValueError(f"{where}: slots={match.group(1)[:20]!r} is not a whole number")
+            if len(match.group(1)) > 4 or int(match.group(1)) > MAX_SLOTS:
+                raise ValueError(f"{where}: slots={match.group(1)[:20]} is more than {MAX_SLOTS} ranks on one host")
             slots = int(match.group(1))
         spec = parse_host(fields[0], where)
         specs.append(HostSpec(spec.host, spec.user, spec.port, slots, where))

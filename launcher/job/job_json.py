@@ -5,6 +5,7 @@ the same directory, then rename), so a reader never sees half a file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
             "signal": f.signal_name,
             "log": f"LOG{f.rank}/log.txt",  # relative to the job dir (schema 1); the console shows where it is
             "tail": f.tail,
+            "note": f.note,
         }
     return {
         "state": status.state,
@@ -152,8 +154,17 @@ def write_atomic(path: Path, text: str, *, executable: bool = False) -> None:
 
 
 def write_job_json(job_dir: Path, document: dict[str, Any]) -> Path:
+    """Atomically; on a full disk the job dir's reserve (disk_space.py) is given back and the write retried."""
+    from launcher.job.disk_space import release_reserve
+
     path = Path(job_dir) / "job.json"
-    write_atomic(path, json.dumps(document, indent=2) + "\n")
+    text = json.dumps(document, indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or not release_reserve(job_dir):
+            raise
+        write_atomic(path, text)
     return path
 
 

@@ -30,11 +30,17 @@ from launcher.job.platforms import (
     usable_cpus,
     visible_gpu_ids,
 )
-from launcher.job.ports import check_port_free, free_port
+from launcher.job.ports import check_port, check_port_free, free_port
+from launcher.job.safe_text import check_env_value, refuse_control, visible
 from launcher.job.render import check_templates_dir
 from launcher.job.spec import DEFAULT_MODULE, Entry, JobSpec, check_env_name
 
 Warn = Callable[[str], None]
+MAX_RESTARTS = 1000
+MAX_TEE_RANK = 1 << 20
+# Linux: a path component of at most NAME_MAX bytes, a whole path of fewer than PATH_MAX.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,24 @@ class LaunchOptions:
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
             raise LaunchError("--entry and --module: give one of them, not both")
-        if self.max_restarts < 0:
-            raise LaunchError(f"--max-restarts {self.max_restarts}: must be 0 or more")
+        if not 0 <= self.max_restarts <= MAX_RESTARTS:
+            raise LaunchError(f"--max-restarts {self.max_restarts}: must be 0..{MAX_RESTARTS}")
+        if self.sched_port is not None:
+            check_port(self.sched_port)
+        try:
+            for key, value in self.env:
+                check_env_name(key)
+                check_env_value(key, value)
+            for arg in self.args:
+                if "\x00" in arg:
+                    raise ValueError(f"training argument {visible(arg, 60)}: contains a NUL byte, which no "
+                                     "command line can hold")
+            if self.job_dir is not None:
+                refuse_control(str(self.job_dir), "--job-dir")
+            if self.hosts is not None:
+                refuse_control(self.hosts, "--hosts")
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
 
 
 def new_job_id() -> str:
@@ -78,9 +100,9 @@ def new_job_id() -> str:
 def parse_env_assignment(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
-        raise LaunchError(f"--env {text!r}: expected KEY=VALUE")
+        raise LaunchError(f"--env {text[:200]!r}: expected KEY=VALUE")
     try:
-        return check_env_name(key), value
+        return check_env_name(key), check_env_value(key, value)
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
 
@@ -97,8 +119,10 @@ def parse_tee(text: str) -> Optional[frozenset[int]]:
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not match:
             raise LaunchError(f"--tee {text!r}: expected rank numbers like 0,1 or 0-3, 'all' or 'none'")
-        low = int(match.group(1))
-        high = int(match.group(2)) if match.group(2) else low
+        low = int(match.group(1)) if len(match.group(1)) <= 7 else MAX_TEE_RANK + 1
+        high = (int(match.group(2)) if len(match.group(2)) <= 7 else MAX_TEE_RANK + 1) if match.group(2) else low
+        if high > MAX_TEE_RANK or high < low:
+            raise LaunchError(f"--tee {text[:80]!r}: {part.strip()} is not a range of ranks 0..{MAX_TEE_RANK}")
         ranks.update(range(low, high + 1))
     return frozenset(ranks)
 
@@ -145,9 +169,7 @@ def resolve_spec(
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
     job_id = new_job_id()
-    job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+    job_dir = check_job_dir((options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser())
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -185,6 +207,31 @@ def resolve_spec(
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
+
+
+def check_job_dir(path: Path) -> Path:
+    """The absolute job dir, if it can be made: not too long, no file in the way, writable, new or empty.
+
+    Checked before anything is written, so a bad --job-dir is one line and no half-made job.
+    """
+    try:
+        job_dir = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop, an unreadable parent
+        raise LaunchError(f"--job-dir {visible(path)}: cannot be resolved ({getattr(exc, 'strerror', None) or exc})") from None
+    longest = max((len(os.fsencode(part)) for part in job_dir.parts), default=0)
+    if longest > NAME_MAX or len(os.fsencode(str(job_dir))) + len("/LOG0000/ckpt/x.ckpt.tmp") >= PATH_MAX:
+        raise LaunchError(f"--job-dir {visible(job_dir, 80)}: too long (a name of at most {NAME_MAX} bytes, "
+                          f"a path well under {PATH_MAX})")
+    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
+        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+    existing = job_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LaunchError(f"--job-dir {job_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LaunchError(f"--job-dir {job_dir}: {existing} is not writable")
+    return job_dir
 
 
 def _entry(options: LaunchOptions) -> Entry:

@@ -115,8 +115,8 @@ class MultiHostLaunch:
                              known_hosts=ns.ssh_known_hosts, accept_unknown_host_keys=ns.ssh_accept_unknown_host_keys)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
-        if ns.heartbeat_timeout <= 0:
-            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be positive")
+        if not 0 < ns.heartbeat_timeout <= 86400:  # NaN and inf fail this too
+            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be a number of seconds in (0, 86400]")
         return cls(specs, ssh, ns.remote_python, ns.master_addr, ns.heartbeat_timeout)
 
     @property

@@ -41,7 +41,7 @@ class SshOptions:
     accept_unknown_host_keys: bool = False
 
     def __post_init__(self) -> None:
-        if not self.timeout_s > 0:
+        if not 0 < self.timeout_s <= 86400:  # NaN and inf fail this too
             raise ValueError(f"--ssh-timeout {self.timeout_s}: must be a positive number of seconds")
         if self.config_file is not None and not Path(self.config_file).is_file():
             raise ValueError(f"--ssh-config {self.config_file}: no such file")

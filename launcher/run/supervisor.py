@@ -133,6 +133,7 @@ def run_attempt(
             signal=first.signal,
             log_path=first_group.log_path(first.rank),
             tail=first_group.log_tail(first.rank, TAIL_LINES),
+            note=_disk_note(first_group, first.rank),
         )
         return AttemptOutcome("failed", ordered, first_failure=failure)
     if hung is not None:
@@ -142,6 +143,16 @@ def run_attempt(
     if interrupt.signal is not None:
         return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal)
     return AttemptOutcome("succeeded", ordered)
+
+
+def _disk_note(group: ProcessGroup, rank: int) -> Optional[str]:
+    """A rank that died on a full disk often cannot say so itself (its log is on that disk)."""
+    if not group.logs_are_local:
+        return None
+    from launcher.job.disk_space import full_file_system
+    from launcher.job.rank_env import checkpoint_dir
+
+    return full_file_system([group.rank_dir(rank), checkpoint_dir(group.job_dir)])
 
 
 def _feed(watchdog: Watchdog, lines: Sequence[tuple[int, str]], now: float) -> None:
