@@ -144,16 +144,36 @@ Exit status
 """
 from __future__ import annotations
 
-import argparse
+import os
+import signal
 import sys
-from pathlib import Path
-from typing import NoReturn, Optional, Sequence
 
-from launcher.errors import LaunchError
-from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
-from launcher.job.platforms import MODES, parse_device_list
+# Ctrl-C in the first moments (imports, argument checks, pre-flight) must not print a
+# traceback or leave half a job dir: as the program (not when a test imports this), a
+# SIGINT is only noted from the first line on, and main() stops at its next checkpoint.
+_EARLY_SIGNALS: list[int] = []
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "launch-train":
+    signal.signal(signal.SIGINT, lambda signum, frame: _EARLY_SIGNALS.append(signum))
+
+import argparse  # noqa: E402 - after the handler, on purpose
+from pathlib import Path  # noqa: E402
+from typing import NoReturn, Optional, Sequence  # noqa: E402
+
+from launcher.errors import LaunchError  # noqa: E402
+from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
+from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
 
 PROG = "launch-train"
+EARLY_EXIT_MESSAGE = f"{PROG}: interrupted before the job started; nothing was written"
+
+
+class _EarlyInterrupt(Exception):
+    """A SIGINT noted before the job's own handlers took over."""
+
+
+def _checkpoint() -> None:
+    if _EARLY_SIGNALS:
+        raise _EarlyInterrupt()
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -250,10 +270,9 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        # Ctrl-C before the job's own handlers were in place (imports, argument checks,
-        # pre-flight): nothing was started and nothing written.
-        print(f"{PROG}: interrupted before the job started; nothing was written", file=sys.stderr)
+    except (KeyboardInterrupt, _EarlyInterrupt):
+        # Ctrl-C before the job's own handlers were in place: nothing was started or written.
+        print(EARLY_EXIT_MESSAGE, file=sys.stderr)
         return 130
 
 
@@ -264,6 +283,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     multihost.add_arguments(parser)
     ns = parser.parse_args(own)
+    _checkpoint()
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
@@ -298,9 +318,11 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     if multi is not None:
         # Pre-flight every host (not for dry runs) and complete the options with what it found.
         options = multi.before_resolve(options, preflight=not ns.dry_run)
+    _checkpoint()
     spec = resolve_spec(options, remote_parser=multi.parse_remote_host if multi else None)
     if multi is not None:
         spec = multi.after_resolve(spec)  # --master-addr, --remote-python
+    _checkpoint()
     if ns.dry_run:
         from launcher.job.dry_run import plan_json, plan_text
 
@@ -311,12 +333,22 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         return 0
     factory = multi.rank_groups if multi is not None else local_groups
     from launcher.run.orphans import become_subreaper, kill_leftover_children
+    from launcher.run.supervisor import Interrupt
+
+    interrupt = Interrupt()
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        # Our early handler: hand over to the job's Interrupt first, then carry over what it noted.
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupt.trigger(signum))
+    _checkpoint()
 
     become_subreaper()  # what escapes a rank's keeper comes back here, not to init
     from launcher.launch import LaunchInterrupted
 
     try:
-        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+        # From here launch()'s handlers own SIGINT/SIGTERM/SIGHUP; one that came meanwhile is passed on.
+        if _EARLY_SIGNALS:
+            interrupt.trigger(_EARLY_SIGNALS[0])
+        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval, interrupt=interrupt)
     except LaunchInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -158,17 +158,20 @@ def launch(
         check_port_free(plan.scheduler.port, plan.scheduler.address)
     interrupt = interrupt or Interrupt()
     restore = _install_signal_handlers(interrupt)  # from here a Ctrl-C is an orderly stop, never a traceback
+    written = False
     try:
         groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
         if interrupt.signal is None:
             write_job_files(plan, files)
+            written = True
     except BaseException:
         restore()
         raise
-    if interrupt.signal is not None:
+    if not written:
         restore()
         raise LaunchInterrupted(f"interrupted before the job started (signal {interrupt.signal}); nothing was written",
-                                128 + int(interrupt.signal))
+                                128 + int(interrupt.signal or signal.SIGINT))
+    # Interrupted from here on: the job dir exists, so it is run to an orderly "interrupted" end.
     started = utc_now()
     t0 = time.monotonic()
     all_exits: tuple[RankExit, ...] = ()

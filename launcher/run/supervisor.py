@@ -84,6 +84,8 @@ def run_attempt(
     watchdog: Optional[Watchdog] = None
     try:
         for group in groups:
+            if interrupt.signal is not None:
+                break  # stopped before it began: start nothing more (close() below still runs on all)
             group.start()
         if hang is not None and hang.enabled:
             watchdog = Watchdog.start(hang, [(r, g.rank_host(r)) for g in groups for r in g.ranks], time.monotonic())
