@@ -29,7 +29,7 @@ from launcher.remote.agent import decode_event
 from launcher.run.failures import RankExit
 from launcher.run.group import ProcessGroup
 from launcher.run.mpirun import MpirunGroup
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp, run_on_each
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
@@ -111,7 +111,7 @@ class AgentSession:
 
     def push(self, files: Sequence[PushedFile]) -> None:
         """Write ``files`` under the job dir on the host, each atomically."""
-        sftp = self.connection.sftp()
+        sftp = open_sftp(self.connection, self.host.name)
         made: set[str] = set()
         try:
             for item in files:

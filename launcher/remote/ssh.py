@@ -176,6 +176,22 @@ def describe_ssh_error(error: BaseException, host: RemoteHost, options: SshOptio
     return f"{where}: {type(error).__name__}: {error}"
 
 
+def open_sftp(conn, where: str):
+    """The SFTP client of an open connection; ConnectionError with one line when the host has no SFTP.
+
+    paramiko reports a host whose sshd has no ``Subsystem sftp`` only as "Channel closed.".
+    """
+    try:
+        return conn.sftp()
+    except paramiko.SSHException as error:
+        if "channel closed" in str(error).lower():
+            raise ConnectionError(f"{where} refused the SFTP subsystem (its sshd_config has no working "
+                                  "'Subsystem sftp' line); it is needed to copy files to and from the host") from None
+        raise ConnectionError(f"{where}: SFTP: {error}") from None
+    except EOFError:
+        raise ConnectionError(f"{where}: the SSH connection closed while starting SFTP") from None
+
+
 def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item) -> GroupResult:
     """Run ``work(item)`` for every item in parallel threads; results (or exceptions) by ``key(item)``.
 

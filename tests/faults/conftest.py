@@ -79,3 +79,32 @@ def one_line_error(args: list[str], timeout_s: float = 60.0, **kwargs) -> tuple[
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     return done.returncode, done.stdout, lines[0]
+
+
+NO_SFTP_ADDRESS = "127.0.0.5"
+
+
+@pytest.fixture
+def no_sftp_host(sshd_hosts, tmp_path: Path):
+    """One more real sshd (127.0.0.5) whose config has no 'Subsystem sftp' line; same client key."""
+    from tests.fixtures.sshd import SSHD, _free_port, _keygen, _sshd_config, _wait_listening
+
+    workdir = tmp_path / "no-sftp-sshd"
+    workdir.mkdir()
+    host_key = _keygen(workdir / "ssh_host_ed25519_key", "host without sftp")
+    port = _free_port(NO_SFTP_ADDRESS)
+    config = _sshd_config(NO_SFTP_ADDRESS, port, host_key, sshd_hosts.workdir / "authorized_keys", workdir / "sshd.pid")
+    config = "\n".join(line for line in config.splitlines() if not line.startswith("Subsystem")) + "\n"
+    (workdir / "sshd_config").write_text(config)
+    log = workdir / "sshd.log"
+    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(workdir / "sshd_config"), "-E", str(log)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_listening(proc, NO_SFTP_ADDRESS, port, log)
+        yield {"address": NO_SFTP_ADDRESS, "port": port, "user": "root", "key": sshd_hosts.client_key}
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait(timeout=10)

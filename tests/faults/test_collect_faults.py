@@ -414,3 +414,20 @@ def test_an_sftp_session_dying_mid_copy_lists_the_file_failed_never_collected(tm
     assert {"host_lost", "copy_failed"} <= kinds and "unreachable_host" not in kinds
     assert "LOG0/log.txt" in listed  # the local host was not disturbed
     assert tree_state(remote_dir) == before
+
+
+def test_a_host_without_sftp_is_named_as_such_not_channel_closed(tmp_path: Path, no_sftp_host):
+    name = f"root@{no_sftp_host['address']}:{no_sftp_host['port']}"
+    remote_dir = tmp_path / "remote" / JOB_ID
+    hosts = [{"name": "localhost", "address": "127.0.0.1", "user": None, "port": 22, "local": True, "slots": 1},
+             {"name": name, "address": no_sftp_host["address"], "user": "root", "port": no_sftp_host["port"],
+              "local": False, "slots": 1, "job_dir": str(remote_dir)}]
+    job = make_job(tmp_path / "jobs", [RankSpec(0), RankSpec(1, host=name)], hosts=hosts, host_dirs={name: remote_dir})
+    done = subprocess.run([str(BIN / "collect-results"), str(job), "-o", str(tmp_path / "results"), "--no-hash-cache",
+                           "--ssh-key", str(no_sftp_host["key"]), "--ssh-accept-unknown-host-keys", "--ssh-timeout", "5"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Channel closed" not in done.stderr
+    assert f"unreachable_host: host {name}: root@{no_sftp_host['address']}:{no_sftp_host['port']} refused the SFTP " \
+           "subsystem (its sshd_config has no working 'Subsystem sftp' line)" in done.stderr
+    assert_results_consistent(tmp_path / "results" / JOB_ID)
