@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Optional
 from launcher.errors import LaunchError
 from launcher.job.host_list import Host, local_names
 from launcher.job.hosts import HostSpec, parse_host, parse_hosts_arg, read_hostfile
+from launcher.job.safe_text import refuse_control
 
 if TYPE_CHECKING:  # fabric/paramiko load only when a job really has remote hosts
     from launcher.remote.preflight import HostReport
@@ -100,6 +102,11 @@ class MultiHostLaunch:
         if ns.hosts and ns.hostfile:
             raise LaunchError("--hosts and --hostfile: give one of them")
         try:
+            if ns.master_addr is not None:
+                # The scheduler's address reaches env.sh comments, hostfiles and other hosts' commands.
+                refuse_control(ns.master_addr, "--master-addr")
+                if not re.fullmatch(r"[A-Za-z0-9_.:%-]+", ns.master_addr):
+                    raise ValueError(f"--master-addr {ns.master_addr[:80]!r}: not a host name or IP address")
             if ns.hostfile:
                 specs = read_hostfile(ns.hostfile)
             elif ns.hosts:

@@ -191,3 +191,28 @@ def test_a_rank_that_fills_the_disk_is_named_with_the_path_and_job_json_is_final
     assert f"rank {first} on" in done.stderr and f"the file system of {job_dir / f'LOG{first}'} is full" in done.stderr
     assert status["state"] == "failed" and status["ended"] and "is full" in status["first_failure"]["note"]
     assert_nothing_left(job_dir)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--job-dir", "/tmp/job\ntouch /tmp/owned"], "--job-dir /tmp/job\\ntouch /tmp/owned: contains a newline"),
+    (["--env", "A\nB=1"], "not a valid environment variable name"),
+    (["--env", "PATH_\x1b=1"], "not a valid environment variable name"),
+    (["--hosts", "localhost\n"], "contains a newline"),
+    (["--hosts", "root@127.0.0.2", "--master-addr", "10.0.0.1\n# x"], "--master-addr 10.0.0.1\\n# x: contains a newline"),
+    (["--hosts", "root@127.0.0.2", "--master-addr", "10.0.0.1;reboot"], "not a host name or IP address"),
+], ids=["job-dir-newline", "env-key-newline", "env-key-escape", "hosts-newline", "master-addr-newline",
+        "master-addr-semicolon"])
+def test_control_characters_are_refused_with_one_line(tmp_path: Path, flags, message):
+    done = run_launch(["--platform", "CPU", *flags, "--dry-run"])
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+    assert not Path("/tmp/owned").exists()
+
+
+def test_a_rank_table_with_a_5000_digit_number_is_one_line(tmp_path: Path):
+    table = tmp_path / "table.json"
+    table.write_text('{"version": "1.0", "server_count": "1", "server_list": [], "status": ' + "9" * 5000 + "}")
+    done = run_launch(["--platform", "Ascend", "--rank-table", str(table), "--job-dir", str(tmp_path / "job")])
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "a number with 5000 digits is out of range" in done.stderr
+    assert not (tmp_path / "job").exists()
