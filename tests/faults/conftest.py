@@ -52,6 +52,20 @@ def no_leftover_processes(tmp_path: Path):
         time.sleep(0.1)
 
 
+def assert_no_job_process(job_dir: Path, wait_s: float = 10.0) -> None:
+    """No process anywhere names the job dir (environment or argv); new descendants are the autouse check's."""
+    deadline = time.monotonic() + wait_s
+    while processes_mentioning(str(job_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = []
+    for proc in processes_mentioning(str(job_dir)):
+        try:
+            left.append((proc.pid, proc.cmdline()))
+        except psutil.Error:
+            continue
+    assert not left, left
+
+
 def tree_state(root: Path) -> dict[str, tuple]:
     """Every entry under root -> (kind, size or target, sha256); links are described, not followed."""
     state: dict[str, tuple] = {}

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from launcher.run.hang import rank_processes
-from tests.faults.conftest import BIN
-from tests.fixtures.jobs import assert_nothing_left
+from tests.faults.conftest import BIN, assert_no_job_process
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, "-m", "launcher.cli"]
@@ -83,7 +82,7 @@ def test_a_rank_that_never_makes_a_first_step_is_found_and_every_stack_dumped(tm
         stack = (job_dir / f"LOG{rank}" / "stack.txt").read_text()
         assert "wait_for_collective (stuck_payload.py:" in stack and "== process " in stack
         assert hang["ranks"][rank]["stack"] == f"LOG{rank}/stack.txt"
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)
 
 
 def test_the_rank_furthest_behind_is_named_and_the_job_restarts_under_max_restarts(tmp_path, payload, hccn_conf):
@@ -102,7 +101,7 @@ def test_the_rank_furthest_behind_is_named_and_the_job_restarts_under_max_restar
     ranks = {r["rank"]: r for r in status["hang"]["ranks"]}
     assert (ranks[0]["steps"], ranks[1]["steps"]) == (6, 2) and ranks[1]["seconds_since_progress"] > 3
     assert time.time() - started < 60
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)
 
     # collect-results shows the hang and every stack.
     results = tmp_path / "results"
@@ -147,7 +146,7 @@ def test_status_and_stack_of_a_running_job_then_sighup_stops_it_cleanly(tmp_path
     status = status_of(job_dir)
     assert status["state"] == "interrupted" and status["exit_code"] == 129 and status["ended"]
     assert all(r["signal"] == "SIGTERM" for r in status["ranks"])
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)
 
 
 def _read(path: Path) -> str:
@@ -201,4 +200,4 @@ def test_a_frozen_rank_of_a_real_mindspore_job_is_found_named_and_the_job_stoppe
     assert "deeplab/train.py" in stack0 or "train.py" in stack0
     assert "stopped (by a signal)" in stack1 and "train.py" in stack1
     assert ranks[0]["waiting_in"] and ranks[1]["waiting_in"]
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)

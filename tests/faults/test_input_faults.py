@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.jobs import assert_nothing_left
+
+from tests.faults.conftest import assert_no_job_process
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, "-m", "launcher.cli"]
@@ -130,7 +131,7 @@ def test_ctrl_c_in_the_first_moments_is_one_line_and_keeps_nothing_half_made(tmp
         assert (job_dir / "LOG1" / "run.sh").is_file()
     else:
         assert err.strip().splitlines()[-1].startswith("launch-train: interrupted before the job started")
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)
 
 
 @pytest.fixture
@@ -190,7 +191,7 @@ def test_a_rank_that_fills_the_disk_is_named_with_the_path_and_job_json_is_final
     assert first in (0, 1)
     assert f"rank {first} on" in done.stderr and f"the file system of {job_dir / f'LOG{first}'} is full" in done.stderr
     assert status["state"] == "failed" and status["ended"] and "is full" in status["first_failure"]["note"]
-    assert_nothing_left(job_dir)
+    assert_no_job_process(job_dir)
 
 
 @pytest.mark.parametrize("flags, message", [
