@@ -118,8 +118,8 @@ def hang_message(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: Ite
 
 
 def hang_record(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: tuple[int, ...], action: str,
-                message: str) -> dict:
-    """job.json's status.hang (pure; collect-results reads it back)."""
+                message: str, detected: str) -> dict:
+    """job.json's status.hang (pure; collect-results reads it back). ``detected``: when the verdict fell (UTC)."""
     ranks = []
     for watch in verdict.ranks:
         look = looks.get(watch.rank)
@@ -130,5 +130,5 @@ def hang_record(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: tupl
             "waiting_in": look.waiting_in if look else None, "stack": look.stack if look else None,
             "pids": list(look.pids) if look else [],
         })
-    return {"detected": utc_now(), "kind": verdict.kind, "timeout_s": verdict.timeout_s, "stuck_ranks": list(stuck),
+    return {"detected": detected, "kind": verdict.kind, "timeout_s": verdict.timeout_s, "stuck_ranks": list(stuck),
             "hung_ranks": list(verdict.hung), "action": action, "message": message, "ranks": ranks}

@@ -166,15 +166,17 @@ def _feed(watchdog: Watchdog, lines: Sequence[tuple[int, str]], now: float) -> N
 
 def _diagnose(verdict: HangVerdict, groups: Sequence[ProcessGroup], action: str) -> HangReport:
     """Every rank's stack (all of them: the stuck rank and what the others wait in), then who is stuck."""
+    from launcher.job.job_json import utc_now
     from launcher.run.hang import hang_message, hang_record, narrow_stuck
 
+    detected = utc_now()  # before the dumps: they take seconds on a busy host
     title = f"launch-train hang watchdog: {verdict.message()}"
     looks: dict = {}
     for group in groups:
         looks.update(group.look_at([r for r in group.ranks if r in {w.rank for w in verdict.ranks if not w.ended}], title))
     stuck = narrow_stuck(verdict, looks)
     message = hang_message(verdict, looks, stuck)
-    return HangReport(verdict, stuck, message, hang_record(verdict, looks, stuck, action, message))
+    return HangReport(verdict, stuck, message, hang_record(verdict, looks, stuck, action, message, detected))
 
 
 def _wait_for_helpers(groups: Sequence[ProcessGroup], interrupt: Interrupt) -> None:
