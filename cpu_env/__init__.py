@@ -5,7 +5,7 @@ a remote one, without importing the training program) and by deeplab (which appl
 to its own environment before ``import mindspore``, for runs started by hand). Neither
 imports the other; both import this.
 
-Two facts drive it (see FIELD_NOTES):
+Two facts drive it (measured on this project's machines):
 
 * On AVX-512 CPUs MindSpore's oneDNN picks a reference (non-JIT) kernel for 3x3
   convolutions on plain NCHW tensors, 35x+ slower. ``ONEDNN_MAX_CPU_ISA=AVX2`` restores

@@ -27,7 +27,7 @@ Where it runs
                               this machine's (localhost, 127.0.0.1, its hostname) are reached
                               over SSH (below).
 
-Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host section)
+Several hosts (SSH; see launcher/remote/hosts.py and the README's multi-host section)
     --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
     --ssh-config FILE         OpenSSH client config (default ~/.ssh/config); --ssh-key FILE;
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
@@ -36,9 +36,10 @@ Several hosts (SSH; see launcher/remote/multihost.py and the README's multi-host
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
-    Before anything starts, every host is checked in parallel (SSH, python + `import launcher`
-    and the --module's package, deeplab by default, not for --entry; job dir writable, devices, hccn.conf on Ascend, the scheduler port on the first
-    host); any failure prints one table and exits 2. The job dir is the same path on every host;
+    Before anything starts, every host is checked in parallel (SSH; python importing launcher
+    and the --module's package, deeplab by default, nothing more for --entry; job dir writable;
+    devices; hccn.conf on Ascend; the scheduler port on the first host); any failure prints one
+    table and exits 2. The job dir is the same path on every host;
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
@@ -128,8 +129,16 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
-    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml (every rank's)
+    LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml
+                        (rank 0's; every rank's with --set save_ckpt_all_ranks=true)
     The training program may write more files in its LOG<rank>/ (its working directory).
+
+From Python
+    options = LaunchOptions(platform="CPU", devices=2, args=(...))      (launcher.job.options)
+    result = launch(resolve_spec(options))       (launcher.job.resolve, launcher.launch)
+    result.exit_code, result.first_failure (RankFailure), result.check() raises JobFailed
+    Hosts other than this machine: RemoteHosts(...).prepare(options) -> hosts for resolve_spec,
+    and launch(..., group_factory=remote.rank_groups) (launcher.remote.hosts).
 
 Exit status
     0        every rank exited 0
@@ -157,11 +166,14 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") =
 
 import argparse  # noqa: E402 - after the handler, on purpose
 from pathlib import Path  # noqa: E402
-from typing import NoReturn, Optional, Sequence  # noqa: E402
+from typing import TYPE_CHECKING, NoReturn, Optional, Sequence  # noqa: E402
 
 from launcher.errors import LaunchError  # noqa: E402
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
 from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
+
+if TYPE_CHECKING:
+    from launcher.job.options import LaunchOptions
 
 PROG = "launch-train"
 EARLY_EXIT_MESSAGE = f"{PROG}: interrupted before the job started; nothing was written"
@@ -196,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--devices", type=int, metavar="N", help="devices (ranks) per host")
     where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
     where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
+    where.add_argument("--hostfile", type=Path, metavar="FILE",
+                       help="hosts, one per line: [user@]host[:port] [slots=N]; # comments")
     where.add_argument("--platform", metavar="Ascend|GPU|CPU", help="default: detected")
     where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
     where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
@@ -239,8 +253,8 @@ def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
-    from launcher.job.resolve import LaunchOptions, parse_env_assignment
+def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]) -> "LaunchOptions":
+    from launcher.job.options import LaunchOptions, parse_env_assignment
 
     visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
     return LaunchOptions(
@@ -248,11 +262,13 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]):
         devices=ns.devices,
         visible_devices=visible,
         hosts=ns.hosts,
+        hostfile=ns.hostfile,
         platform=ns.platform,
         mode=ns.mode,
         rank_table=ns.rank_table,
         hccn_conf=ns.hccn_conf,
         sched_port=ns.sched_port,
+        master_addr=ns.master_addr,
         entry=ns.entry,
         module=ns.module,
         job_dir=ns.job_dir,
@@ -277,11 +293,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    from launcher.remote import multihost
+    from launcher.remote import hosts as remote_hosts
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    multihost.add_arguments(parser)
+    remote_hosts.add_arguments(parser)
     ns = parser.parse_args(own)
     _checkpoint()
     if ns.json and not ns.dry_run:
@@ -309,29 +325,42 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
+    import dataclasses
+
+    from launcher.job.hosts import host_entries
+    from launcher.job.resolve import resolve_spec, settle_platform
     from launcher.launch import launch, local_groups, prepare
-    from launcher.remote.multihost import MultiHostLaunch
-    from launcher.job.resolve import resolve_spec
+    from launcher.remote.hosts import RemoteHosts
 
     options = options_from_args(ns, training_args)
-    multi = MultiHostLaunch.from_args(ns)  # None when every host is this machine
-    if multi is not None:
-        # Pre-flight every host (not for dry runs) and complete the options with what it found.
-        options = multi.before_resolve(options, preflight=not ns.dry_run)
     _checkpoint()
-    spec = resolve_spec(options, remote_parser=multi.parse_remote_host if multi else None)
-    if multi is not None:
-        spec = multi.after_resolve(spec)  # --master-addr, --remote-python
+    try:
+        entries = host_entries(options.hosts, options.hostfile)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    remote = RemoteHosts.from_args(ns, entries)  # None when every host is this machine
+    if remote is None:
+        spec = resolve_spec(options)
+    else:
+        settled = dataclasses.replace(settle_platform(options), python=ns.remote_python)
+        if options.platform is None and not entries[0].local:
+            print(f"{PROG}: warning: --platform not given: {settled.platform} detected on this machine, not on "
+                  "the hosts; give --platform if they differ", file=sys.stderr)
+        options = settled
+        # Pre-flight every remote host (not for dry runs): what it finds completes the job.
+        found = remote.prepare(options, check=not ns.dry_run)
+        spec = resolve_spec(options, hosts=found.hosts, hccn_texts=found.hccn_texts,
+                            scheduler_port=found.scheduler_port)
     _checkpoint()
     if ns.dry_run:
         from launcher.job.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
-        if not ns.json and multi is not None:
-            sys.stdout.write(multi.dry_run_text(plan))  # per host: how it is reached, what runs there
+        if not ns.json and remote is not None:
+            sys.stdout.write(remote.dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
-    factory = multi.rank_groups if multi is not None else local_groups
+    factory = remote.rank_groups if remote is not None else local_groups
     from launcher.run.orphans import become_subreaper, kill_leftover_children
     from launcher.run.supervisor import Interrupt
 

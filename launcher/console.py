@@ -1,4 +1,6 @@
-"""The console while a job runs: tee'd rank output and one status line per rank.
+"""The console while a job runs: tee'd rank output and one status line per rank (step, loss, s/step).
+
+Progress comes from the ranks' log lines as launcher.log_format parses them.
 
 On a TTY the status block is redrawn in place (tee'd lines scroll above it); otherwise a
 plain block is printed every ``plain_interval`` seconds, so CI logs stay readable.
@@ -8,10 +10,11 @@ from __future__ import annotations
 import re
 import sys
 import time
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, TextIO
 
 from launcher.job.plan import Plan
-from launcher.log_format import RankProgress, format_progress, update_progress
+from launcher.log_format import parse_epoch_time_line, parse_loss_line
 from launcher.run.group import ProcessGroup
 
 _CLEAR_LINE = "\x1b[2K"
@@ -19,6 +22,45 @@ _CLEAR_LINE = "\x1b[2K"
 # start-up, so the console copy (--tee) leaves them out; log.txt keeps everything, errors are shown.
 _MINDSPORE_CHATTER = re.compile(r"^\[(DEBUG|INFO|WARNING)\] [A-Z_]+\(\d+,")
 _UP = "\x1b[{}A"
+
+
+@dataclass(frozen=True)
+class RankProgress:
+    """What the live status shows for one rank. ``seconds_per_step`` from the program's own
+    ``per step time`` line when it prints one, else from the time between step lines."""
+
+    epoch: Optional[int] = None
+    step: Optional[int] = None
+    loss: Optional[float] = None
+    seconds_per_step: Optional[float] = None
+    last_step_at: Optional[float] = None
+    lines: int = 0
+
+
+def update_progress(progress: RankProgress, line: str, now: float) -> RankProgress:
+    progress = replace(progress, lines=progress.lines + 1)
+    logged = parse_loss_line(line)
+    if logged is not None:
+        epoch, step, loss = logged
+        rate = progress.seconds_per_step
+        if progress.last_step_at is not None and progress.step is not None and step > progress.step:
+            rate = (now - progress.last_step_at) / (step - progress.step)
+        return replace(progress, epoch=epoch, step=step, loss=loss, seconds_per_step=rate, last_step_at=now)
+    timing = parse_epoch_time_line(line)
+    if timing is not None:
+        return replace(progress, seconds_per_step=timing[1] / 1000.0)
+    return progress
+
+
+def format_progress(rank: int, host: str, progress: RankProgress, state: str) -> str:
+    parts = [f"rank {rank:>3} [{host}] {state:<9}"]
+    if progress.step is not None:
+        parts.append(f"epoch {progress.epoch} step {progress.step:>6}")
+        parts.append(f"loss {progress.loss:.5f}" if progress.loss is not None else "loss -")
+        parts.append(f"{progress.seconds_per_step:.3f} s/step" if progress.seconds_per_step else "- s/step")
+    else:
+        parts.append(f"{progress.lines} log lines, no step yet")
+    return "  ".join(parts)
 
 
 class LiveStatus:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from launcher.errors import LaunchError
 from launcher.job.json_input import JsonInputError, load_file
-from launcher.log_format import STEP_LINE
+from launcher.log_format import LOSS_LINE
 from launcher.run.logs import tail_lines
 
 
@@ -47,7 +47,7 @@ def _local_hosts(doc: dict) -> set[str]:
 def last_step(log: Path) -> str:
     """The last `epoch: E step: S, loss is L` line of a log, shortened ("epoch 1 step 20, loss 0.11"), or "no step yet"."""
     for line in reversed(tail_lines(log, 200).splitlines()):
-        match = STEP_LINE.search(line)
+        match = LOSS_LINE.search(line)
         if match:
             return f"epoch {match.group(1)} step {match.group(2)}, loss {match.group(3)}"
     return "no step yet"

@@ -22,7 +22,8 @@ from typing import Callable, Optional, Sequence, TextIO
 from launcher.errors import LaunchError
 from launcher.job.disk_space import release_reserve
 from launcher.run.failures import JobFailed, RankExit, RankFailure
-from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_atomic, write_job_json
+from launcher.atomic_write import write_atomic
+from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_job_json
 from launcher.console import LiveStatus
 from launcher.run.local import LocalGroup
 from launcher.run.mpirun import MpirunGroup
@@ -73,10 +74,11 @@ class JobResult:
 
 
 def local_groups(plan: Plan) -> list[ProcessGroup]:
-    """Groups for a job whose hosts are all this machine."""
+    """Groups for a job whose hosts are all this machine (launcher.remote.hosts.RemoteHosts.rank_groups otherwise)."""
     remote = [h.host.name for h in plan.hosts if not h.host.local]
     if remote:
-        raise LaunchError(f"--hosts {','.join(remote)}: remote hosts need the SSH support (launcher/job/hosts.py)")
+        raise LaunchError(f"--hosts {','.join(remote)}: not this machine; start such jobs with "
+                          "group_factory=RemoteHosts.rank_groups (launcher.remote.hosts)")
     if plan.spec.mode == "mpirun":
         return [MpirunGroup(plan)]
     return [LocalGroup(plan, entry.host.name) for entry in plan.hosts]
@@ -201,7 +203,8 @@ def launch(
             if outcome.state != "failed" or restarts >= spec.max_restarts:
                 break
             restarts += 1
-            _say(status_out, f"{_describe(outcome)}; restarting the whole job ({restarts} of {spec.max_restarts})")
+            what = _what_failed(outcome.first_failure, outcome.helper_problem, outcome.state)
+            _say(status_out, f"{what}; restarting the whole job ({restarts} of {spec.max_restarts})")
             next_plan = plan_restart(plan)
             try:
                 _rewrite_rank_scripts(next_plan, restarts, started)
@@ -272,10 +275,10 @@ def _result(plan: Plan, outcome: AttemptOutcome, restarts: int, exits: tuple[Ran
     )
 
 
-def _describe(outcome: AttemptOutcome) -> str:
-    if outcome.first_failure is not None:
-        return outcome.first_failure.describe()
-    return outcome.helper_problem or f"job {outcome.state}"
+def _what_failed(first_failure: Optional[RankFailure], problem: Optional[str], state: str) -> str:
+    if first_failure is not None:
+        return first_failure.describe()
+    return problem or f"job {state}"
 
 
 def _report(stream: TextIO, result: JobResult) -> None:
@@ -286,19 +289,13 @@ def _report(stream: TextIO, result: JobResult) -> None:
     if result.state == "interrupted":
         _say(stream, f"interrupted: every rank stopped; job dir {job_dir} (exit {result.exit_code})")
         return
-    _say(stream, _describe_result(result))
+    _say(stream, _what_failed(result.first_failure, result.problem, result.state))
     failure = result.first_failure
     if failure is not None and failure.tail:
         _say(stream, f"last lines of {failure.log_path}:")
         stream.write("".join(f"    {line}\n" for line in failure.tail.splitlines()))
     _say(stream, f"every other rank was stopped; job dir {job_dir} (exit {result.exit_code})")
     stream.flush()
-
-
-def _describe_result(result: JobResult) -> str:
-    if result.first_failure is not None:
-        return result.first_failure.describe()
-    return result.problem or f"job {result.state}"
 
 
 def _say(stream: TextIO, message: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from launcher.collect import CollectRequest, collect
 from tests.fixtures.jobs import TRAIN_STEPS
-from tests.test_collect_helpers import sha256_of
+from tests.fixtures.collect_jobs import sha256_of
 
 pytestmark = pytest.mark.slow  # needs the session's real MindSpore job
 

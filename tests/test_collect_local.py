@@ -14,7 +14,7 @@ import pytest
 import launcher.collect.collection as collection
 from launcher.collect import CollectInputError, CollectRequest, collect
 from launcher.collect.cli import main
-from tests.test_collect_helpers import RankSpec, make_job, sha256_of
+from tests.fixtures.collect_jobs import RankSpec, make_job, sha256_of
 
 MIB = 1 << 20
 

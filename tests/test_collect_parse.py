@@ -11,7 +11,7 @@ from launcher.collect.evalfile import parse_eval
 from launcher.collect.jobfile import load_job, newest_job_dir, parse_job
 from launcher.collect.logparse import log_tail, parse_epoch_time_line, parse_loss_line, parse_miou_line, parse_training_log
 from launcher.collect.summary import batch_size_from_args
-from tests.test_collect_helpers import RankSpec, make_job
+from tests.fixtures.collect_jobs import RankSpec, make_job
 
 
 def test_contract_lines_parse_exactly():

@@ -15,7 +15,7 @@ from pathlib import Path
 from launcher.collect import CollectRequest, collect
 from launcher.remote.ssh import SshOptions
 from tests.fixtures.sshd import UNREACHABLE_ADDRESS
-from tests.test_collect_helpers import RankSpec, make_job, sha256_of
+from tests.fixtures.collect_jobs import RankSpec, make_job, sha256_of
 
 
 def remote_job(tmp_path: Path, sshd_hosts, extra_hosts: list[dict] | None = None) -> tuple[Path, dict[str, Path]]:

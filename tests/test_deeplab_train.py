@@ -24,6 +24,7 @@ from deeplab import cpu_tuning
 cpu_tuning.apply_to_environ(threads=1)  # before this process imports MindSpore (checkpoint reading)
 
 from deeplab.checkpoints import checkpoint_name, list_checkpoints, read_checkpoint, verify_crc  # noqa: E402
+from tests.fixtures.processes import read_until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -84,11 +85,10 @@ def test_loss_falls_logs_have_the_reference_format_and_checkpoints_rotate(synthe
 
 
 def _wait_for_line(proc: subprocess.Popen, pattern: re.Pattern, collected: list[str]) -> None:
-    for line in proc.stdout:
-        collected.append(line.rstrip("\n"))
-        if pattern.match(collected[-1]):
-            return
-    raise AssertionError(f"process ended before printing {pattern.pattern}: {collected[-5:]}")
+    found, lines = read_until(proc, lambda line: bool(pattern.match(line.rstrip("\n"))), RUN_TIMEOUT)
+    collected.extend(line.rstrip("\n") for line in lines)
+    if not found:
+        raise AssertionError(f"no {pattern.pattern} within {RUN_TIMEOUT}s (or the process ended): {collected[-5:]}")
 
 
 def test_resume_after_sigkill_mid_training_reaches_the_same_final_step(synthetic_voc, tmp_path):

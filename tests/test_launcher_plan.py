@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hccl import rank_table
-from launcher.job.host_list import Host, parse_hosts
+from launcher.job.hosts import Host, parse_hosts_arg
+from launcher.job.options import LaunchOptions
+from launcher.job.resolve import local_hosts
 from launcher.errors import LaunchError
 from launcher.job.plan import plan_job, plan_restart, split_cores
 from launcher.job.rank_env import JOB_MARKER_VAR
@@ -148,15 +150,17 @@ def test_spec_validation_names_the_problem():
         Host(name="a;rm -rf /", address="127.0.0.1")
 
 
-def test_hosts_accept_only_this_machine_without_ssh_support():
+def test_one_host_parser_tells_this_machine_from_remote_hosts():
     mine = {"localhost", "127.0.0.1", "vm"}
-    assert [h.local for h in parse_hosts("localhost", names_of_this_machine=mine)] == [True]
-    with pytest.raises(LaunchError, match="remote hosts need the SSH support"):
-        parse_hosts("localhost,gpu-node-7", names_of_this_machine=mine)
-    with pytest.raises(LaunchError, match="both this machine"):
-        parse_hosts("localhost,127.0.0.1", names_of_this_machine=mine)
-    remote = parse_hosts("other", lambda text: Host(name=text, address="10.1.1.1", local=False), names_of_this_machine=mine)
-    assert remote[0].address == "10.1.1.1" and not remote[0].local
+    entries = parse_hosts_arg("localhost,root@gpu-node-7:2222,10.0.0.9", names_of_this_machine=mine)
+    assert [(e.name, e.label, e.local) for e in entries] == [
+        ("localhost", "localhost", True), ("gpu-node-7:2222", "root@gpu-node-7:2222", False), ("10.0.0.9", "10.0.0.9", False)]
+    assert entries[0].local_host() == Host(name="localhost", address="127.0.0.1", local=True)
+    with pytest.raises(ValueError, match="'localhost' and '127.0.0.1' are both this machine"):
+        parse_hosts_arg("localhost,127.0.0.1", names_of_this_machine=mine)
+    # The library call alone plans this machine; remote hosts come resolved (pre-flight) as hosts=.
+    with pytest.raises(LaunchError, match="--hosts gpu-node-7: not this machine"):
+        local_hosts(LaunchOptions(hosts="gpu-node-7"))
 
 
 @given(cores=st.integers(1, 64), ranks=st.integers(1, 80))

@@ -5,11 +5,11 @@ import io
 from pathlib import Path
 
 from launcher.run.failures import RankExit
-from launcher.job.host_list import Host
+from launcher.job.hosts import Host
 from launcher.console import LiveStatus
 from launcher.run.logs import LogFollower, tail_lines
 from launcher.job.plan import plan_job
-from launcher.log_format import RankProgress, update_progress
+from launcher.console import RankProgress, update_progress
 from launcher.run.group import ProcessGroup
 from launcher.job.spec import Entry, JobSpec
 

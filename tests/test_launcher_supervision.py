@@ -91,7 +91,7 @@ def test_ctrl_c_or_sigterm_to_the_launcher_stops_every_rank(tmp_path, hccn_conf,
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == code, err
     assert "interrupted" in err
     status = job_status(job_dir)
@@ -174,7 +174,8 @@ def test_library_call_returns_failures_as_data(tmp_path, hccn_conf):
 
     from launcher.run.failures import JobFailed
     from launcher.launch import launch
-    from launcher.job.resolve import LaunchOptions, resolve_spec
+    from launcher.job.options import LaunchOptions
+    from launcher.job.resolve import resolve_spec
 
     job_dir = tmp_path / "job"
     baseline = descendant_pids()
@@ -203,7 +204,7 @@ def test_ranks_die_with_a_launcher_that_is_killed_outright(tmp_path, hccn_conf):
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert_nothing_left(job_dir, baseline)
 
 

@@ -3,23 +3,22 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 import psutil
 import pytest
 
 from launcher.job.ports import free_port
+from tests.fixtures.processes import read_until
 
-from launcher.remote.agent import decode_event, encode_event, plan_from_job_document, progress_event
-from launcher.job.host_list import Host
+from launcher.job.job_json import plan_from_job_document
+from launcher.remote.protocol import decode_event, encode_event, progress_event
+from launcher.job.hosts import Host
 from launcher.launch import prepare, write_job_files
 from launcher.job.spec import Entry, JobSpec
 
@@ -94,38 +93,19 @@ def _agent(job_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _stdout_lines(agent: subprocess.Popen) -> "queue.Queue[Optional[str]]":
-    """The agent's stdout lines, read by a thread of their own (None at EOF), so waits can time out."""
-    lines = getattr(agent, "lines", None)
-    if lines is None:
-        lines = agent.lines = queue.Queue()
-
-        def pump() -> None:
-            for line in agent.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
 def _read_until(agent: subprocess.Popen, predicate, timeout: float = 30) -> list[dict]:
     """Events until ``predicate`` holds; never waits past ``timeout``."""
-    events = []
-    lines = _stdout_lines(agent)
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
+    events: list[dict] = []
+
+    def done(line: str) -> bool:
         event = decode_event(line)
-        if event is not None:
-            events.append(event)
-            if predicate(event, events):
-                return events
+        if event is None:
+            return False
+        events.append(event)
+        return bool(predicate(event, events))
+
+    if read_until(agent, done, timeout)[0]:
+        return events
     agent.kill()
     agent.wait(timeout=10)
     raise AssertionError(f"agent did not report as expected; got {events}; stderr {agent.stderr.read()[-2000:]}")

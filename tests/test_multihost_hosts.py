@@ -1,7 +1,7 @@
 """--hosts / --hostfile parsing (pure, no network)."""
 import pytest
 
-from launcher.job.hosts import HostSpec, check_unique, parse_host, parse_hostfile, parse_hosts_arg, read_hostfile
+from launcher.job.hosts import HostEntry, check_distinct, parse_host, parse_hostfile, parse_hosts_arg, read_hostfile
 
 
 def test_hosts_arg_user_host_port():
@@ -10,8 +10,8 @@ def test_hosts_arg_user_host_port():
         (None, "h1", None), ("root", "h2", None), ("deploy", "10.0.0.3", 2222),
         (None, "fe80::1", 23), (None, "::1", None),
     ]
-    assert specs[2].name == "deploy@10.0.0.3:2222"
-    assert specs[3].name == "[fe80::1]:23"
+    assert specs[2].label == "deploy@10.0.0.3:2222" and specs[2].name == "10.0.0.3:2222"
+    assert specs[3].label == specs[3].name == "[fe80::1]:23"
 
 
 @pytest.mark.parametrize("value, message", [
@@ -37,7 +37,7 @@ def test_hostfile_deepspeed_format_with_comments(tmp_path):
     path = tmp_path / "hostfile"
     path.write_text("# cluster\nworker-1 slots=8\n\n  root@10.0.0.2:2222   slots=4  # fast one\n10.0.0.3\n")
     specs = read_hostfile(path)
-    assert [(s.name, s.slots) for s in specs] == [("worker-1", 8), ("root@10.0.0.2:2222", 4), ("10.0.0.3", None)]
+    assert [(s.label, s.slots) for s in specs] == [("worker-1", 8), ("root@10.0.0.2:2222", 4), ("10.0.0.3", None)]
     assert specs[1].source == f"{path}:4"
 
 
@@ -63,14 +63,16 @@ def test_unreadable_hostfile_is_one_line(tmp_path):
 
 def test_duplicates_by_resolved_address():
     specs = [parse_host("a"), parse_host("b")]
-    check_unique(specs)  # literally different
+    check_distinct(specs)  # literally different
     with pytest.raises(ValueError, match="'b' is the same host as 'a'"):
-        check_unique(specs, resolve=lambda spec: ("10.0.0.1", 22))
+        check_distinct(specs, resolve=lambda spec: ("10.0.0.1", 22))
 
 
-def test_hostspec_validates_directly():
+def test_host_entry_validates_directly():
     with pytest.raises(ValueError, match="slots=0"):
-        HostSpec("h", slots=0)
+        HostEntry("h", slots=0)
+    with pytest.raises(ValueError, match="a user or port means SSH"):
+        HostEntry("localhost", user="root", local=True)
 
 
 @pytest.mark.parametrize("flags, message", [

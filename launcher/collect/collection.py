@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from launcher.atomic_write import write_atomic
 from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.evalfile import parse_eval
 from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Problem, gather
@@ -80,15 +81,11 @@ class CollectOutcome:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 _RENAME_NOREPLACE = 1

@@ -1,4 +1,4 @@
-"""Read deeplab-eval's eval.json (CONTRACTS.md) into a typed record; pure."""
+"""Read deeplab-eval's eval.json (deeplab/eval.py writes it) into a typed record; pure."""
 from __future__ import annotations
 
 import math

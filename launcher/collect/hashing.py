@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
+
+from launcher.atomic_write import write_atomic
 
 CHUNK = 4 << 20
 # Smaller files are re-read faster than a cache entry is worth keeping.
@@ -75,10 +76,7 @@ class HashCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._lock:
                 data = json.dumps(self._entries)
-            fd, tmp = tempfile.mkstemp(prefix=".sha256-cache.", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(data)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, data)
         except OSError:
             pass
 

@@ -1,4 +1,4 @@
-"""Read the launcher's job.json (schema 1, CONTRACTS.md) into typed records.
+"""Read the launcher's job.json (schema 1, written by launcher/job/job_json.py) into typed records.
 
 Only what collecting needs is typed; the whole document is kept as `raw` so the
 summary can quote the status verbatim. Missing optional parts (a job still running

@@ -1,11 +1,8 @@
-"""Parse what a training rank printed: loss, epoch timing and mIoU lines.
+"""Parse what a training rank printed, as a whole log: losses, epoch timings, mIoU.
 
-Pure functions over text. The line formats are the training program's contract
-(CONTRACTS.md):
-
-    epoch: 1 step: 20, loss is 0.11594
-    Epoch time: 78748.379, per step time: 107.378
-    mIoU = 0.65049
+Pure functions over text. The line formats themselves (``epoch: 1 step: 20, loss is
+0.11594``, ``Epoch time: ...``, ``mIoU = ...``) are launcher.log_format's, shared with
+the live status.
 
 A log whose last line has no newline was cut off (rank killed, disk full, copy of a
 live file): that last line is not trusted -- "loss is 0.11" could be the first
@@ -14,13 +11,10 @@ characters of "loss is 0.11594" -- so it is dropped and the log is marked trunca
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
-_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)"
-LOSS_LINE = re.compile(r"epoch:\s*(\d+)\s+step:\s*(\d+),\s*loss is\s*" + _NUMBER + r"\s*$", re.IGNORECASE)
-EPOCH_TIME_LINE = re.compile(r"Epoch time:\s*" + _NUMBER + r",\s*per step time:\s*" + _NUMBER + r"\s*$")
-MIOU_LINE = re.compile(r"mIoU\s*=\s*" + _NUMBER + r"\s*$")
+from launcher import log_format
+from launcher.log_format import parse_loss_line, parse_miou_line  # noqa: F401  (part of this module's API)
 
 
 @dataclass(frozen=True)
@@ -78,10 +72,6 @@ class TrainingLog:
         return self.epochs[0].step_time_ms if self.epochs else None
 
 
-def _number(text: str) -> float:
-    return float(text)
-
-
 def split_complete_lines(text: str) -> tuple[list[str], str]:
     """Return (complete lines, cut-off last line or "")."""
     if not text:
@@ -91,23 +81,9 @@ def split_complete_lines(text: str) -> tuple[list[str], str]:
     return [line.rstrip("\r") for line in lines], tail
 
 
-def parse_loss_line(line: str) -> tuple[int, int, float] | None:
-    match = LOSS_LINE.search(line)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2)), _number(match.group(3))
-
-
 def parse_epoch_time_line(line: str) -> EpochTiming | None:
-    match = EPOCH_TIME_LINE.search(line)
-    if match is None:
-        return None
-    return EpochTiming(_number(match.group(1)), _number(match.group(2)))
-
-
-def parse_miou_line(line: str) -> float | None:
-    match = MIOU_LINE.search(line)
-    return None if match is None else _number(match.group(1))
+    timing = log_format.parse_epoch_time_line(line)
+    return None if timing is None else EpochTiming(*timing)
 
 
 def _global_steps(points: list[tuple[int, int, float]]) -> list[LossPoint]:

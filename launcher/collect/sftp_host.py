@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from launcher.collect.jobfile import HostEntry
 from launcher.collect.sources import SftpFiles
-from launcher.job.hosts import HostSpec
+from launcher.job import hosts as job_hosts
 from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, open_sftp, resolve_hosts
 
 
@@ -23,9 +23,9 @@ def host_uri(host: HostEntry, user: str | None = None) -> str:
 
 def open_host_files(host: HostEntry, options: SshOptions) -> SftpFiles:
     """SftpFiles over a fresh connection to host; HostUnreachable when that fails."""
-    spec = HostSpec(host=host.address, user=host.user or None, port=host.port, source=f"job.json host {host.name}")
+    entry = job_hosts.HostEntry(host=host.address, user=host.user or None, port=host.port, source=f"job.json host {host.name}")
     try:
-        remote = resolve_hosts([spec], options)[0]
+        remote = resolve_hosts([entry], options)[0]
     except ValueError as err:
         raise HostUnreachable(str(err)) from None
     conn = connection(remote, options)

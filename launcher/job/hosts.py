@@ -1,34 +1,78 @@
-"""Which hosts a job runs on: ``--hosts`` entries and ``--hostfile`` lines, parsed.
+"""The hosts of a job: what the user wrote (HostEntry), what the plan uses (Host), one parser for both flags.
 
-Pure parsing, no network. ``--hosts h1,user@h2:2222,[fe80::1]:22`` gives one entry per
-comma; a hostfile gives one per line in DeepSpeed's format plus an optional user and
-port::
+Pure: no network. ``--hosts h1,user@h2:2222,[fe80::1]:22`` gives one entry per comma; a
+hostfile gives one per line in DeepSpeed's format plus an optional user and port::
 
     # comments and blank lines are ignored
     worker-1 slots=8
     root@10.0.0.2:2222 slots=4
     10.0.0.3
 
-``slots=N`` is how many ranks that host runs (default: ``--devices``). Every error is
-one ``ValueError`` line naming the flag or ``file:line``.
+``slots=N`` is how many ranks that host runs (default: ``--devices``). An entry without
+user and port that names this machine (localhost, 127.0.0.1, its hostname or FQDN) is
+*local*: the launcher starts its ranks itself; every other entry is reached over SSH.
+An entry becomes a ``Host`` once it is known where the other hosts reach it (and, for
+the plan, which cores and CPU flags it has): ``entry.local_host()`` for this machine,
+the ssh config and pre-flight for the others. Every error is one ``ValueError`` line
+naming the flag or ``file:line``.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
+# One rule for user names everywhere (hostfile, --hosts, job.json).
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # Host names (RFC 1123 labels, underscores tolerated as ssh does) and IPv4 literals.
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?\Z")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
 MAX_SLOTS = 1024  # the same bound as --devices per host
 _SLOTS = re.compile(r"^slots=(\S*)\Z")
+# A plan's host name: a host as above, optionally with :port ([v6]:port); nothing a shell or a
+# hostfile line could read differently.
+_NAME = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+\Z")
+# What other ranks connect to: a host name or an IPv4/IPv6 address.
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%-]+\Z")
+
+LOCAL_ADDRESS = "127.0.0.1"
+DEFAULT_SSH_PORT = 22
+# In --hccn-conf: replaced by each host's name, for hosts whose hccn.conf is elsewhere (or test
+# hosts that share one machine and each need their own).
+HOST_PLACEHOLDER = "{host}"
+
+
+def _check_host(host: str, where: str) -> None:
+    if not host:
+        raise ValueError(f"{where}: empty host name")
+    if not (_HOSTNAME.match(host) or (":" in host and _IPV6.match(host))):
+        raise ValueError(f"{where}: {host!r} is not a host name or IP address")
+
+
+def _check_user(user: Optional[str], where: str) -> None:
+    if user is not None and not _USER.match(user):
+        raise ValueError(f"{where}: user {user!r} may only contain letters, digits, '.', '_', '-'")
+
+
+def _check_port(port: Optional[int], where: str) -> None:
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{where}: port {port} is out of range 1..65535")
+
+
+def local_names() -> frozenset[str]:
+    """Names that mean "this machine"."""
+    names = {"localhost", LOCAL_ADDRESS, "::1", socket.gethostname()}
+    try:
+        names.add(socket.getfqdn())
+    except OSError:
+        pass
+    return frozenset(n for n in names if n)
 
 
 @dataclass(frozen=True)
-class HostSpec:
+class HostEntry:
     """One host as the user wrote it; ``port``/``user`` None means "as ssh config says"."""
 
     host: str
@@ -36,29 +80,75 @@ class HostSpec:
     port: Optional[int] = None
     slots: Optional[int] = None
     source: str = "--hosts"  # where it was written, for error messages ("--hosts", "hosts.txt:3")
+    local: bool = False  # this machine (no user, no port, one of its names)
 
     def __post_init__(self) -> None:
-        where = self.source
-        if not self.host:
-            raise ValueError(f"{where}: empty host name")
-        if not (_HOSTNAME.match(self.host) or (":" in self.host and _IPV6.match(self.host))):
-            raise ValueError(f"{where}: {self.host!r} is not a host name or IP address")
-        if self.user is not None and not _USER.match(self.user):
-            raise ValueError(f"{where}: user {self.user!r} may only contain letters, digits, '.', '_', '-'")
-        if self.port is not None and not 0 < self.port < 65536:
-            raise ValueError(f"{where}: port {self.port} is out of range 1..65535")
+        _check_host(self.host, self.source)
+        _check_user(self.user, self.source)
+        _check_port(self.port, self.source)
         if self.slots is not None and not 1 <= self.slots <= MAX_SLOTS:
-            raise ValueError(f"{where}: slots={self.slots} must be at least 1")
+            raise ValueError(f"{self.source}: slots={self.slots} must be at least 1")
+        if self.local and (self.user is not None or self.port is not None):
+            raise ValueError(f"{self.source}: {self.label!r}: a user or port means SSH, not this machine")
 
     @property
     def name(self) -> str:
-        """The entry as written (user, host, port), used to name the host everywhere."""
-        host = f"[{self.host}]" if ":" in self.host and self.port is not None else self.host
-        text = f"{self.user}@{host}" if self.user else host
-        return f"{text}:{self.port}" if self.port is not None else text
+        """The host's name in the plan, job.json and logs: the host, and the port when one was written."""
+        if self.port is None:
+            return self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """The entry as written, user included (for messages)."""
+        return f"{self.user}@{self.name}" if self.user else self.name
+
+    def local_host(self) -> "Host":
+        """This machine as a plan host: others on it reach it at 127.0.0.1 (the resolver may change that)."""
+        if not self.local:
+            raise ValueError(f"{self.source}: {self.label!r} is not this machine")
+        return Host(name=self.name, address=LOCAL_ADDRESS, local=True, slots=self.slots)
 
 
-def parse_host(entry: str, source: str = "--hosts") -> HostSpec:
+@dataclass(frozen=True)
+class Host:
+    """One machine of a job as the plan uses it.
+
+    name: the entry's name (shown in logs as ``[name:rank]``, the key in job.json).
+    address: what other ranks use to reach it (the scheduler address in dynamic mode).
+    user, port: how the launcher reaches it over SSH (remote hosts).
+    cpus: core ids a job may use there (empty = unknown, no binding).
+    cpu_flags: /proc/cpuinfo flags there (used for the CPU tuning environment).
+    slots: ranks the hostfile gives it (None: --devices decides).
+    """
+
+    name: str
+    address: str
+    user: Optional[str] = None
+    port: int = DEFAULT_SSH_PORT
+    local: bool = True
+    cpus: tuple[int, ...] = ()
+    cpu_flags: frozenset[str] = field(default_factory=frozenset)
+    slots: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not _NAME.match(self.name):
+            raise ValueError(f"host name {self.name!r}: use letters, digits and . - _ : [ ] only")
+        if not self.address or not _ADDRESS.match(self.address):
+            raise ValueError(f"host {self.name}: address {self.address!r}: use letters, digits, '.', '-', '_' or ':'")
+        _check_user(self.user, f"host {self.name}")
+        _check_port(self.port, f"host {self.name}")
+        if len(set(self.cpus)) != len(self.cpus) or any(c < 0 for c in self.cpus):
+            raise ValueError(f"host {self.name}: cpu ids must be distinct non-negative integers, got {self.cpus}")
+
+
+def this_machine() -> HostEntry:
+    """The default when no --hosts is given: this machine under its host name."""
+    return HostEntry(socket.gethostname(), local=True)
+
+
+def parse_host(entry: str, source: str = "--hosts", names_of_this_machine: Optional[Iterable[str]] = None) -> HostEntry:
     """Parse ``[user@]host[:port]`` (IPv6 as ``[addr]:port`` or a bare ``addr``)."""
     text = entry.strip()
     if not text:
@@ -86,20 +176,24 @@ def parse_host(entry: str, source: str = "--hosts") -> HostSpec:
         if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
             raise ValueError(f"{source}: {entry!r}: port {port_text!r} is not a number")
         port = int(port_text)
-    return HostSpec(host=host, user=user, port=port, source=source)
+    mine = local_names() if names_of_this_machine is None else frozenset(names_of_this_machine)
+    local = user is None and port is None and host in mine
+    return HostEntry(host=host, user=user, port=port, source=source, local=local)
 
 
-def parse_hosts_arg(value: str, flag: str = "--hosts") -> tuple[HostSpec, ...]:
-    """Parse the comma-separated ``--hosts`` value; duplicates are an error."""
-    entries = value.split(",")
-    specs = tuple(parse_host(entry, f"{flag} entry {i + 1}") for i, entry in enumerate(entries))
-    check_unique(specs)
-    return specs
+def parse_hosts_arg(value: str, flag: str = "--hosts",
+                    names_of_this_machine: Optional[Iterable[str]] = None) -> tuple[HostEntry, ...]:
+    """Parse the comma-separated ``--hosts`` value; the same host twice is an error."""
+    mine = local_names() if names_of_this_machine is None else frozenset(names_of_this_machine)
+    entries = tuple(parse_host(entry, f"{flag} entry {i + 1}", mine) for i, entry in enumerate(value.split(",")))
+    check_distinct(entries)
+    return entries
 
 
-def parse_hostfile(text: str, path: str) -> tuple[HostSpec, ...]:
+def parse_hostfile(text: str, path: str, names_of_this_machine: Optional[Iterable[str]] = None) -> tuple[HostEntry, ...]:
     """Parse hostfile text: ``[user@]host[:port] [slots=N]`` per line, ``#`` comments."""
-    specs = []
+    mine = local_names() if names_of_this_machine is None else frozenset(names_of_this_machine)
+    entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if not fields:
@@ -117,40 +211,61 @@ def parse_hostfile(text: str, path: str) -> tuple[HostSpec, ...]:
             if len(match.group(1)) > 4 or int(match.group(1)) > MAX_SLOTS:
                 raise ValueError(f"{where}: slots={match.group(1)[:20]} is more than {MAX_SLOTS} ranks on one host")
             slots = int(match.group(1))
-        spec = parse_host(fields[0], where)
-        specs.append(HostSpec(spec.host, spec.user, spec.port, slots, where))
-    if not specs:
+        entry = parse_host(fields[0], where, mine)
+        entries.append(HostEntry(entry.host, entry.user, entry.port, slots, where, entry.local))
+    if not entries:
         raise ValueError(f"{path}: no hosts in hostfile")
-    result = tuple(specs)
-    check_unique(result)
+    result = tuple(entries)
+    check_distinct(result)
     return result
 
 
-def read_hostfile(path: Path) -> tuple[HostSpec, ...]:
+def read_hostfile(path: Path, names_of_this_machine: Optional[Iterable[str]] = None) -> tuple[HostEntry, ...]:
     """Read and parse a hostfile; unreadable files are a one-line ValueError too."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"--hostfile {path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
-    return parse_hostfile(text, str(path))
+    return parse_hostfile(text, str(path), names_of_this_machine)
 
 
-def _literal_address(spec: HostSpec) -> tuple[str, int]:
-    return spec.host.lower().rstrip("."), spec.port if spec.port is not None else 22
+def host_entries(hosts: Optional[str], hostfile: Optional[Path]) -> tuple[HostEntry, ...]:
+    """The job's hosts from ``--hosts`` or ``--hostfile`` (one of them); this machine when neither."""
+    if hosts and hostfile:
+        raise ValueError("--hosts and --hostfile: give one of them")
+    if hostfile:
+        return read_hostfile(hostfile)
+    if hosts is not None and hosts.strip():
+        return parse_hosts_arg(hosts)
+    return (this_machine(),)
 
 
-def check_unique(
-    specs: Iterable[HostSpec],
-    resolve: Callable[[HostSpec], tuple[str, int]] = _literal_address,
+def _literal_address(entry: HostEntry) -> tuple[str, int]:
+    return entry.host.lower().rstrip("."), entry.port if entry.port is not None else DEFAULT_SSH_PORT
+
+
+def check_distinct(
+    entries: Sequence[HostEntry],
+    resolve: Callable[[HostEntry], tuple[str, int]] = _literal_address,
 ) -> None:
-    """Raise if two entries reach the same address:port (``resolve`` maps entry -> (address, port))."""
-    seen: dict[tuple[str, int], HostSpec] = {}
-    for spec in specs:
-        key = resolve(spec)
+    """The same machine twice would get two sets of ranks fighting for its devices.
+
+    Raise when two entries are both this machine, or reach the same address:port
+    (``resolve`` maps an entry to (address, port); by default the host as written).
+    """
+    local: Optional[HostEntry] = None
+    seen: dict[tuple[str, int], HostEntry] = {}
+    for entry in entries:
+        if entry.local:
+            if local is not None:
+                raise ValueError(f"{entry.source}: {local.label!r} and {entry.label!r} are both this machine")
+            local = entry
+            continue
+        key = resolve(entry)
         if key in seen:
             first = seen[key]
             raise ValueError(
-                f"{spec.source}: {spec.name!r} is the same host as {first.name!r} ({first.source}): "
+                f"{entry.source}: {entry.label!r} is the same host as {first.label!r} ({first.source}): "
                 f"{key[0]}:{key[1]}"
             )
-        seen[key] = spec
+        seen[key] = entry

@@ -1,18 +1,20 @@
-"""job.json: the plan and, at the end, what happened to every rank (schema 1, see CONTRACTS).
+"""job.json: the plan and, at the end, what happened to every rank (schema 1).
 
-Building the document is pure; ``write_job_json`` writes it atomically (temp name in
-the same directory, then rename), so a reader never sees half a file.
+Building the document is pure; ``write_job_json`` writes it atomically (launcher's one
+atomic writer), so a reader never sees half a file. ``plan_from_job_document`` reads it
+back into a Plan (the per-host agent runs exactly what the controller planned);
+collect-results reads it into its own typed records (launcher.collect.jobfile).
 """
 from __future__ import annotations
 
 import errno
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from launcher.atomic_write import write_atomic
 from launcher.run.failures import RankExit, RankFailure
 from launcher.job.plan import Plan
 
@@ -119,7 +121,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
             "host": f.host,
             "exit_code": f.exit_code,
             "signal": f.signal_name,
-            "log": f"LOG{f.rank}/log.txt",  # relative to the job dir (schema 1); the console shows where it is
+            "log": f"{plan.ranks[f.rank].log_dir}/log.txt",  # relative to the job dir (schema 1)
             "tail": f.tail,
             "note": f.note,
         }
@@ -134,23 +136,6 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "first_failure": failure,
         "hang": status.hang,
     }
-
-
-def write_atomic(path: Path, text: str, *, executable: bool = False) -> None:
-    """Write ``text`` to a temp name next to ``path`` and rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if executable:
-            os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_job_json(job_dir: Path, document: dict[str, Any]) -> Path:
@@ -173,3 +158,59 @@ def merge_exits(earlier: Sequence[RankExit], later: Sequence[RankExit]) -> tuple
     by_rank = {e.rank: e for e in earlier}
     by_rank.update({e.rank: e for e in later})
     return tuple(by_rank[k] for k in sorted(by_rank))
+
+
+def plan_from_job_document(document: dict) -> Plan:
+    """The Plan the controller wrote into job.json, rebuilt as objects (nothing re-decided here).
+
+    Ranks and scheduler are taken verbatim from the document; the JobSpec around them
+    carries what the local supervision code reads (job dir, mode, hosts).
+    """
+    from launcher.job.hosts import Host
+    from launcher.job.plan import HostSlots, Rank, Scheduler
+    from launcher.job.spec import Entry, JobSpec
+
+    job_dir = Path(document["job_dir"])
+    hosts = tuple(
+        Host(name=h["name"], address=h["address"], user=h.get("user"), port=int(h.get("port") or 22),
+             local=bool(h.get("local")))
+        for h in document["hosts"]
+    )
+    ranks = []
+    host_index = {host.name: index for index, host in enumerate(hosts)}
+    for item in document["ranks"]:
+        env = dict(item.get("env") or {})
+        ranks.append(Rank(
+            rank=int(item["rank"]), host=item["host"], host_index=host_index[item["host"]],
+            local_index=int(item["local_index"]), device_id=int(item["device_id"]),
+            command=tuple(item["command"]), log_dir=item["log_dir"],
+            cpus=tuple(item["cpus"]) if item.get("cpus") else None, launch_env=env,
+        ))
+    ranks.sort(key=lambda rank: rank.rank)
+    first_host = [r for r in ranks if r.host_index == 0]
+    devices = tuple(r.device_id for r in sorted(first_host, key=lambda r: r.local_index))
+    scheduler_doc = document.get("scheduler")
+    rank_table = rank_table_json = None
+    if document["mode"] == "rank-table":
+        from hccl import rank_table as rank_tables
+
+        rank_table_json = (job_dir / "rank_table.json").read_text()
+        rank_table = rank_tables.loads(rank_table_json)
+    entry = document["entry"]
+    spec = JobSpec(
+        job_id=document["job_id"], job_dir=job_dir, created=document["created"], hosts=hosts,
+        devices=devices, platform=document["platform"], mode=document["mode"],
+        entry=Entry(module=entry.get("module"), script=Path(entry["script"]) if entry.get("script") else None),
+        python=ranks[0].command[0], args=tuple(document.get("args") or ()), env=dict(document.get("env") or {}),
+        sched_port=int(scheduler_doc["port"]) if scheduler_doc else None,
+        rank_table=rank_table, rank_table_json=rank_table_json,
+    )
+    scheduler = None
+    if scheduler_doc:
+        # The scheduler's command and environment are in its rendered run.sh; the group only starts that.
+        scheduler = Scheduler(host=scheduler_doc["host"], address=scheduler_doc["address"],
+                              port=int(scheduler_doc["port"]), command=(spec.python,), env={},
+                              log_dir=str(Path(scheduler_doc.get("log", "scheduler/log.txt")).parent))
+    slots = {host.name: sum(1 for r in ranks if r.host == host.name) for host in hosts}
+    return Plan(spec=spec, ranks=tuple(ranks), hosts=tuple(HostSlots(h, slots[h.name]) for h in hosts),
+                scheduler=scheduler)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional, Sequence
 
-from launcher.job.host_list import Host
+from launcher.job.hosts import Host
 from launcher.job.platform_timeouts import platform_timeout_env
 from launcher.job.rank_env import JOB_MARKER_VAR, job_env
 from launcher.job.spec import JobSpec

@@ -1,27 +1,26 @@
-"""From what the user asked (LaunchOptions) to a fully resolved JobSpec.
+"""From what the user asked (LaunchOptions) and the hosts it runs on to a fully resolved JobSpec.
 
-This is where the launcher looks at the machine: detects the platform, lists devices,
-reads hccn.conf or the rank table, picks or checks the scheduler port, checks the entry
-script. Every problem is a LaunchError naming the flag or file; nothing is written.
+One resolver for one host or many. This is where the launcher looks at the machine:
+detects the platform, lists devices, reads hccn.conf or the rank table, picks or checks
+the scheduler port, checks the entry script. Remote hosts arrive already resolved
+(address through the ssh config, cores and CPU flags, their hccn.conf text and a free
+scheduler port from pre-flight: launcher.remote.hosts); this machine is probed here.
+Every problem is a LaunchError naming the flag or file; nothing is written.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import secrets
 import sys
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 from launcher.errors import LaunchError
-from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S, HangPolicy
-from launcher.job.host_list import Host, RemoteHostParser, parse_hosts
+from launcher.job.hang_policy import HangPolicy
+from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, host_entries
 from launcher.job.job_json import utc_now
+from launcher.job.options import LaunchOptions, new_job_id, parse_tee
 from launcher.job.platforms import (
-    DEFAULT_HCCN_CONF,
     DEFAULT_MODE,
     MODES,
     check_platform,
@@ -30,138 +29,90 @@ from launcher.job.platforms import (
     usable_cpus,
     visible_gpu_ids,
 )
-from launcher.job.ports import check_port, check_port_free, free_port
-from launcher.job.safe_text import check_env_value, refuse_control, visible
+from launcher.job.ports import check_port_free, free_port
+from launcher.job.safe_text import visible
 from launcher.job.render import check_templates_dir
-from launcher.job.spec import DEFAULT_MODULE, Entry, JobSpec, check_env_name
+from launcher.job.spec import DEFAULT_MODULE, Entry, JobSpec
 
 Warn = Callable[[str], None]
-MAX_RESTARTS = 1000
-MAX_TEE_RANK = 1 << 20
 # Linux: a path component of at most NAME_MAX bytes, a whole path of fewer than PATH_MAX.
 NAME_MAX = 255
 PATH_MAX = 4096
+# hccn.conf text of a remote host, by host name: (where it was read, for messages; its text).
+HccnTexts = Mapping[str, tuple[str, str]]
 
 
-@dataclass(frozen=True)
-class LaunchOptions:
-    """What a user can ask for; None means "the default" (see launcher.cli for each)."""
-
-    args: tuple[str, ...] = ()
-    devices: Optional[int] = None
-    visible_devices: Optional[tuple[int, ...]] = None
-    hosts: Optional[str] = None
-    platform: Optional[str] = None
-    mode: Optional[str] = None
-    rank_table: Optional[Path] = None
-    hccn_conf: Path = DEFAULT_HCCN_CONF
-    sched_port: Optional[int] = None
-    entry: Optional[Path] = None
-    module: Optional[str] = None
-    job_dir: Optional[Path] = None
-    env: tuple[tuple[str, str], ...] = ()
-    bind_cores: bool = True
-    max_restarts: int = 0
-    templates: Optional[Path] = None
-    tee: str = "0"
-    python: Optional[str] = None
-    topology_check: bool = True
-    hang_timeout_s: Optional[float] = DEFAULT_HANG_TIMEOUT_S
-    first_step_timeout_s: Optional[float] = DEFAULT_FIRST_STEP_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        if self.entry is not None and self.module is not None:
-            raise LaunchError("--entry and --module: give one of them, not both")
-        if not 0 <= self.max_restarts <= MAX_RESTARTS:
-            raise LaunchError(f"--max-restarts {self.max_restarts}: must be 0..{MAX_RESTARTS}")
-        if self.sched_port is not None:
-            check_port(self.sched_port)
-        try:
-            for key, value in self.env:
-                check_env_name(key)
-                check_env_value(key, value)
-            for arg in self.args:
-                if "\x00" in arg:
-                    raise ValueError(f"training argument {visible(arg, 60)}: contains a NUL byte, which no "
-                                     "command line can hold")
-            if self.job_dir is not None:
-                refuse_control(str(self.job_dir), "--job-dir")
-            if self.hosts is not None:
-                refuse_control(self.hosts, "--hosts")
-        except ValueError as exc:
-            raise LaunchError(str(exc)) from None
+def _warn(message: str) -> None:
+    print(f"launch-train: warning: {message}", file=sys.stderr)
 
 
-def new_job_id() -> str:
-    """UTC time + a short random suffix: sortable, and unique across launchers started together."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def parse_env_assignment(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise LaunchError(f"--env {text[:200]!r}: expected KEY=VALUE")
-    try:
-        return check_env_name(key), check_env_value(key, value)
-    except ValueError as exc:
-        raise LaunchError(str(exc)) from None
-
-
-def parse_tee(text: str) -> Optional[frozenset[int]]:
-    """``0,2`` / ``0-3`` / ``all`` / ``none`` -> rank set (None = all ranks)."""
-    text = text.strip().lower()
-    if text == "all":
-        return None
-    if text in ("none", ""):
-        return frozenset()
-    ranks: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise LaunchError(f"--tee {text!r}: expected rank numbers like 0,1 or 0-3, 'all' or 'none'")
-        low = int(match.group(1)) if len(match.group(1)) <= 7 else MAX_TEE_RANK + 1
-        high = (int(match.group(2)) if len(match.group(2)) <= 7 else MAX_TEE_RANK + 1) if match.group(2) else low
-        if high > MAX_TEE_RANK or high < low:
-            raise LaunchError(f"--tee {text[:80]!r}: {part.strip()} is not a range of ranks 0..{MAX_TEE_RANK}")
-        ranks.update(range(low, high + 1))
-    return frozenset(ranks)
-
-
-def _probe_local(host: Host) -> Host:
-    from cpu_env import read_cpu_flags
-
-    return dataclasses.replace(host, cpus=usable_cpus(), cpu_flags=read_cpu_flags())
-
-
-def resolve_spec(
-    options: LaunchOptions,
-    *,
-    remote_parser: Optional[RemoteHostParser] = None,
-    warn: Warn = lambda message: print(f"launch-train: warning: {message}", file=sys.stderr),
-) -> JobSpec:
+def settle_platform(options: LaunchOptions) -> LaunchOptions:
+    """The options with platform and start mode decided (detected on this machine when not given)."""
     platform = check_platform(options.platform) if options.platform else detect_platform(options.hccn_conf)
     mode = options.mode or DEFAULT_MODE[platform]
     if mode not in MODES:
         raise LaunchError(f"--mode {mode!r}: unknown start mode (use rank-table, mpirun or dynamic)")
     if mode == "rank-table" and platform != "Ascend":
         raise LaunchError(f"--mode rank-table: rank tables are for Ascend (platform is {platform}); use dynamic")
+    return dataclasses.replace(options, platform=platform, mode=mode)
+
+
+def ranks_per_host(devices: Optional[int], hosts: Sequence["Host | HostEntry"]) -> Optional[int]:
+    """--devices, or the hostfile's slots (which must agree with it and between hosts)."""
+    slots = {host.slots for host in hosts if host.slots is not None}
+    if len(slots) > 1:
+        raise LaunchError(f"--hostfile: slots differ between hosts ({', '.join(map(str, sorted(slots)))}); "
+                          "every host runs the same number of ranks")
+    if not slots:
+        return devices
+    (count,) = slots
+    if devices is not None and devices != count:
+        raise LaunchError(f"--devices {devices} disagrees with slots={count} in --hostfile")
+    return count
+
+
+def local_hosts(options: LaunchOptions) -> tuple[Host, ...]:
+    """The hosts of ``--hosts``/``--hostfile`` when every one is this machine (the library call's default)."""
+    try:
+        entries = host_entries(options.hosts, options.hostfile)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    remote = [entry.label for entry in entries if not entry.local]
+    if remote:
+        raise LaunchError(f"--hosts {','.join(remote)}: not this machine; remote hosts are resolved and "
+                          "pre-flighted first (launcher.remote.hosts.RemoteHosts.prepare), then passed as hosts=")
+    return tuple(entry.local_host() for entry in entries)
+
+
+def resolve_spec(
+    options: LaunchOptions,
+    *,
+    hosts: Optional[Sequence[Host]] = None,
+    hccn_texts: Optional[HccnTexts] = None,
+    scheduler_port: Optional[int] = None,
+    warn: Warn = _warn,
+) -> JobSpec:
+    """Every choice made. ``hosts``: the job's hosts in rank order (default: options.hosts, all local);
+    ``hccn_texts``: remote hosts' hccn.conf; ``scheduler_port``: free on a remote first host (pre-flight)."""
+    options = settle_platform(options)
+    platform, mode = options.platform, options.mode
+    assert platform is not None and mode is not None
     if mode == "mpirun" and platform == "CPU":
         warn("--mode mpirun on CPU: MindSpore's CPU build cannot init() communication under mpirun")
 
-    hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
-    table, table_json, devices = _devices_and_table(options, platform, mode, hosts)
+    hosts = tuple(hosts) if hosts is not None else local_hosts(options)
+    if not hosts:
+        raise LaunchError("--hosts: at least one host is needed")
+    hosts = _with_addresses(hosts, options.master_addr)
+    hosts = tuple(_probe(h) if h.local else h for h in hosts)
+    count = ranks_per_host(options.devices, hosts)
+    table, table_json, devices = _devices_and_table(options, count, hosts, hccn_texts or {})
     if platform == "CPU":
         cores = len(hosts[0].cpus) if hosts[0].local else 0
         if cores and len(devices) > cores:
             warn(f"--devices {len(devices)}: more CPU ranks than the {cores} usable cores; ranks will share cores")
 
-    sched_port = None
-    if mode == "dynamic":
-        first = hosts[0]
-        if options.sched_port is not None:
-            sched_port = check_port_free(options.sched_port, first.address) if first.local else options.sched_port
-        else:
-            sched_port = free_port(first.address if first.local else "0.0.0.0")
+    sched_port = _scheduler_port(options, hosts[0], scheduler_port) if mode == "dynamic" else None
 
     for arg in options.args:
         if not arg.startswith("-") and not Path(arg).is_absolute() and os.sep in arg and Path(arg).exists():
@@ -234,6 +185,48 @@ def check_job_dir(path: Path) -> Path:
     return job_dir
 
 
+def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tuple[Host, ...]:
+    """Where the other hosts reach each host: 127.0.0.1 would be every host itself once one is remote.
+
+    This machine then goes by its primary address; ``--master-addr`` names the first host's
+    (the scheduler's) address outright.
+    """
+    if all(h.local for h in hosts) and master_addr is None:
+        return hosts
+    from hccl.addresses import primary_ipv4
+
+    out = []
+    for index, host in enumerate(hosts):
+        address = host.address
+        if index == 0 and master_addr is not None:
+            address = master_addr
+        elif host.local:
+            address = primary_ipv4()
+        try:
+            out.append(dataclasses.replace(host, address=address))
+        except ValueError as exc:
+            raise LaunchError(f"--master-addr {address}: {exc}") from None
+    return tuple(out)
+
+
+def _probe(host: Host) -> Host:
+    from cpu_env import read_cpu_flags
+
+    return dataclasses.replace(host, cpus=usable_cpus(), cpu_flags=read_cpu_flags())
+
+
+def _scheduler_port(options: LaunchOptions, first: Host, remote_pick: Optional[int]) -> int:
+    if first.local:
+        if options.sched_port is not None:
+            return check_port_free(options.sched_port, first.address)
+        return free_port(first.address)
+    if options.sched_port is not None:
+        return options.sched_port  # pre-flight checked it is free there
+    if remote_pick is None:
+        return free_port("0.0.0.0")  # a dry run, without pre-flight: a port free here stands in
+    return remote_pick
+
+
 def _entry(options: LaunchOptions) -> Entry:
     if options.entry is not None:
         script = Path(options.entry).expanduser()
@@ -246,50 +239,71 @@ def _entry(options: LaunchOptions) -> Entry:
         raise LaunchError(str(exc)) from None
 
 
-def _devices_and_table(options: LaunchOptions, platform: str, mode: str, hosts: tuple[Host, ...]):
+def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tuple[Host, ...], hccn_texts: HccnTexts):
     """Device ids per host, and for rank-table mode the rank table (object and exact JSON text)."""
-    if platform == "CPU":
-        return None, None, choose_devices("CPU", options.devices, options.visible_devices, (), source="")
-    if platform == "GPU":
-        devices = choose_devices("GPU", options.devices, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
+    if options.platform == "CPU":
+        return None, None, choose_devices("CPU", count, options.visible_devices, (), source="")
+    if options.platform == "GPU":
+        devices = choose_devices("GPU", count, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
         return None, None, devices
-    return _ascend(options, mode, hosts)
-
-
-def _ascend(options: LaunchOptions, mode: str, hosts: tuple[Host, ...]):
-    from hccl import hccn_conf, rank_table
     from hccl.errors import HcclError
 
     try:
         if options.rank_table is not None:
-            path = Path(options.rank_table)
-            if not path.is_file():
-                raise LaunchError(f"--rank-table {path}: no such file")
-            table = rank_table.load(path)
-            rank_table.validate(table, topology_check=options.topology_check)
-            text = path.read_text()
-            if mode != "rank-table":
-                raise LaunchError("--rank-table: only used with --mode rank-table")
-            server = _server_for(table, hosts)
-            available = tuple(sorted(int(d.device_id) for d in server.devices))
-            devices = choose_devices(
-                "Ascend", options.devices, options.visible_devices, available, source=f"rank table {path}"
-            )
-            return table, text, devices
-        conf = Path(options.hccn_conf)
-        if not conf.is_file():
-            raise LaunchError(f"--hccn-conf {conf}: no such file (needed to list Ascend devices; or give --rank-table)")
-        ips = hccn_conf.read(conf)
-        devices = choose_devices("Ascend", options.devices, options.visible_devices, tuple(sorted(ips)), source=str(conf))
-        if mode != "rank-table":
-            return None, None, devices
-        if len(hosts) > 1:
-            raise LaunchError("--hosts: building a rank table for several hosts needs the SSH support; give --rank-table")
-        table = rank_table.build(hosts[0].address, {d: ips[d] for d in devices}, devices=list(devices))
-        rank_table.validate(table, topology_check=options.topology_check)
-        return table, rank_table.dumps(table), devices
+            return _given_rank_table(options, count, hosts)
+        return _rank_table_from_hccn_conf(options, count, hosts, hccn_texts)
     except HcclError as exc:
         raise LaunchError(str(exc)) from None
+
+
+def _given_rank_table(options: LaunchOptions, count: Optional[int], hosts: tuple[Host, ...]):
+    from hccl import rank_table
+
+    path = Path(options.rank_table)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise LaunchError(f"--rank-table {path}: no such file")
+    table = rank_table.load(path)
+    rank_table.validate(table, topology_check=options.topology_check)
+    if options.mode != "rank-table":
+        raise LaunchError("--rank-table: only used with --mode rank-table")
+    server = _server_for(table, hosts)
+    available = tuple(sorted(int(d.device_id) for d in server.devices))
+    devices = choose_devices("Ascend", count, options.visible_devices, available, source=f"rank table {path}")
+    return table, path.read_text(), devices
+
+
+def _rank_table_from_hccn_conf(options: LaunchOptions, count: Optional[int], hosts: tuple[Host, ...],
+                               hccn_texts: HccnTexts):
+    """Each host's device addresses from its hccn.conf; one rank table for all of them (rank-table mode)."""
+    from hccl import hccn_conf, rank_table
+
+    addresses = [_host_hccn_conf(options, host, hccn_texts, hccn_conf) for host in hosts]
+    first_source, first_ips = addresses[0]
+    devices = choose_devices("Ascend", count, options.visible_devices, tuple(sorted(first_ips)), source=first_source)
+    if options.mode != "rank-table":
+        return None, None, devices
+    tables = []
+    for host, (source, ips) in zip(hosts, addresses):
+        missing = [d for d in devices if d not in ips]
+        if missing:
+            raise LaunchError(f"--hccn-conf {source}: no address for device(s) {','.join(map(str, missing))} of {host.name}")
+        tables.append(rank_table.build(host.address, {d: ips[d] for d in devices}, devices=list(devices)))
+    table = tables[0] if len(tables) == 1 else rank_table.merge(tables)
+    rank_table.validate(table, topology_check=options.topology_check)
+    return table, rank_table.dumps(table), devices
+
+
+def _host_hccn_conf(options: LaunchOptions, host: Host, hccn_texts: HccnTexts, hccn_conf) -> tuple[str, dict]:
+    """(where it was read, device id -> address) of one host; ``{host}`` in --hccn-conf is the host's name."""
+    if not host.local:
+        if host.name not in hccn_texts:
+            raise LaunchError(f"--hccn-conf: the hccn.conf of {host.name} was not read by pre-flight")
+        source, text = hccn_texts[host.name]
+        return source, hccn_conf.parse(text, source=source)
+    path = Path(str(options.hccn_conf).replace(HOST_PLACEHOLDER, host.name))
+    if not path.is_file():
+        raise LaunchError(f"--hccn-conf {path}: no such file (needed to list Ascend devices; or give --rank-table)")
+    return str(path), hccn_conf.read(path)
 
 
 def _server_for(table, hosts: tuple[Host, ...]):

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 from launcher.job.hang_policy import HangPolicy
-from launcher.job.host_list import Host
+from launcher.job.hosts import Host
 from launcher.job.platforms import MODES, PLATFORMS
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -107,9 +107,6 @@ class JobSpec:
             raise ValueError(f"--sched-port {self.sched_port}: not in 1..65535")
         if self.mode == "rank-table" and (self.rank_table is None or self.rank_table_json is None):
             raise ValueError("rank-table mode needs a rank table (--rank-table or --hccn-conf)")
-        if self.mode == "mpirun" and self.platform == "CPU":
-            # Allowed for testing start-up, but MindSpore's CPU build cannot init() under mpirun.
-            pass
         for key, value in self.env.items():
             check_env_name(key)
             if not isinstance(value, str):

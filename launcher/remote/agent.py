@@ -4,21 +4,8 @@ The controller (``launch-train --hosts ...``) pushes the job's files to every ho
 first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
 runs one agent per host over SSH. The agent starts that host's ranks (and the
 scheduler, on the first host of a dynamic job) with the same local supervision code a
-local launch uses, and reports on stdout, one JSON object per line:
-
-    {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
-    {"event": "started", "rank": 3}
-    {"event": "progress", "rank": 3, "epoch": 1, "step": 20, "loss": 0.11594, "line": "..."}
-    {"event": "line", "rank": 0, "line": "..."}      (every log line of the --tee ranks)
-    {"event": "exited", "rank": 3, "code": 1, "signal": null, "stopped": false, "tail": "...", ...}
-    {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
-    {"event": "error", "message": "..."}
-    {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
-    {"event": "alive"}                                  (every second: the controller gives up a
-                                                        host it hears nothing from for its
-                                                        --heartbeat-timeout)
-    {"event": "stacks", "ranks": {"3": {...}}}          (answer to "stack": each rank's state,
-                                                        where it waits, its LOG<rank>/stack.txt)
+local launch uses (launcher.run.local.LocalGroup, or MpirunGroup on the first host of an
+mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
 
 Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
 scheduler may still be waiting for other hosts) until the controller, which alone knows
@@ -45,48 +32,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
-from launcher.log_format import STEP_LINE, STEP_TIME_LINE
-
-if TYPE_CHECKING:
-    from launcher.job.plan import Plan
-
-EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks")
-# The agent says "alive" this often, so the controller can tell a host that stopped answering.
-ALIVE_INTERVAL_S = 1.0
-
-
-def encode_event(event: str, **fields: Any) -> str:
-    """One protocol line (no newline)."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown agent event {event!r}")
-    return json.dumps({"event": event, **fields}, separators=(",", ":"))
-
-
-def decode_event(line: str) -> Optional[dict]:
-    """A protocol line -> dict, or None for anything else (noise a login shell may print)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        message = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(message, dict) or message.get("event") not in EVENTS:
-        return None
-    return message
-
-
-def progress_event(rank: int, line: str) -> Optional[dict]:
-    """The fields of a ``progress`` event for a log line the live status uses, else None."""
-    match = STEP_LINE.search(line)
-    if match:
-        return {"rank": rank, "epoch": int(match.group(1)), "step": int(match.group(2)),
-                "loss": float(match.group(3)), "line": line}
-    if STEP_TIME_LINE.search(line):
-        return {"rank": rank, "line": line}
-    return None
+from launcher.job.job_json import plan_from_job_document
+from launcher.remote.protocol import ALIVE_INTERVAL_S, encode_event, progress_event
 
 
 @dataclass
@@ -191,62 +140,6 @@ class EventWriter:
         except self._full:
             return
         self._writer.join(timeout=timeout_s)
-
-
-def plan_from_job_document(document: dict) -> "Plan":
-    """The Plan the controller wrote into job.json, rebuilt as objects (nothing re-decided here).
-
-    Ranks and scheduler are taken verbatim from the document; the JobSpec around them
-    carries what the local supervision code reads (job dir, mode, hosts).
-    """
-    from launcher.job.host_list import Host
-    from launcher.job.plan import HostSlots, Plan, Rank, Scheduler
-    from launcher.job.spec import Entry, JobSpec
-
-    job_dir = Path(document["job_dir"])
-    hosts = tuple(
-        Host(name=h["name"], address=h["address"], user=h.get("user"), port=int(h.get("port") or 22),
-             local=bool(h.get("local")))
-        for h in document["hosts"]
-    )
-    ranks = []
-    host_index = {host.name: index for index, host in enumerate(hosts)}
-    for item in document["ranks"]:
-        env = dict(item.get("env") or {})
-        ranks.append(Rank(
-            rank=int(item["rank"]), host=item["host"], host_index=host_index[item["host"]],
-            local_index=int(item["local_index"]), device_id=int(item["device_id"]),
-            command=tuple(item["command"]), log_dir=item["log_dir"],
-            cpus=tuple(item["cpus"]) if item.get("cpus") else None, launch_env=env,
-        ))
-    ranks.sort(key=lambda rank: rank.rank)
-    first_host = [r for r in ranks if r.host_index == 0]
-    devices = tuple(r.device_id for r in sorted(first_host, key=lambda r: r.local_index))
-    scheduler_doc = document.get("scheduler")
-    rank_table = rank_table_json = None
-    if document["mode"] == "rank-table":
-        from hccl import rank_table as rank_tables
-
-        rank_table_json = (job_dir / "rank_table.json").read_text()
-        rank_table = rank_tables.loads(rank_table_json)
-    entry = document["entry"]
-    spec = JobSpec(
-        job_id=document["job_id"], job_dir=job_dir, created=document["created"], hosts=hosts,
-        devices=devices, platform=document["platform"], mode=document["mode"],
-        entry=Entry(module=entry.get("module"), script=Path(entry["script"]) if entry.get("script") else None),
-        python=ranks[0].command[0], args=tuple(document.get("args") or ()), env=dict(document.get("env") or {}),
-        sched_port=int(scheduler_doc["port"]) if scheduler_doc else None,
-        rank_table=rank_table, rank_table_json=rank_table_json,
-    )
-    scheduler = None
-    if scheduler_doc:
-        # The scheduler's command and environment are in its rendered run.sh; the group only starts that.
-        scheduler = Scheduler(host=scheduler_doc["host"], address=scheduler_doc["address"],
-                              port=int(scheduler_doc["port"]), command=(spec.python,), env={},
-                              log_dir=str(Path(scheduler_doc.get("log", "scheduler/log.txt")).parent))
-    slots = {host.name: sum(1 for r in ranks if r.host == host.name) for host in hosts}
-    return Plan(spec=spec, ranks=tuple(ranks), hosts=tuple(HostSlots(h, slots[h.name]) for h in hosts),
-                scheduler=scheduler)
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,

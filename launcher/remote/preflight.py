@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import invoke
+import paramiko
+
 from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
+# What running the probe over an open connection raises when the connection or the command goes
+# wrong (invoke's CommandTimedOut is an invoke Failure); anything else is a bug, not a host problem.
+PROBE_TRANSPORT_ERRORS = (OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure)
 
 
 @dataclass(frozen=True)
@@ -210,23 +216,28 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None
         conn.open()
     except Exception as error:  # any connection failure is reported in the table, not raised
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
+    checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
     try:
-        checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
         done = conn.run(probe_command(request["remote_python"], request), hide=True, warn=True,
                         timeout=max(30, options.timeout_s * 3))
-        if done.exited != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.exited}"])[-1]
-            checks["python"] = (False, f"{request['remote_python']} cannot run the probe: {last}")
-            return HostReport(host.name, checks)
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
-        checks.update({name: (bool(ok), str(detail)) for name, (ok, detail) in answer["checks"].items()})
-        return HostReport(host.name, checks, answer.get("scheduler_port"), answer.get("hccn_conf_text"),
-                          answer.get("device_count"), tuple(answer.get("cpus") or ()),
-                          frozenset(answer.get("cpu_flags") or ()))
-    except Exception as error:  # a session dying mid-probe is a failure of that host
+    except PROBE_TRANSPORT_ERRORS as error:  # a session dying mid-probe is a failure of that host
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
     finally:
         conn.close()
+    if done.exited != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.exited}"])[-1]
+        checks["python"] = (False, f"{request['remote_python']} cannot run the probe: {last}")
+        return HostReport(host.name, checks)
+    try:
+        answer = json.loads((done.stdout.strip().splitlines() or [""])[-1])
+    except json.JSONDecodeError:
+        checks["python"] = (False, f"{request['remote_python']}: the probe's answer is not JSON "
+                                   f"(a login script printing to stdout?): {done.stdout.strip()[-200:]!r}")
+        return HostReport(host.name, checks)
+    checks.update({name: (bool(ok), str(detail)) for name, (ok, detail) in answer["checks"].items()})
+    return HostReport(host.name, checks, answer.get("scheduler_port"), answer.get("hccn_conf_text"),
+                      answer.get("device_count"), tuple(answer.get("cpus") or ()),
+                      frozenset(answer.get("cpu_flags") or ()))
 
 
 def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest,

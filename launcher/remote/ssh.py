@@ -23,7 +23,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.group import GroupResult
 
-from launcher.job.hosts import HostSpec, check_unique
+from launcher.job.hosts import HostEntry, check_distinct
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -55,7 +55,7 @@ class SshOptions:
 class RemoteHost:
     """A host after ssh config: where to connect and as whom."""
 
-    spec: HostSpec
+    entry: HostEntry
     hostname: str  # HostName from ssh config, else the host as written
     address: str  # IP address the controller reaches it at (others should reach it there too)
     port: int
@@ -66,12 +66,12 @@ class RemoteHost:
     @property
     def name(self) -> str:
         """The entry as the user wrote it (with the user), for messages."""
-        return self.spec.name
+        return self.entry.label
 
     @property
     def host_name(self) -> str:
         """The host's name in the plan and job.json: host, plus the port when one was written."""
-        return self.spec.host if self.spec.port is None else f"{self.spec.host}:{self.spec.port}"
+        return self.entry.name
 
 
 class AcceptForThisRun(paramiko.MissingHostKeyPolicy):
@@ -97,22 +97,22 @@ def fabric_config(options: SshOptions) -> Config:
         raise ValueError(f"--ssh-config {where}: cannot parse: {error}") from None
 
 
-def resolve_hosts(specs: Sequence[HostSpec], options: SshOptions, config: Optional[Config] = None) -> list[RemoteHost]:
+def resolve_hosts(entries: Sequence[HostEntry], options: SshOptions, config: Optional[Config] = None) -> list[RemoteHost]:
     """Apply the ssh config to each entry, find its address, reject two entries for one host."""
     config = config or fabric_config(options)
     hosts = []
-    for spec in specs:
-        ssh_config = dict(config.base_ssh_config.lookup(spec.host))
-        hostname = ssh_config.get("hostname", spec.host)
-        port = spec.port or int(ssh_config.get("port", 22))
-        user = spec.user or ssh_config.get("user") or config.user
+    for entry in entries:
+        ssh_config = dict(config.base_ssh_config.lookup(entry.host))
+        hostname = ssh_config.get("hostname", entry.host)
+        port = entry.port or int(ssh_config.get("port", 22))
+        user = entry.user or ssh_config.get("user") or config.user
         try:
             address = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)[0][4][0]
         except socket.gaierror as error:
-            raise ValueError(f"{spec.source}: cannot resolve host {hostname!r}: {error.strerror}") from None
-        hosts.append(RemoteHost(spec, hostname, address, port, user, ssh_config))
-    by_spec = {host.spec: host for host in hosts}
-    check_unique(specs, resolve=lambda spec: (by_spec[spec].address, by_spec[spec].port))
+            raise ValueError(f"{entry.source}: cannot resolve host {hostname!r}: {error.strerror}") from None
+        hosts.append(RemoteHost(entry, hostname, address, port, user, ssh_config))
+    by_entry = {host.entry: host for host in hosts}
+    check_distinct(entries, resolve=lambda entry: (by_entry[entry].address, by_entry[entry].port))
     return hosts
 
 

@@ -67,10 +67,10 @@ def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subp
         )
 
 
-def wait_until_listening(address: str, port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """True once ``address:port`` accepts a connection; False when ``proc`` ended or time ran out."""
+def wait_until_listening(address: str, port: int, proc: Optional[subprocess.Popen], timeout_s: float) -> bool:
+    """True once ``address:port`` accepts a connection; False when ``proc`` (if any) ended or time ran out."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         try:
             with socket.create_connection((address, port), timeout=0.5):
                 return True
@@ -93,6 +93,10 @@ class LocalGroup(ProcessGroup):
             sched_dir = self.job_dir / self._scheduler.log_dir
             self._scheduler_proc = popen_script(sched_dir / "run.sh", self.job_dir, sched_dir / "log.txt", self.host)
             wait_until_listening(self._scheduler.address, self._scheduler.port, self._scheduler_proc,
+                                 SCHEDULER_LISTEN_TIMEOUT_S)
+        elif self.plan.scheduler is not None and self.ranks:
+            # The scheduler runs on another host (its agent starts it): the same wait, from here.
+            wait_until_listening(self.plan.scheduler.address, self.plan.scheduler.port, None,
                                  SCHEDULER_LISTEN_TIMEOUT_S)
         for rank in self.ranks:
             self._procs[rank] = popen_script(self.rank_dir(rank) / "run.sh", self.job_dir, self.log_file(rank),

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from launcher.console import LiveStatus
 from launcher.job.hang_policy import HangPolicy
-from launcher.log_format import STEP_LINE
+from launcher.log_format import parse_loss_line
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
 from launcher.run.watchdog import HangVerdict, Watchdog
@@ -159,9 +159,9 @@ def _disk_note(group: ProcessGroup, rank: int) -> Optional[str]:
 
 def _feed(watchdog: Watchdog, lines: Sequence[tuple[int, str]], now: float) -> None:
     for rank, line in lines:
-        match = STEP_LINE.search(line)
-        if match:
-            watchdog.step(rank, int(match.group(1)), int(match.group(2)), now)
+        loss = parse_loss_line(line)
+        if loss is not None:
+            watchdog.step(rank, loss[0], loss[1], now)
 
 
 def _diagnose(verdict: HangVerdict, groups: Sequence[ProcessGroup], action: str) -> HangReport:

@@ -23,7 +23,7 @@ import launcher.collect.collection as collection
 from launcher.collect import CollectRequest, collect
 from launcher.collect.sources import LocalFiles
 from tests.faults.conftest import BIN, one_line_error, tree_state
-from tests.test_collect_helpers import RankSpec, make_job
+from tests.fixtures.collect_jobs import RankSpec, make_job
 
 CANARY = b"CANARY-SECRET-6f1d0c2e-not-for-the-results"
 JOB_ID = "job-20261126-0001"

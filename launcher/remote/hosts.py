@@ -1,0 +1,194 @@
+"""The remote hosts of a job: the SSH flags, the ssh config, pre-flight, and their groups.
+
+launcher.cli adds the flags with ``add_arguments(parser)`` (--ssh-config, --ssh-key,
+--ssh-timeout, --ssh-known-hosts, --ssh-accept-unknown-host-keys, --remote-python,
+--master-addr, --heartbeat-timeout; --hosts/--hostfile are the launcher's own). When a
+host is not this machine, ``RemoteHosts.from_args`` gives the object that, before
+anything is written or started,
+
+  ``prepare(options, check=...)``  resolves every remote host through the ssh config and
+                                   pre-flights all of them in parallel (exit 2 with one table
+                                   if anything fails, nothing started); returns what the one
+                                   resolver (launcher.job.resolve) needs: the hosts as plan
+                                   hosts (address, user, port, cores, CPU flags), their
+                                   hccn.conf text (Ascend) and a scheduler port free on a
+                                   remote first host
+
+and, once the plan exists,
+
+  ``rank_groups(plan)``            remote hosts run their ranks through agents over SSH
+  ``dry_run_text(plan)``           per host: how it is reached, what runs there
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from launcher.errors import LaunchError
+from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry
+from launcher.job.options import LaunchOptions
+
+if TYPE_CHECKING:  # fabric/paramiko load only when a job really has remote hosts
+    from launcher.job.plan import Plan
+    from launcher.remote.preflight import HostReport
+    from launcher.remote.ssh import RemoteHost, SshOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SSH flags (documented in launcher.cli's docstring and the README)."""
+    group = parser.add_argument_group("several hosts (SSH)")
+    group.add_argument("--ssh-config", type=Path, metavar="FILE", help="OpenSSH client config (default ~/.ssh/config)")
+    group.add_argument("--ssh-key", type=Path, metavar="FILE", help="private key for every host")
+    group.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S", help="connect timeout (default 10)")
+    group.add_argument("--ssh-known-hosts", type=Path, metavar="FILE",
+                       help="known_hosts to check host keys against (default: ssh config, ~/.ssh/known_hosts)")
+    group.add_argument("--ssh-accept-unknown-host-keys", action="store_true",
+                       help="accept host keys that are not in known_hosts (not recommended)")
+    group.add_argument("--remote-python", metavar="PATH", default=sys.executable,
+                       help="interpreter on the remote hosts (default: this one's path)")
+    group.add_argument("--master-addr", metavar="ADDR",
+                       help="address of the first host that the others reach (dynamic-mode scheduler)")
+    group.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="S",
+                       help="agents stop their ranks when the controller is silent this long (default 30)")
+
+
+def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str, ...]:
+    """What every host's interpreter must import: the agent's package, and the ranks' module's package.
+
+    An --entry script is the user's business (it may not even use deeplab): only ``launcher``.
+    """
+    if entry is not None:
+        return ("launcher",)
+    from launcher.job.spec import DEFAULT_MODULE
+
+    return ("launcher", (module or DEFAULT_MODULE).split(".")[0])
+
+
+@dataclass(frozen=True)
+class PreparedHosts:
+    """What pre-flight found, for launcher.job.resolve.resolve_spec."""
+
+    hosts: tuple[Host, ...]  # every host of the job in rank order, this machine included
+    hccn_texts: dict = field(default_factory=dict)  # remote host name -> (source, hccn.conf text)
+    scheduler_port: Optional[int] = None  # free on a remote first host (dynamic mode)
+
+
+@dataclass
+class RemoteHosts:
+    entries: tuple[HostEntry, ...]
+    ssh: "SshOptions"
+    remote_python: str
+    heartbeat_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.remote: "dict[str, RemoteHost]" = {}  # by plan host name
+        self.reports: "dict[str, HostReport]" = {}
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace, entries: Sequence[HostEntry]) -> Optional["RemoteHosts"]:
+        """None when every host is this machine (the launcher then runs everything itself)."""
+        if all(entry.local for entry in entries):
+            return None
+        from launcher.remote.ssh import SshOptions
+
+        try:
+            ssh = SshOptions(config_file=ns.ssh_config, key_file=ns.ssh_key, timeout_s=ns.ssh_timeout,
+                             known_hosts=ns.ssh_known_hosts, accept_unknown_host_keys=ns.ssh_accept_unknown_host_keys)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+        if not 0 < ns.heartbeat_timeout <= 86400:  # NaN and inf fail this too
+            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be a number of seconds in (0, 86400]")
+        return cls(tuple(entries), ssh, ns.remote_python, ns.heartbeat_timeout)
+
+    def prepare(self, options: LaunchOptions, *, check: bool = True) -> PreparedHosts:
+        """Resolve the remote hosts (ssh config) and pre-flight them; ``options`` has platform and mode settled.
+
+        Without ``check`` (dry runs) nothing is checked; hosts are still resolved through the
+        ssh config, and Ascend hosts are still asked for their hccn.conf (the rank table needs it).
+        """
+        from launcher.job.resolve import ranks_per_host
+        from launcher.remote.preflight import PreflightFailed, PreflightRequest, run_preflight
+        from launcher.remote.ssh import resolve_hosts
+
+        platform, mode = options.platform, options.mode
+        remote_entries = [entry for entry in self.entries if not entry.local]
+        try:
+            resolved = resolve_hosts(remote_entries, self.ssh)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+        self.remote = {host.host_name: host for host in resolved}
+        devices = ranks_per_host(options.devices, self.entries)
+        hccn = str(options.hccn_conf) if platform == "Ascend" and options.rank_table is None else None
+        first_remote = not self.entries[0].local
+        wants_port = mode == "dynamic" and first_remote
+        job_dir = (options.job_dir or Path("jobs") / "new-job").expanduser().resolve()
+        if check or (hccn is not None and mode == "rank-table"):
+            request = PreflightRequest(
+                job_dir=job_dir, platform=str(platform),
+                devices={name: devices or 1 for name in self.remote},
+                remote_python=self.remote_python,
+                scheduler_port=(options.sched_port or 0) if wants_port else None,
+                hccn_conf=hccn,
+                mpirun=mode == "mpirun",
+                first_host=self.entries[0].name,
+                imports=preflight_imports(options.entry, options.module),
+            )
+            try:
+                reports = run_preflight(resolved, self.ssh, request, hccn_conf_for=self.hccn_conf_path)
+            except PreflightFailed as exc:
+                raise LaunchError(str(exc)) from None
+            self.reports = {host.host_name: report for host, report in zip(resolved, reports)}
+        hosts = tuple(entry.local_host() if entry.local else self._plan_host(entry) for entry in self.entries)
+        texts = {}
+        if hccn is not None and mode == "rank-table":
+            for name, remote in self.remote.items():
+                texts[name] = (f"{name}:{self.hccn_conf_path(remote, hccn)}", self.reports[name].hccn_conf_text or "")
+        port = self.reports[self.entries[0].name].scheduler_port if (wants_port and check) else None
+        return PreparedHosts(hosts, texts, port)
+
+    def _plan_host(self, entry: HostEntry) -> Host:
+        """A remote entry as a plan host, with what pre-flight learnt there (cores, CPU flags)."""
+        remote = self.remote[entry.name]
+        report = self.reports.get(entry.name)
+        return Host(name=entry.name, address=remote.address, user=remote.user, port=remote.port, local=False,
+                    cpus=tuple(report.cpus) if report else (),
+                    cpu_flags=frozenset(report.cpu_flags) if report else frozenset(), slots=entry.slots)
+
+    @staticmethod
+    def hccn_conf_path(host: "RemoteHost", path: str) -> str:
+        return path.replace(HOST_PLACEHOLDER, host.host_name)
+
+    def rank_groups(self, plan: "Plan"):
+        from launcher.remote.group import multi_host_groups
+
+        return multi_host_groups(self.remote, self.ssh, self.remote_python,
+                                 heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
+
+    def dry_run_text(self, plan: "Plan") -> str:
+        """Per host: how it is reached and what runs there."""
+        from launcher.remote.session import agent_command
+
+        lines = ["", "per host:"]
+        for entry in plan.hosts:
+            host = entry.host
+            ranks = plan.ranks_on(host.name)
+            what = [f"ranks {', '.join(str(r.rank) for r in ranks)}"]
+            if plan.scheduler is not None and plan.scheduler.host == host.name:
+                what.insert(0, f"scheduler on {plan.scheduler.address}:{plan.scheduler.port}")
+            lines.append(f"  {host.name}: {'; '.join(what)}")
+            if host.local:
+                lines.append("    local: started by this launcher")
+                continue
+            remote = self.remote[host.name]
+            target = f"{remote.user}@{remote.hostname}"
+            forward = sorted({r.rank for r in ranks} & set(plan.spec.tee))
+            command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s,
+                                    forward_ranks=forward)
+            lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
+            lines.append(f"    (files pushed first: job.json, LOG<rank>/env.sh + run.sh of its ranks"
+                         f"{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
+        return "\n".join(lines) + "\n"
