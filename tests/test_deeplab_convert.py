@@ -38,6 +38,9 @@ def pynative():
     from deeplab.predict import absorb_numpy2_first_call_error
 
     cpu_tuning.apply_to_environ(2)
+    # Before any op runs: a runtime started without set_device() refuses every later
+    # set_device() in this pytest process (the model and export tests call it).
+    ms.set_device("CPU")
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)  # the same random conv weights every run, so the reported differences repeat

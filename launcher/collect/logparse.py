@@ -6,6 +6,8 @@ Pure functions over text. The line formats are the training program's contract
     epoch: 1 step: 20, loss is 0.11594
     Epoch time: 78748.379, per step time: 107.378
     mIoU = 0.65049
+    eval at step 370 (epoch 10, 'val', 60 images, scale 1.5, 2.1 s): mIoU = 0.81234
+        (evaluation during training: one point of the mIoU curve)
 
 A log whose last line has no newline was cut off (rank killed, disk full, copy of a
 live file): that last line is not trusted -- "loss is 0.11" could be the first
@@ -21,6 +23,7 @@ _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)"
 LOSS_LINE = re.compile(r"epoch:\s*(\d+)\s+step:\s*(\d+),\s*loss is\s*" + _NUMBER + r"\s*$", re.IGNORECASE)
 EPOCH_TIME_LINE = re.compile(r"Epoch time:\s*" + _NUMBER + r",\s*per step time:\s*" + _NUMBER + r"\s*$")
 MIOU_LINE = re.compile(r"mIoU\s*=\s*" + _NUMBER + r"\s*$")
+EVAL_AT_STEP = re.compile(r"^eval at step (\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class TrainingLog:
     losses: tuple[LossPoint, ...] = ()
     epochs: tuple[EpochTiming, ...] = ()
     miou: float | None = None
+    miou_curve: tuple[tuple[int, float], ...] = ()  # (global step, mIoU) of evaluations during training
     truncated: bool = False
     dropped_line: str = ""
     line_count: int = 0
@@ -135,6 +139,7 @@ def parse_training_log(text: str) -> TrainingLog:
     points: list[tuple[int, int, float]] = []
     epochs: list[EpochTiming] = []
     miou = None
+    curve: list[tuple[int, float]] = []
     for line in lines:
         loss = parse_loss_line(line)
         if loss is not None:
@@ -147,10 +152,14 @@ def parse_training_log(text: str) -> TrainingLog:
         value = parse_miou_line(line)
         if value is not None and not math.isnan(value):
             miou = value
+            at_step = EVAL_AT_STEP.match(line)
+            if at_step:
+                curve.append((int(at_step.group(1)), value))
     return TrainingLog(
         losses=tuple(_global_steps(points)),
         epochs=tuple(epochs),
         miou=miou,
+        miou_curve=tuple(curve),
         truncated=bool(tail),
         dropped_line=tail,
         line_count=len(lines) + (1 if tail else 0),

@@ -32,6 +32,7 @@ class Host:
     address: what other ranks use to reach it (the scheduler address in dynamic mode).
     cpus: core ids a job may use there (empty = unknown, no binding).
     cpu_flags: /proc/cpuinfo flags there (used for the CPU tuning environment).
+    shared_job_dir: the job dir there is the same directory as here (Slurm nodes).
     """
 
     name: str
@@ -41,6 +42,9 @@ class Host:
     local: bool = True
     cpus: tuple[int, ...] = ()
     cpu_flags: frozenset[str] = field(default_factory=frozenset)
+    # Its LOG<rank>/ dirs are visible here too (a Slurm node: the job dir is on a file system every
+    # node sees, checked before start), so results are read in place, not fetched over SSH.
+    shared_job_dir: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not _HOST_NAME.match(self.name):

@@ -68,6 +68,14 @@ class LaunchOptions:
     topology_check: bool = True
     hang_timeout_s: Optional[float] = DEFAULT_HANG_TIMEOUT_S
     first_step_timeout_s: Optional[float] = DEFAULT_FIRST_STEP_TIMEOUT_S
+    # Hosts given as objects (the nodes of a Slurm allocation); --hosts text is then not parsed.
+    host_objects: Optional[tuple[Host, ...]] = None
+    # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
+    job_id: Optional[str] = None
+    prepared_files: tuple[str, ...] = ()
+    # GPU ids every host offers, as the engine that allocated them says (a Slurm allocation's Gres);
+    # None: ask nvidia-smi here.
+    gpus_available: Optional[tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -148,7 +156,10 @@ def resolve_spec(
     if mode == "mpirun" and platform == "CPU":
         warn("--mode mpirun on CPU: MindSpore's CPU build cannot init() communication under mpirun")
 
-    hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
+    if options.host_objects is not None:
+        hosts = tuple(h if not h.local else _probe_local(h) for h in options.host_objects)
+    else:
+        hosts = tuple(h if not h.local else _probe_local(h) for h in parse_hosts(options.hosts, remote_parser))
     table, table_json, devices = _devices_and_table(options, platform, mode, hosts)
     if platform == "CPU":
         cores = len(hosts[0].cpus) if hosts[0].local else 0
@@ -168,8 +179,11 @@ def resolve_spec(
             warn(f"training arg {arg!r} is a relative path; ranks run in <job-dir>/LOG<rank>/, "
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
-    job_id = new_job_id()
+    job_id = options.job_id or new_job_id()
     job_dir = check_job_dir((options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser())
+    from launcher.launch import check_job_dir_free
+
+    check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -204,13 +218,16 @@ def resolve_spec(
             rank_table=table,
             rank_table_json=table_json,
             hang=hang,
+            prepared_files=tuple(options.prepared_files),
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
 
 
 def check_job_dir(path: Path) -> Path:
-    """The absolute job dir, if it can be made: not too long, no file in the way, writable, new or empty.
+    """The absolute job dir, if it can be made: not too long, no file in the way, writable.
+
+    (New or empty -- but for what --submit prepared -- is launch.check_job_dir_free's check.)
 
     Checked before anything is written, so a bad --job-dir is one line and no half-made job.
     """
@@ -222,8 +239,6 @@ def check_job_dir(path: Path) -> Path:
     if longest > NAME_MAX or len(os.fsencode(str(job_dir))) + len("/LOG0000/ckpt/x.ckpt.tmp") >= PATH_MAX:
         raise LaunchError(f"--job-dir {visible(job_dir, 80)}: too long (a name of at most {NAME_MAX} bytes, "
                           f"a path well under {PATH_MAX})")
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
     existing = job_dir
     while not existing.exists():
         existing = existing.parent
@@ -251,7 +266,11 @@ def _devices_and_table(options: LaunchOptions, platform: str, mode: str, hosts: 
     if platform == "CPU":
         return None, None, choose_devices("CPU", options.devices, options.visible_devices, (), source="")
     if platform == "GPU":
-        devices = choose_devices("GPU", options.devices, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
+        if options.gpus_available is not None:
+            available, source = options.gpus_available, "the allocation's GPU Gres"
+        else:
+            available, source = visible_gpu_ids(), "nvidia-smi -L"
+        devices = choose_devices("GPU", options.devices, options.visible_devices, available, source=source)
         return None, None, devices
     return _ascend(options, mode, hosts)
 
