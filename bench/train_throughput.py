@@ -2,15 +2,22 @@
 
 Usage:
     .venv/bin/python bench/train_throughput.py --config voc_r101_os16 --crop 257 --batch 2 \
-        [--steps 5] [--warmup 2] [--threads 2] [--rounds 1] [--set key=value ...] [--no-torch]
+        [--steps 5] [--warmup 2] [--threads 2] [--rounds 3] [--set key=value ...] [--no-torch]
+        [--allow-loaded]
 
 Each framework runs in its own subprocess (so peak RSS is its own, read from wait4):
 a full training step -- forward, cross-entropy, backward, Momentum/SGD update -- on a
 random batch, timed after warm-up. MindSpore runs build_model(cfg) in GRAPH_MODE with
 the deeplab.cpu_tuning environment; PyTorch runs torchvision's DeepLabV3 (DeepLabHead)
 on the same ResNet at the same output stride (torchvision's own builder at OS8; at OS16
-the same classes on a ResNet whose last stage only is dilated). With --rounds N the two
-alternate N times and the medians are reported, which evens out a changing machine load.
+the same classes on a ResNet whose last stage only is dilated). The two alternate --rounds
+times (default 3: MindSpore, torchvision, MindSpore, ...) and the medians are reported, which
+evens out a changing machine load; every round records the load average before and after it.
+
+A machine whose 1-minute load average exceeds its usable cores (other work running) gives
+figures that say more about that work than about the frameworks: such a run is refused
+(exit 2, one line) unless --allow-loaded, which runs it and marks it "loaded": true, with the
+load printed beside the ratio.
 
 PyTorch is not a project dependency; it lives in its own venv:
     python3 -m venv bench/.venv-torch && \
@@ -51,7 +58,8 @@ class BenchError(Exception):
 
 
 def run_worker(command: list[str]) -> dict[str, Any]:
-    """Run one measuring subprocess; its JSON line plus its own peak RSS (from wait4)."""
+    """Run one measuring subprocess; its JSON line plus its own peak RSS (from wait4) and the load around it."""
+    load_before = host_load()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=REPO_DIR)
     try:
@@ -69,6 +77,7 @@ def run_worker(command: list[str]) -> dict[str, Any]:
         raise BenchError(f"worker {Path(command[1]).name} failed (exit {code}): {tail}")
     result = json.loads(lines[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # ru_maxrss is KiB on Linux
+    result["load_before"], result["load_after"] = load_before, host_load()
     return result
 
 
@@ -120,6 +129,9 @@ def median_result(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         merged[key] = round(statistics.median(r[key] for r in rounds), 4)
     if len(rounds) > 1:
         merged["images_per_s_rounds"] = [round(r["images_per_s"], 4) for r in rounds]
+    merged["load_1m_rounds"] = [[r["load_before"]["loadavg_1m"], r["load_after"]["loadavg_1m"]] for r in rounds]
+    merged.pop("load_before", None)
+    merged.pop("load_after", None)
     return merged
 
 
@@ -148,6 +160,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                              f"(or pass --create-torch-venv, or --no-torch)")
         create_torch_venv()
 
+    cores = available_cores()
+    load_now = host_load()
+    loaded = load_now["loadavg_1m"] > cores
+    if loaded and not args.allow_loaded:
+        raise BenchError(f"load average {load_now['loadavg_1m']} exceeds the {cores} usable cores: the figures "
+                         "would measure the other work; run on a quiet machine or pass --allow-loaded")
     report: dict[str, Any] = {
         "config": args.config, "crop": args.crop, "batch": args.batch, "threads": args.threads,
         "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
@@ -159,6 +177,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if with_torch:
             torch_rounds.append(run_worker(torch_command(args, cfg)))
     report["host"]["after"] = host_load()
+    rounds_load = [r["load_before"]["loadavg_1m"] for r in ms_rounds + torch_rounds] + [
+        r["load_after"]["loadavg_1m"] for r in ms_rounds + torch_rounds]
+    report["loaded"] = loaded or max(rounds_load) > cores
     report["mindspore"] = median_result(ms_rounds)
     report["torchvision"] = median_result(torch_rounds) if torch_rounds else None
     if torch_rounds:
@@ -167,6 +188,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "images_per_s": ratio(ms["images_per_s"], tv["images_per_s"]),
             "images_per_cpu_s": ratio(ms["images_per_cpu_s"], tv["images_per_cpu_s"]),
             "peak_rss": ratio(ms["peak_rss_mb"], tv["peak_rss_mb"]),
+            "load_1m_min_max": [min(rounds_load), max(rounds_load)],
         }
         speed, memory = (report["ratio_mindspore_over_torchvision"][k] for k in ("images_per_s", "peak_rss"))
         report["target"] = {"images_per_s_ratio_min": TARGET_SPEED_RATIO, "peak_rss_ratio_max": TARGET_MEMORY_RATIO,
@@ -193,7 +215,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive_int, default=5, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compile) step")
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--rounds", type=positive_int, default=1, help="alternate the frameworks N times")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternate the frameworks N times")
+    parser.add_argument("--allow-loaded", action="store_true",
+                        help="run even when the load average exceeds the cores (the report says loaded)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--torch-python", default=str(TORCH_VENV / "bin" / "python"))
     parser.add_argument("--create-torch-venv", action="store_true")

@@ -2,7 +2,9 @@
 
 File names: ``<prefix>-step<global step, 6+ digits>.ckpt`` in the checkpoint directory
 (prefix ``deeplab``; ``deeplab-rank<R>`` when every rank saves), so ``ls`` order is
-step order. A checkpoint holds everything ``--resume`` needs: the model weights
+step order. Evaluation during training keeps ``<prefix>-best.ckpt`` beside them: the
+checkpoint of the highest validation mIoU so far (``deeplab_miou`` inside), never rotated
+and never taken for ``--resume``. A checkpoint holds everything ``--resume`` needs: the model weights
 (``network.*``), the optimizer state (momentum accumulators ``moments.*``, its
 ``global_step`` that indexes the per-step learning rates) and ``deeplab_step`` /
 ``deeplab_epoch``.
@@ -32,6 +34,7 @@ from typing import Iterator, Optional
 DEFAULT_PREFIX = "deeplab"
 STEP_KEY = "deeplab_step"
 EPOCH_KEY = "deeplab_epoch"
+MIOU_KEY = "deeplab_miou"
 _PARTIAL_PREFIX = ".partial-"
 _CRC_TAG = b"crc_num"
 _CRC_TRAILER = len(_CRC_TAG) + 10  # tag + 10-byte big-endian CRC32, as MindSpore writes it
@@ -62,6 +65,19 @@ def checkpoint_name(step: int, prefix: str = DEFAULT_PREFIX) -> str:
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return f"{prefix}-step{step:06d}.ckpt"
+
+
+def best_checkpoint_name(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-best.ckpt"
+
+
+def best_miou(directory: Path, prefix: str = DEFAULT_PREFIX) -> Optional[float]:
+    """The mIoU recorded in ``<prefix>-best.ckpt``, None when there is none (a resumed run keeps a better one)."""
+    path = Path(directory) / best_checkpoint_name(prefix)
+    if not path.is_file():
+        return None
+    params = read_checkpoint(path)
+    return float(params[MIOU_KEY].asnumpy()) if MIOU_KEY in params else None
 
 
 def _name_pattern(prefix: str) -> re.Pattern[str]:
@@ -218,22 +234,30 @@ class CheckpointSaver:
         return removed
 
     def save(self, cell, step: int, epoch: int) -> Path:
+        final = self._write(cell, checkpoint_name(step, self.prefix), {STEP_KEY: int(step), EPOCH_KEY: int(epoch)})
+        self._rotate()
+        return final
+
+    def save_best(self, cell, step: int, epoch: int, miou: float) -> Path:
+        """Replace ``<prefix>-best.ckpt`` (atomically) with this state and its mIoU."""
+        return self._write(cell, best_checkpoint_name(self.prefix),
+                           {STEP_KEY: int(step), EPOCH_KEY: int(epoch), MIOU_KEY: float(miou)})
+
+    def _write(self, cell, name: str, append: dict) -> Path:
         import mindspore as ms
 
         self.directory.mkdir(parents=True, exist_ok=True)
         self.remove_stale_partials()
-        final = self.directory / checkpoint_name(step, self.prefix)
+        final = self.directory / name
         partial_dir = self.directory / f"{_PARTIAL_PREFIX}{self.prefix}-{os.getpid()}"
         shutil.rmtree(partial_dir, ignore_errors=True)
         partial_dir.mkdir()
         partial = partial_dir / final.name
-        ms.save_checkpoint(cell, str(partial), crc_check=True,
-                           append_dict={STEP_KEY: int(step), EPOCH_KEY: int(epoch)})
+        ms.save_checkpoint(cell, str(partial), crc_check=True, append_dict=append)
         _fsync_path(partial)
         os.replace(partial, final)
         _fsync_path(self.directory, directory=True)
         shutil.rmtree(partial_dir, ignore_errors=True)
-        self._rotate()
         return final
 
     def _rotate(self) -> None:

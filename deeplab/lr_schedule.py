@@ -61,14 +61,27 @@ class LrSchedule:
         return np.concatenate([warmup, decay]).astype(np.float32)
 
 
-def schedule_from_config(cfg, total_steps: int) -> LrSchedule:
-    """The schedule a training config asks for over ``total_steps`` steps."""
+def warmup_steps_of(cfg, steps_per_epoch: int) -> int:
+    """warmup_steps, else warmup_epochs x steps per epoch (rounded, at least 1 when asked for)."""
+    steps = int(getattr(cfg, "warmup_steps", 0) or 0)
+    epochs = float(getattr(cfg, "warmup_epochs", 0) or 0)
+    if steps == 0 and epochs > 0:
+        steps = max(1, round(epochs * steps_per_epoch))
+    return steps
+
+
+def schedule_from_config(cfg, total_steps: int, steps_per_epoch: int = 1, lr_scale: float = 1.0) -> LrSchedule:
+    """The schedule a training config asks for over ``total_steps`` steps.
+
+    lr_scale multiplies learning_rate and end_lr (the linear scaling rule, deeplab/batch_plan.py).
+    A warm-up longer than the run (a short --train-steps) is cut to leave one decay step.
+    """
     return LrSchedule(
         lr_type=cfg.lr_type,
-        base_lr=float(cfg.learning_rate),
+        base_lr=float(cfg.learning_rate) * lr_scale,
         total_steps=total_steps,
-        warmup_steps=int(getattr(cfg, "warmup_steps", 0) or 0),
-        end_lr=float(cfg.end_lr),
+        warmup_steps=min(warmup_steps_of(cfg, steps_per_epoch), total_steps - 1),
+        end_lr=float(cfg.end_lr) * lr_scale,
         power=float(cfg.lr_power),
         decay_rate=float(cfg.lr_decay_rate),
         decay_step=int(cfg.lr_decay_step),

@@ -3,6 +3,7 @@
 Usage:
     deeplab-train --config NAME|FILE.yaml --data-root DIR [--set key=value ...]
                   [--train-steps N] [--ckpt-dir DIR] [--resume] [--device-target CPU|GPU|Ascend]
+                  [--eval-split NAME]
     python -m deeplab.train ...            (what launch-train runs in each LOG<rank>/)
 
 --config        a preset (voc_r101_os16, voc_r101_os8, voc_r50_os16, tiny_synthetic) or a YAML file
@@ -40,8 +41,22 @@ per rank); otherwise the usable cores divided by the ranks on this host. ONEDNN_
 is capped at AVX2 on AVX-512 CPUs before MindSpore loads (deeplab/cpu_tuning.py).
 
 Output (stdout, flushed per line; every rank prints its own):
-    epoch: 1 step: 20, loss is 0.11594                     every step (step within the epoch)
+    deeplab-train: rank 0 of 2 (...), ... batch 4 per rank x 2 rank(s) = global batch 8, learning rate ...
+    epoch: 1 step: 20, loss is 0.11594                     every log_every_steps steps (step within
+                                                           the epoch; also each epoch's last step)
     Epoch time: 78748.379, per step time: 107.378          at each epoch end, milliseconds
+    eval at step 370 (epoch 10, 'val', 60 images, scale 1.5, 2.1 s): mIoU = 0.81234
+                                                           rank 0, every eval_every_epochs epochs and
+                                                           at the end (single scale train_eval_scale)
+
+Batch and learning rate: global_batch_size (split over the ranks; must divide) or batch_size
+per rank; learning_rate is stated for lr_reference_batch and scaled linearly to the global
+batch, with linear warm-up over warmup_steps or warmup_epochs (deeplab/batch_plan.py).
+Evaluation during training (--set eval_every_epochs=N, --eval-split NAME): rank 0 keeps
+<ckpt-dir>/deeplab-best.ckpt, the checkpoint of the highest mIoU so far.
+Compile cache (compile_cache=true): compiled graphs are kept under <job ckpt dir>/compile_cache/
+(LAUNCH_TRAIN_CKPT_DIR when set, else --ckpt-dir), keyed by config and step count, so a
+restart or --resume of the same run skips the graph compile (deeplab/compile_cache.py).
 Checkpoints <ckpt-dir>/deeplab-step<NNNNNN>.ckpt every save_checkpoint_steps steps and at the
 end, the newest save_checkpoint_num kept, written atomically by rank 0 only (every rank with
 --set save_ckpt_all_ranks=true: deeplab-rank<R>-step<NNNNNN>.ckpt). The resolved
@@ -96,6 +111,7 @@ class TrainOptions:
     ckpt_dir: Path = Path("ckpt")
     resume: bool = False
     device_target: str = "CPU"
+    eval_split: Optional[str] = None  # evaluation during training (eval_every_epochs); None: cfg.val_split
 
     def __post_init__(self) -> None:
         if self.device_target not in DEVICE_TARGETS:
@@ -112,8 +128,9 @@ class TrainResult:
     start_step: int
     rank_id: int
     rank_size: int
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # the logged ones (every log_every_steps)
     checkpoints: list[Path] = field(default_factory=list)
+    evaluations: list[tuple[int, float]] = field(default_factory=list)  # (step, mIoU) during training
 
 
 @dataclass(frozen=True)
@@ -156,23 +173,43 @@ def _raise_terminated(signum, _frame) -> None:
     raise Terminated(signum)
 
 
+def data_workers(cfg_workers: int, threads: int) -> int:
+    """Data workers for one rank: num_parallel_workers when set, else one per thread (core) it owns.
+
+    More workers than cores only add processes that preempt the training threads (several
+    workers are processes, bound to the rank's cores by the launcher): bench/dp_overhead.py.
+    """
+    return int(cfg_workers) if cfg_workers > 0 else max(1, int(threads))
+
+
+def should_log(step: int, step_in_epoch: int, steps_per_epoch: int, total_steps: int, every: int) -> bool:
+    """Read the loss back at every ``every``-th global step, at each epoch's last step and the final one."""
+    return every <= 1 or step % every == 0 or step_in_epoch == steps_per_epoch or step == total_steps
+
+
 def train(opts: TrainOptions) -> TrainResult:
     """Train as the options say; usable from Python and tests without argv."""
     from deeplab.config import load_config
     from deeplab import distributed
+    from deeplab.batch_plan import plan_batch
 
     cfg = load_config(opts.config, overrides=opts.overrides)
     start = distributed.detect()
+    batch_plan = plan_batch(cfg, start.rank_size)  # a global batch that does not divide stops here
     threads = runtime.resolve_threads(cfg.threads, start.ranks_on_host)
+    # The resolved config: what this rank really runs (config.yaml and collect-results read it).
+    cfg = cfg.replace(batch_size=batch_plan.per_rank_batch, lr_reference_batch=batch_plan.reference_batch,
+                      num_parallel_workers=data_workers(cfg.num_parallel_workers, threads))
     # MindSpore is imported only now: the CPU tuning must be in the environment first.
     ms = runtime.start_mindspore(opts.device_target, threads, seed=cfg.seed)
     from mindspore import nn
 
-    from deeplab import checkpoints
+    from deeplab import checkpoints, compile_cache
     from deeplab.data.pipeline import build_train_dataset
     from deeplab.loss import NetWithLoss, SoftmaxCrossEntropyLoss
     from deeplab.lr_schedule import schedule_from_config
     from deeplab.model import build_model
+    from deeplab.train_eval import TrainingEvaluator, eval_due, format_eval_line, is_better
 
     start = distributed.join(start, opts.device_target)
     saves = cfg.enable_save_ckpt and (start.rank_id == 0 or cfg.save_ckpt_all_ranks)
@@ -197,16 +234,28 @@ def train(opts: TrainOptions) -> TrainResult:
             f"{cfg.batch_size} per rank over {start.rank_size} rank(s)"
         )
     total_steps = opts.train_steps or cfg.epoch_size * steps_per_epoch
+    # Rank 0 alone evaluates (the others wait for it in the next step's all-reduce).
+    eval_split = opts.eval_split or cfg.val_split
+    evaluates = cfg.eval_every_epochs > 0 and start.rank_id == 0
+    cache = None
+    if cfg.compile_cache:
+        key = compile_cache.cache_key(cfg.to_dict(), total_steps, start.rank_size, opts.device_target, ms.__version__)
+        cache = compile_cache.cache_dir(ckpt_dir, key, start.rank_id)
+        cache = cache if compile_cache.enable(cache) else None
     how = f"{start.mode} start" if start.is_distributed else "single process"
     _print(f"deeplab-train: rank {start.rank_id} of {start.rank_size} ({how}), "
-           f"{opts.device_target} with {threads} thread(s), {total_steps} steps of batch {cfg.batch_size} "
-           f"({steps_per_epoch} per epoch), checkpoints {'in ' + str(ckpt_dir) if saves else 'off on this rank'}")
+           f"{opts.device_target} with {threads} thread(s) and {cfg.num_parallel_workers} data worker(s), "
+           f"{total_steps} steps ({steps_per_epoch} per epoch), {batch_plan.describe()}, "
+           f"checkpoints {'in ' + str(ckpt_dir) if saves else 'off on this rank'}")
+    if cache is not None:
+        found = compile_cache.cached_graphs(cache)
+        _print(f"compile cache {cache}: {'reusing ' + str(len(found)) + ' graph(s)' if found else 'empty, filling it'}")
 
     network = build_model(cfg)
     train_net = NetWithLoss(network, SoftmaxCrossEntropyLoss(cfg.seg_num_classes, cfg.ignore_label))
     if cfg.ckpt_pre_trained and resume_from is None:
         _load_pretrained(train_net, Path(cfg.ckpt_pre_trained))
-    rates = schedule_from_config(cfg, total_steps).rates()
+    rates = schedule_from_config(cfg, total_steps, steps_per_epoch, lr_scale=batch_plan.lr_scale).rates()
     # BN gamma/beta are left out of weight decay by MindSpore's default filter (as in the reference).
     optimizer = nn.Momentum(train_net.trainable_params(), learning_rate=ms.Tensor(rates),
                             momentum=cfg.momentum, weight_decay=cfg.weight_decay, loss_scale=cfg.loss_scale)
@@ -216,7 +265,13 @@ def train(opts: TrainOptions) -> TrainResult:
         train_net, optimizer, level=cfg.amp_level,
         loss_scale_manager=ms.amp.FixedLossScaleManager(cfg.loss_scale, drop_overflow_update=False),
     )
+    if start.is_distributed and cfg.fuse_allreduce and opts.device_target == "CPU":
+        # The CPU backend does not fuse the per-gradient all-reduces (deeplab/grad_fusion.py).
+        from deeplab.grad_fusion import FusedGradReducer
+
+        train_step.grad_reducer = FusedGradReducer(optimizer.parameters, start.rank_size)
     train_step.set_train(True)
+    evaluator = TrainingEvaluator(cfg, network, Path(opts.data_root), eval_split) if evaluates else None
 
     start_step = 0
     if resume_from is not None:
@@ -234,6 +289,8 @@ def train(opts: TrainOptions) -> TrainResult:
     if saver is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         cfg.dump_yaml(ckpt_dir / "config.yaml")
+    # A resumed run only replaces deeplab-best.ckpt with a better one.
+    best = checkpoints.best_miou(ckpt_dir, prefix) if (evaluator is not None and saver is not None) else None
 
     result = TrainResult(final_step=start_step, start_step=start_step, rank_id=start.rank_id,
                          rank_size=start.rank_size)
@@ -247,14 +304,31 @@ def train(opts: TrainOptions) -> TrainResult:
         epoch_start = time.perf_counter()
         for offset in range(steps_to_run):
             images, labels = next(batches)
-            loss = float(train_step(images, labels).asnumpy())
+            loss_tensor = train_step(images, labels)
             step += 1
-            result.losses.append(loss)
             result.final_step = step
-            _print(format_step_line(epoch, first_in_epoch + offset, loss))
+            in_epoch = first_in_epoch + offset
+            # Reading the loss back waits for the step to finish; skipping it lets the host
+            # fetch the next batch meanwhile. Step numbers in the line stay exact.
+            if should_log(step, in_epoch, steps_per_epoch, total_steps, cfg.log_every_steps):
+                loss = float(loss_tensor.asnumpy())
+                result.losses.append(loss)
+                _print(format_step_line(epoch, in_epoch, loss))
             if saver is not None and (step % cfg.save_checkpoint_steps == 0 or step == total_steps):
                 result.checkpoints.append(saver.save(train_step, step=step, epoch=epoch))
         _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
+        epoch_ends = first_in_epoch + steps_to_run - 1 == steps_per_epoch
+        if evaluator is not None and eval_due(epoch, step, epoch_ends, total_steps, cfg.eval_every_epochs):
+            eval_start = time.perf_counter()
+            miou, images_seen = evaluator.evaluate()
+            train_step.set_train(True)
+            result.evaluations.append((step, miou))
+            _print(format_eval_line(step, epoch, eval_split, images_seen, evaluator.scale,
+                                    time.perf_counter() - eval_start, miou))
+            if saver is not None and is_better(miou, best):
+                best = miou
+                path = saver.save_best(train_step, step=step, epoch=epoch, miou=miou)
+                _print(f"best so far (step {step}): saved {path}")
     return result
 
 
@@ -332,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue from the newest checkpoint in --ckpt-dir (implied on launch-train restarts)")
     parser.add_argument("--device-target", default=None, choices=DEVICE_TARGETS,
                         help="default $DEVICE_TARGET, else implied by the start-up (rank table: Ascend; mpirun: GPU), else CPU")
+    parser.add_argument("--eval-split", default=None, help="split evaluated during training (default: val_split)")
     return parser
 
 
@@ -353,7 +428,8 @@ def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] = os.
     return TrainOptions(config=args.config, data_root=args.data_root, overrides=tuple(args.overrides),
                         train_steps=args.train_steps, ckpt_dir=ckpt_dir,
                         resume=args.resume or restart_count(environ) > 0,
-                        device_target=args.device_target or distributed.device_target_from_env(environ))
+                        device_target=args.device_target or distributed.device_target_from_env(environ),
+                        eval_split=args.eval_split)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -43,6 +43,38 @@ Several hosts (SSH; see launcher/remote/hosts.py and the README's multi-host sec
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
+Inside a Slurm allocation (see launcher/cluster/slurm_launch.py and the README's "Clusters")
+    --launcher slurm|ssh|local  who starts the ranks; default slurm when SLURM_JOB_ID is set, srun
+                              exists and no --hosts/--hostfile is given, else ssh/local by --hosts. Under slurm the hosts are the
+                              allocation's nodes (--hosts is refused); ranks per node --devices, else
+                              SLURM_NTASKS_PER_NODE, else the nodes' Gres. One task per node first checks
+                              the job dir is visible there (shared file system; else exit 2), and reads
+                              hccn.conf in rank-table mode ({host} = node name); then the ranks run as ONE
+                              `srun --kill-on-bad-exit=1` step (each task runs LOG<SLURM_PROCID>/run.sh),
+                              the scheduler as a one-task step on the first node; a failure, Ctrl-C and the
+                              end cancel the steps. srun's own output: <job-dir>/srun.log.
+
+Submitting to Slurm or Kubernetes (launcher/cluster/submit_cli.py)
+    --submit slurm [--nodes N] [--partition P] [--time T] [--account A] [--slurm-arg ARG ...] [--wait]
+                              write <job-dir>/submit.sbatch (job_templates/slurm/submit.sbatch.j2), which runs
+                              these same options with --launcher slurm inside the allocation; sbatch it and
+                              print the Slurm job id and the job dir. --wait: wait, exit with the job's
+                              status. --dry-run: print the script, submit nothing.
+    --submit k8s --k8s-kind volcano|msjob|ascendjob --image IMG [--nodes N] [--namespace NS]
+                 [--k8s-set PATH=VALUE ...] [--apply]
+                              write <job-dir>/k8s/*.yaml (job_templates/k8s/; AscendJob rank-table jobs also
+                              the rings-config-<job> ConfigMap); every pod runs launch-train --from-env with
+                              these options. --k8s-set: pod.PATH (every pod template), container.PATH (every
+                              training container) or PATH from the job's root; values are YAML. --apply:
+                              kubectl apply -f <job-dir>/k8s/ when kubectl has a cluster, else the command
+                              is printed. --dry-run: print the manifests, write nothing.
+    --from-env [--k8s-kind KIND] [--rank-table-timeout S]
+                              in a pod: read the operator's variables (VC_TASK_INDEX, VC_WORKER_HOSTS; MS_ROLE,
+                              MS_SCHED_HOST, MS_SCHED_PORT, MS_WORKER_NUM, MS_NODE_ID / MS_NODE_RANK,
+                              MS_LOCAL_WORKER, ASCEND_VISIBLE_DEVICES; RANK_TABLE_FILE), wait while the
+                              mounted rank table says "initializing" (default 600 s), and start this pod's
+                              ranks as a local launch in <job-dir>/pod-<index>/.
+
     --platform Ascend|GPU|CPU default: Ascend when npu-smi or /etc/hccn.conf exists, GPU when
                               nvidia-smi lists GPUs, else CPU
     --mode rank-table|mpirun|dynamic
@@ -129,6 +161,9 @@ Job directory
     scheduler/run.sh, scheduler/log.txt          dynamic mode
     rank_table.json                              rank-table mode
     hostfile, mpirun.sh, mpi_rank.sh, mpirun.log, LOG<rank>/exit_status      mpirun mode
+    srun.sh, slurm_rank.sh, srun.log, scheduler/srun.log, LOG<rank>/exit_status   --launcher slurm
+    submit.sbatch, slurm-<id>.out                 --submit slurm (then everything above, from inside the job)
+    k8s/*.yaml                                    --submit k8s;  pod-<index>/ (a whole job dir)  --from-env
     LOG0/ckpt/          LAUNCH_TRAIN_CKPT_DIR: deeplab.train's checkpoints and config.yaml
                         (rank 0's; every rank's with --set save_ckpt_all_ranks=true)
     The training program may write more files in its LOG<rank>/ (its working directory).
@@ -148,7 +183,10 @@ Exit status
     2        bad input (one line on stderr, nothing started, no job directory written):
              unknown platform or mode, devices not available, invalid topology, port in use,
              missing entry script, job dir not empty, a template with an undefined variable,
-             a bad hccn.conf or rank table
+             a bad hccn.conf or rank table; --launcher slurm outside an allocation or with a job
+             dir some node cannot see; an operator variable missing or contradicting another;
+             a mounted rank table still "initializing" after --rank-table-timeout
+    --submit slurm --wait exits with the Slurm job's status
     1        the scheduler failed while ranks were running
 """
 from __future__ import annotations
@@ -217,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
     where.add_argument("--no-topology-check", dest="topology_check", action="store_false",
                        help="accept rank tables with device sets HCCL does not support")
+    where.add_argument("--launcher", choices=("slurm", "ssh", "local"),
+                       help="who starts the ranks (default: slurm inside an allocation, else ssh/local by --hosts)")
     what = p.add_argument_group("what each rank runs")
     entry = what.add_mutually_exclusive_group()
     entry.add_argument("--entry", type=Path, metavar="SCRIPT.py", help="run python SCRIPT.py")
@@ -254,6 +294,7 @@ def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]) -> "LaunchOptions":
+    from launcher.cluster.submit_cli import SUBMITTED_FILES
     from launcher.job.options import LaunchOptions, parse_env_assignment
 
     visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
@@ -280,6 +321,8 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]) -> "
         topology_check=ns.topology_check,
         hang_timeout_s=ns.hang_timeout,
         first_step_timeout_s=ns.first_step_timeout,
+        job_id=getattr(ns, "job_id", None),
+        prepared_files=SUBMITTED_FILES if getattr(ns, "from_submit", False) else (),
     )
 
 
@@ -294,10 +337,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     from launcher.remote import hosts as remote_hosts
+    from launcher.cluster import submit_cli
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     remote_hosts.add_arguments(parser)
+    submit_cli.add_arguments(parser)
     ns = parser.parse_args(own)
     _checkpoint()
     if ns.json and not ns.dry_run:
@@ -318,6 +363,14 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
     try:
+        if ns.submit == "slurm":
+            return submit_cli.submit_slurm(ns, own, training_args)
+        if ns.submit == "k8s":
+            return submit_cli.submit_k8s(ns, own, training_args)
+        if ns.from_env:
+            from launcher.cluster.pod_launch import launch_from_env
+
+            return launch_from_env(ns, options_from_args(ns, training_args))
         return _run(ns, training_args)
     except LaunchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -327,9 +380,25 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     import dataclasses
 
+    from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
+
+    if chosen_launcher(ns.launcher, hosts_given=bool(ns.hosts or ns.hostfile)) == "slurm":
+        slurm = SlurmLaunch.from_environment()
+        # One task per node looks at every node while this process imports and plans (the flags it
+        # needs have the same names as the options).
+        slurm.start_probe(ns, preflight=not ns.dry_run)
+        try:
+            from launcher.job.resolve import resolve_spec
+
+            options = slurm.before_resolve(options_from_args(ns, training_args), preflight=not ns.dry_run)
+            spec = slurm.after_resolve(resolve_spec(options, hosts=slurm.hosts))
+        finally:
+            slurm.abandon_probe()  # a no-op once before_resolve has read it
+            slurm.drop_temp_rank_table()
+        return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
     from launcher.job.hosts import host_entries
     from launcher.job.resolve import resolve_spec, settle_platform
-    from launcher.launch import launch, local_groups, prepare
+    from launcher.launch import local_groups
     from launcher.remote.hosts import RemoteHosts
 
     options = options_from_args(ns, training_args)
@@ -339,6 +408,8 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
     remote = RemoteHosts.from_args(ns, entries)  # None when every host is this machine
+    if ns.launcher == "local" and remote is not None:
+        raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
     if remote is None:
         spec = resolve_spec(options)
     else:
@@ -349,18 +420,26 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         options = settled
         # Pre-flight every remote host (not for dry runs): what it finds completes the job.
         found = remote.prepare(options, check=not ns.dry_run)
+        _checkpoint()
         spec = resolve_spec(options, hosts=found.hosts, hccn_texts=found.hccn_texts,
                             scheduler_port=found.scheduler_port)
+    return _start(ns, spec, remote.rank_groups if remote is not None else local_groups,
+                  remote.dry_run_text if remote is not None else None)
+
+
+def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:
+    """Print the plan (--dry-run) or run the job with the launcher's group factory."""
+    from launcher.launch import launch, prepare
+
     _checkpoint()
     if ns.dry_run:
         from launcher.job.dry_run import plan_json, plan_text
 
         plan, files = prepare(spec)
         sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
-        if not ns.json and remote is not None:
-            sys.stdout.write(remote.dry_run_text(plan))  # per host: how it is reached, what runs there
+        if not ns.json and dry_run_text is not None:
+            sys.stdout.write(dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
-    factory = remote.rank_groups if remote is not None else local_groups
     from launcher.run.orphans import become_subreaper, kill_leftover_children
     from launcher.run.supervisor import Interrupt
 

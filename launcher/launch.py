@@ -93,8 +93,13 @@ def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
     return plan, render_job(plan)
 
 
-def check_job_dir_free(job_dir: Path) -> None:
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
+def check_job_dir_free(job_dir: Path, prepared: Sequence[str] = ()) -> None:
+    """The job dir must be new or empty, but for the files ``prepared`` names (what --submit wrote)."""
+    from fnmatch import fnmatch
+
+    if not job_dir.exists():
+        return
+    if not job_dir.is_dir() or any(not any(fnmatch(p.name, pattern) for pattern in prepared) for p in job_dir.iterdir()):
         raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
 
 
@@ -106,38 +111,80 @@ def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
     """Create the job directory whole or not at all: job.json, every rendered file, the disk reserve.
 
     Everything is written into a hidden sibling and renamed into place at the end, so a
-    disk that fills up half-way leaves nothing that would block the rerun.
+    disk that fills up half-way leaves nothing that would block the rerun. A job dir that
+    already holds files --submit prepared (the batch script, Slurm's output file, which
+    Slurm keeps open) is written in place instead, and what was written is removed again
+    on failure.
     """
     import shutil
     import tempfile
 
-    from launcher.job.disk_space import write_reserve
-
     job_dir = plan.spec.job_dir
+    if job_dir.is_dir() and any(job_dir.iterdir()):
+        _write_into_prepared(plan, files)
+        return
     try:
         job_dir.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{job_dir.name}.partial-", dir=job_dir.parent))
     except OSError as exc:
         raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was written") from None
-    current = "job.json"
     try:
         os.chmod(stage, 0o755)
-        write_job_json(stage, job_document(plan))
-        for item in files:
-            current = item.path
-            target = stage / item.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, item.text, executable=item.executable)
-        current = "a reserve for job.json"
-        write_reserve(stage)
-        current = "the job dir"
+        _write_all(plan, files, stage, [])
         if job_dir.exists():
             job_dir.rmdir()  # checked empty before; a file that appeared since makes this fail
         os.rename(stage, job_dir)
+    except _WriteFailed as failed:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {failed.what}: {failed.reason}; nothing was kept") from None
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {current}: {exc.strerror or exc}; "
-                               "nothing was kept") from None
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was kept") from None
+
+
+class _WriteFailed(Exception):
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(what)
+        self.what, self.reason = what, reason
+
+
+def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list[Path]) -> None:
+    """job.json, the rendered files and the reserve under root; every path created is appended to made."""
+    from launcher.job.disk_space import RESERVE_FILE, write_reserve
+
+    current = "job.json"
+    try:
+        made.append(root / "job.json")
+        write_job_json(root, job_document(plan))
+        for item in files:
+            current = item.path
+            target = root / item.path
+            for parent in reversed(target.relative_to(root).parents[:-1]):
+                if not (root / parent).exists():
+                    (root / parent).mkdir()
+                    made.append(root / parent)
+            made.append(target)
+            write_atomic(target, item.text, executable=item.executable)
+        current = "a reserve for job.json"
+        made.append(root / RESERVE_FILE)
+        write_reserve(root)
+    except OSError as exc:
+        raise _WriteFailed(current, exc.strerror or str(exc)) from None
+
+
+def _write_into_prepared(plan: Plan, files: Sequence[RenderedFile]) -> None:
+    job_dir = plan.spec.job_dir
+    made: list[Path] = []
+    try:
+        _write_all(plan, files, job_dir, made)
+    except _WriteFailed as failed:
+        for path in reversed(made):  # files first, then the directories made for them
+            try:
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+            except OSError:
+                pass
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {failed.what}: {failed.reason}; "
+                               "nothing of it was kept") from None
 
 
 def launch(
@@ -155,7 +202,7 @@ def launch(
     out = out if out is not None else sys.stdout
     status_out = status_out if status_out is not None else sys.stderr
     plan, files = prepare(spec)
-    check_job_dir_free(spec.job_dir)
+    check_job_dir_free(spec.job_dir, spec.prepared_files)
     if plan.scheduler is not None and spec.hosts[0].local:
         check_port_free(plan.scheduler.port, plan.scheduler.address)
     interrupt = interrupt or Interrupt()

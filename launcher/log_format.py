@@ -6,6 +6,8 @@ one line per logged step, one per epoch, one per evaluation:
     epoch: 1 step: 20, loss is 0.11594
     Epoch time: 78748.379, per step time: 107.378
     mIoU = 0.65049
+    eval at step 370 (epoch 10, 'val', 60 images, scale 1.5, 2.1 s): mIoU = 0.81234
+        (evaluation during training: one point of the mIoU curve)
 
 The live status (launcher.console), the agent's progress events
 (launcher.remote.protocol) and collect-results (launcher.collect.logparse) all parse
@@ -20,6 +22,7 @@ _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)"
 LOSS_LINE = re.compile(r"epoch:\s*(\d+)\s+step:\s*(\d+),\s*loss is\s*" + _NUMBER + r"\s*$", re.IGNORECASE)
 EPOCH_TIME_LINE = re.compile(r"Epoch time:\s*" + _NUMBER + r",\s*per step time:\s*" + _NUMBER + r"\s*$")
 MIOU_LINE = re.compile(r"mIoU\s*=\s*" + _NUMBER + r"\s*$")
+EVAL_AT_STEP = re.compile(r"^eval at step (\d+)\b")
 
 
 def parse_loss_line(line: str) -> Optional[tuple[int, int, float]]:
@@ -42,3 +45,9 @@ def parse_miou_line(line: str) -> Optional[float]:
     """``mIoU = M`` -> M."""
     match = MIOU_LINE.search(line)
     return None if match is None else float(match.group(1))
+
+
+def parse_eval_step(line: str) -> Optional[int]:
+    """``eval at step N (...): mIoU = M`` -> N, the global step of an evaluation during training."""
+    match = EVAL_AT_STEP.match(line)
+    return None if match is None else int(match.group(1))

@@ -14,7 +14,7 @@ REFERENCE_DEFAULTS = {
     "decoder_output_stride": None, "image_pyramid": None, "backbone": "resnet101", "aspp_channels": 256,
     "epoch_size": 6, "batch_size": 2, "eval_batch_size": 1, "amp_level": "O0", "loss_scale": 3072.0,
     "enable_save_ckpt": True, "save_checkpoint_steps": 1000, "save_checkpoint_num": 1,
-    "ckpt_pre_trained": "", "num_parallel_workers": 2, "seed": 1, "threads": 0, "train_split": "train",
+    "ckpt_pre_trained": "", "num_parallel_workers": 0, "seed": 1, "threads": 0, "train_split": "train",
     "val_split": "val", "data_root": "",
 }
 

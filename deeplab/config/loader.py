@@ -3,6 +3,11 @@
 A YAML file lists only the fields it changes from the defaults; it may start from
 another preset or file with ``base: NAME_OR_PATH`` (a path is relative to the file).
 Every problem is a ConfigError whose message names the file or the override.
+
+Batch statements: a layer (a file, or the ``--set`` overrides together) that gives
+``batch_size`` without ``global_batch_size`` asks for a per-rank batch, so it clears a
+``global_batch_size`` inherited from its base: ``--set batch_size=4`` on a preset that
+states a global batch means 4 per rank.
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ def load_config(name_or_path: Union[str, os.PathLike], overrides: Iterable[str] 
     """The Config of a preset name (e.g. "tiny_synthetic") or a YAML file, with overrides applied."""
     values = _load_values(str(name_or_path), relative_to=Path.cwd(), seen=())
     overridden: dict[str, str] = {}
+    layer: dict[str, Any] = {}
     for override in overrides:
         key, value = parse_override(override)
-        values[key] = value
+        layer[key] = value
         overridden[key] = override
+    _apply_layer(values, layer)
     try:
         return Config(**values)
     except ConfigError as exc:
@@ -86,14 +93,23 @@ def _load_values(name_or_path: str, relative_to: Path, seen: tuple[Path, ...]) -
             raise ConfigError(f"{path}: base: expected a preset name or a file path")
         values = _load_values(base, relative_to=path.parent, seen=seen + (path,))
     types = field_types()
+    layer: dict[str, Any] = {}
     for key, value in mapping.items():
         if key not in types:
             raise ConfigError(f"{path}: {unknown_key_message(str(key))}")
         try:
-            values[key] = coerce(value, types[key])
+            layer[key] = coerce(value, types[key])
         except ValueError as exc:
             raise ConfigError(f"{path}: {key}: {exc}", field=key) from None
+    _apply_layer(values, layer)
     return values
+
+
+def _apply_layer(values: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Lay ``layer`` over ``values``; a per-rank batch_size alone drops an inherited global batch."""
+    if "batch_size" in layer and "global_batch_size" not in layer:
+        values.pop("global_batch_size", None)
+    values.update(layer)
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -2,6 +2,16 @@
 
 Names and defaults follow the reference DeepLab implementation (the TensorFlow
 research code and the MindSpore model zoo), so a recipe can be copied from either.
+
+Batch and learning rate across rank counts (deeplab/batch_plan.py resolves them):
+``global_batch_size`` (when > 0) is the batch of one optimizer step over all ranks and each
+rank takes ``global_batch_size / ranks`` (it must divide); otherwise ``batch_size`` is the
+per-rank batch and the global batch grows with the ranks. The learning rate is stated for
+``lr_reference_batch`` images per step (0: the config's own batch, ``global_batch_size`` or
+``batch_size``) and scaled linearly to the global batch in use, so a preset keeps its rate at
+the batch it states and follows the linear scaling rule elsewhere. When a YAML layer or a
+``--set`` gives ``batch_size`` but not ``global_batch_size``, it clears an inherited
+``global_batch_size`` (the later statement wins; see loader.py).
 """
 from __future__ import annotations
 
@@ -38,6 +48,8 @@ class Config:
     lr_decay_rate: float = 0.1
     lr_decay_step: int = 40000
     warmup_steps: int = 0
+    warmup_epochs: float = 0.0  # used when warmup_steps is 0: epochs x steps per epoch
+    lr_reference_batch: int = 0  # the global batch learning_rate is stated for; 0: this config's batch
     weight_decay: float = 5e-5
     momentum: float = 0.97
     # data and augmentation
@@ -62,7 +74,8 @@ class Config:
     dropout: float = 0.1
     # training loop
     epoch_size: int = 6
-    batch_size: int = 2
+    batch_size: int = 2  # per rank, unless global_batch_size is set
+    global_batch_size: int = 0  # > 0: the batch of one step over all ranks (split evenly)
     eval_batch_size: int = 1
     amp_level: AmpLevel = "O0"
     loss_scale: float = 3072.0
@@ -71,7 +84,12 @@ class Config:
     save_checkpoint_num: int = 1
     save_ckpt_all_ranks: bool = False
     ckpt_pre_trained: str = ""
-    num_parallel_workers: int = 2
+    num_parallel_workers: int = 0  # data workers per rank; 0: one per thread of the rank (see train.py)
+    log_every_steps: int = 1  # read the loss back (a host sync) and print it every N steps
+    eval_every_epochs: int = 0  # > 0: rank 0 evaluates every N epochs and at the end; keeps deeplab-best.ckpt
+    train_eval_scale: float = 1.0  # the single scale of evaluation during training (no flip)
+    fuse_allreduce: bool = True  # CPU data parallel: one all-reduce of all gradients per step (grad_fusion.py)
+    compile_cache: bool = True  # reuse the compiled graph on resume/restart (MindSpore compile cache)
     seed: int = 1
     threads: int = 0  # 0: the host's cores split over the ranks running on it
     # data set location
@@ -151,13 +169,17 @@ def _range_problems(cfg: Config) -> typing.Iterator[tuple[str, str]]:
     """(field, what is wrong) for every value outside its valid range; first one is reported."""
     positive = ("learning_rate", "lr_power", "lr_decay_rate", "loss_scale", "crop_size", "seg_num_classes",
                 "aspp_channels", "epoch_size", "batch_size", "eval_batch_size", "lr_decay_step",
-                "save_checkpoint_steps", "save_checkpoint_num", "num_parallel_workers", "min_scale")
+                "save_checkpoint_steps", "save_checkpoint_num", "min_scale",
+                "log_every_steps", "train_eval_scale")
     for name in positive:
         if getattr(cfg, name) <= 0:
             yield name, "must be > 0"
-    for name in ("end_lr", "warmup_steps", "weight_decay", "threads", "ignore_label"):
+    for name in ("end_lr", "warmup_steps", "warmup_epochs", "weight_decay", "threads", "ignore_label",
+                 "global_batch_size", "lr_reference_batch", "eval_every_epochs", "num_parallel_workers"):
         if getattr(cfg, name) < 0:
             yield name, "must be >= 0"
+    if cfg.warmup_steps > 0 and cfg.warmup_epochs > 0:
+        yield "warmup_epochs", f"set warmup_steps ({cfg.warmup_steps}) or warmup_epochs, not both"
     if not 0 <= cfg.momentum < 1:
         yield "momentum", "must be in [0, 1)"
     if not 0 <= cfg.dropout < 1:

@@ -133,7 +133,8 @@ def _host(entry: Any, job_dir: str, index: int) -> HostEntry:
         address=str(entry.get("address") or entry["name"]),
         user=None if entry.get("user") is None else str(entry["user"]),
         port=22 if not port else _int(port, f"hosts[{index}].port", 1, 65535),
-        local=bool(entry.get("local", False)),
+        # A host whose job dir is this machine's too (Slurm nodes) is read in place, like a local one.
+        local=bool(entry.get("local", False)) or bool(entry.get("shared_job_dir", False)),
         job_dir=str(entry.get("job_dir") or job_dir),
     )
 

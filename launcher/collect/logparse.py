@@ -1,7 +1,8 @@
 """Parse what a training rank printed, as a whole log: losses, epoch timings, mIoU.
 
 Pure functions over text. The line formats themselves (``epoch: 1 step: 20, loss is
-0.11594``, ``Epoch time: ...``, ``mIoU = ...``) are launcher.log_format's, shared with
+0.11594``, ``Epoch time: ...``, ``mIoU = ...``, ``eval at step N (...): mIoU = ...``:
+evaluation during training, one point of the mIoU curve) are launcher.log_format's, shared with
 the live status.
 
 A log whose last line has no newline was cut off (rank killed, disk full, copy of a
@@ -42,6 +43,7 @@ class TrainingLog:
     losses: tuple[LossPoint, ...] = ()
     epochs: tuple[EpochTiming, ...] = ()
     miou: float | None = None
+    miou_curve: tuple[tuple[int, float], ...] = ()  # (global step, mIoU) of evaluations during training
     truncated: bool = False
     dropped_line: str = ""
     line_count: int = 0
@@ -111,6 +113,7 @@ def parse_training_log(text: str) -> TrainingLog:
     points: list[tuple[int, int, float]] = []
     epochs: list[EpochTiming] = []
     miou = None
+    curve: list[tuple[int, float]] = []
     for line in lines:
         loss = parse_loss_line(line)
         if loss is not None:
@@ -123,10 +126,14 @@ def parse_training_log(text: str) -> TrainingLog:
         value = parse_miou_line(line)
         if value is not None and not math.isnan(value):
             miou = value
+            at_step = log_format.parse_eval_step(line)
+            if at_step is not None:
+                curve.append((at_step, value))
     return TrainingLog(
         losses=tuple(_global_steps(points)),
         epochs=tuple(epochs),
         miou=miou,
+        miou_curve=tuple(curve),
         truncated=bool(tail),
         dropped_line=tail,
         line_count=len(lines) + (1 if tail else 0),

@@ -113,3 +113,26 @@ def class_iou(per_class: dict[str, float | None]) -> Plot | None:
     ax.set_xlabel("IoU")
     ax.grid(True, axis="x", alpha=0.3)
     return Plot("IoU per class", _render(fig))
+
+
+def miou_curve(training_evaluation: dict | None) -> Plot | None:
+    """Validation mIoU of evaluation during training against the step; the best point marked."""
+    if not training_evaluation or not training_evaluation.get("curve"):
+        return None
+    points = [(p["step"], p["mIoU"]) for p in training_evaluation["curve"] if math.isfinite(p["mIoU"])]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    steps, values = zip(*points)
+    ax.plot(steps, values, marker="o", markersize=3, label=f"rank {training_evaluation['rank']}")
+    best_step, best = training_evaluation["best_step"], training_evaluation["best_mIoU"]
+    ax.plot([best_step], [best], marker="*", markersize=14, color="tab:red", linestyle="none",
+            label=f"best: {best:.4f} at step {best_step}")
+    ax.set_xlabel("step")
+    _integer_ticks(ax.xaxis)
+    ax.set_ylabel("val mIoU (single scale)")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return Plot("Validation mIoU during training", _render(fig))

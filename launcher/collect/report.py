@@ -10,7 +10,7 @@ import jinja2
 
 import job_templates
 from launcher.collect.logparse import TrainingLog
-from launcher.collect.plots import Plot, class_iou, loss_curves, step_times
+from launcher.collect.plots import Plot, class_iou, loss_curves, miou_curve, step_times
 
 TEMPLATE = "report.html.j2"
 
@@ -23,11 +23,12 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog]) -> dict[str, Plot]:
-    """The plots there is data for: "loss", "step_time", "class_iou"."""
+    """The plots there is data for: "loss", "step_time", "miou_curve", "class_iou"."""
     evaluation = summary.get("evaluation") or {}
     candidates = {
         "loss": loss_curves(logs),
         "step_time": step_times(logs),
+        "miou_curve": miou_curve(summary.get("training_evaluation")),
         "class_iou": class_iou(evaluation.get("per_class_iou") or {}),
     }
     return {name: plot for name, plot in candidates.items() if plot is not None}

@@ -90,8 +90,25 @@ def _checkpoint_dict(rank: int, checkpoint: Checkpoint, reason: str, miou: float
             "mIoU": miou, "reason": reason}
 
 
+BEST_IN_TRAINING = "-best.ckpt"  # deeplab-train's checkpoint of the highest mIoU during training
+
+
+def training_evaluation(ranks: dict[int, RankInputs]) -> dict[str, Any] | None:
+    """The mIoU curve of evaluation during training (``eval at step S ...: mIoU = X`` lines) and its best point."""
+    for rank, inputs in sorted(ranks.items()):
+        if inputs.log is None or not inputs.log.miou_curve:
+            continue
+        curve = [{"step": step, "mIoU": miou} for step, miou in inputs.log.miou_curve]
+        best = max(curve, key=lambda point: (point["mIoU"], -point["step"]))
+        kept = next((c for c in inputs.checkpoints if c.path.endswith(BEST_IN_TRAINING)), None)
+        return {"rank": rank, "curve": curve, "best_step": best["step"], "best_mIoU": best["mIoU"],
+                "best_checkpoint": kept.path if kept else None}
+    return None
+
+
 def best_checkpoint(ranks: dict[int, RankInputs]) -> dict[str, Any] | None:
-    """The evaluated checkpoint with the highest mIoU, else the newest checkpoint of rank 0."""
+    """The evaluated checkpoint with the highest mIoU, else the one kept by evaluation during
+    training (deeplab-best.ckpt), else the newest checkpoint of rank 0."""
     evaluated = [(result.miou, rank, path, result) for rank, inputs in ranks.items() for path, result in inputs.evals]
     for miou, rank, path, result in sorted(evaluated, key=lambda e: (-e[0], e[1], e[2])):
         match = _match_checkpoint(result.ckpt, rank, ranks)
@@ -99,6 +116,11 @@ def best_checkpoint(ranks: dict[int, RankInputs]) -> dict[str, Any] | None:
             return _checkpoint_dict(match[0], match[1], f"highest mIoU ({path})", miou)
         return {"rank": rank, "path": None, "evaluated_ckpt": result.ckpt, "size": None, "sha256": None,
                 "mIoU": miou, "reason": f"highest mIoU ({path}); that checkpoint was not collected"}
+    during = training_evaluation(ranks)
+    if during is not None and during["best_checkpoint"] is not None:
+        kept = next(c for c in ranks[during["rank"]].checkpoints if c.path == during["best_checkpoint"])
+        return _checkpoint_dict(during["rank"], kept, f"highest mIoU during training (step {during['best_step']}, "
+                                "single scale)", during["best_mIoU"])
     rank0 = ranks.get(0)
     if rank0 is not None and rank0.checkpoints:
         newest = max(rank0.checkpoints, key=lambda c: (c.mtime, c.path))
@@ -248,6 +270,7 @@ def build_summary(
             "images_per_s": images_per_s,
             "mIoU": evals[0]["mIoU"] if len(evals) == 1 else (max(e["mIoU"] for e in evals) if evals else miou_from_log),
             "evaluations": evals,
+            "miou_curve": [{"step": step, "mIoU": miou} for step, miou in log.miou_curve] if log is not None else [],
             "checkpoints": [{"path": c.path, "size": c.size, "sha256": c.sha256} for c in inputs.checkpoints],
             "stack": inputs.stack_path,
         })
@@ -260,6 +283,7 @@ def build_summary(
     else:
         logged = [(d["rank"], d["mIoU"]) for d in rank_docs if d["mIoU"] is not None]
         if logged:
+            # The same keys as an eval.json's (the report reads them all), unknown ones empty.
             evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {},
                           "ckpt": None, "scales": [], "flip": False, "num_images": None}
     total = sum(t for t in throughputs if t is not None) if throughputs and all(t is not None for t in throughputs) else None
@@ -281,6 +305,7 @@ def build_summary(
         "ranks": rank_docs,
         "best_checkpoint": best,
         "evaluation": evaluation,
+        "training_evaluation": training_evaluation(ranks),
         "first_failure": first_failure(job, ranks),
         "hang": hang,
         "problems": [p.to_dict() for p in problems],

@@ -71,6 +71,7 @@ def job_document(plan: Plan, status: JobStatus = JobStatus()) -> dict[str, Any]:
                 "user": entry.host.user,
                 "port": entry.host.port,
                 "local": entry.host.local,
+                "shared_job_dir": entry.host.shared_job_dir,
                 "slots": entry.slots,
             }
             for entry in plan.hosts

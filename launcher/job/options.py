@@ -51,6 +51,12 @@ class LaunchOptions:
     topology_check: bool = True
     hang_timeout_s: Optional[float] = DEFAULT_HANG_TIMEOUT_S
     first_step_timeout_s: Optional[float] = DEFAULT_FIRST_STEP_TIMEOUT_S
+    # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
+    job_id: Optional[str] = None
+    prepared_files: tuple[str, ...] = ()
+    # GPU ids every host offers, as the engine that allocated them says (a Slurm allocation's Gres);
+    # None: ask nvidia-smi here.
+    gpus_available: Optional[tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from launcher.errors import LaunchError
 from launcher.job.hang_policy import HangPolicy
-from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, host_entries
+from launcher.job.hosts import HOST_PLACEHOLDER, LOCAL_ADDRESS, Host, HostEntry, host_entries
 from launcher.job.job_json import utc_now
 from launcher.job.options import LaunchOptions, new_job_id, parse_tee
 from launcher.job.platforms import (
@@ -119,8 +119,11 @@ def resolve_spec(
             warn(f"training arg {arg!r} is a relative path; ranks run in <job-dir>/LOG<rank>/, "
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
-    job_id = new_job_id()
+    job_id = options.job_id or new_job_id()
     job_dir = check_job_dir((options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser())
+    from launcher.launch import check_job_dir_free
+
+    check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -155,13 +158,16 @@ def resolve_spec(
             rank_table=table,
             rank_table_json=table_json,
             hang=hang,
+            prepared_files=tuple(options.prepared_files),
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
 
 
 def check_job_dir(path: Path) -> Path:
-    """The absolute job dir, if it can be made: not too long, no file in the way, writable, new or empty.
+    """The absolute job dir, if it can be made: not too long, no file in the way, writable.
+
+    (New or empty -- but for what --submit prepared -- is launch.check_job_dir_free's check.)
 
     Checked before anything is written, so a bad --job-dir is one line and no half-made job.
     """
@@ -173,8 +179,6 @@ def check_job_dir(path: Path) -> Path:
     if longest > NAME_MAX or len(os.fsencode(str(job_dir))) + len("/LOG0000/ckpt/x.ckpt.tmp") >= PATH_MAX:
         raise LaunchError(f"--job-dir {visible(job_dir, 80)}: too long (a name of at most {NAME_MAX} bytes, "
                           f"a path well under {PATH_MAX})")
-    if job_dir.exists() and (not job_dir.is_dir() or any(job_dir.iterdir())):
-        raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
     existing = job_dir
     while not existing.exists():
         existing = existing.parent
@@ -200,7 +204,7 @@ def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tupl
         address = host.address
         if index == 0 and master_addr is not None:
             address = master_addr
-        elif host.local:
+        elif host.local and host.address == LOCAL_ADDRESS:  # a pod's own address stays what it is
             address = primary_ipv4()
         try:
             out.append(dataclasses.replace(host, address=address))
@@ -244,7 +248,11 @@ def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tupl
     if options.platform == "CPU":
         return None, None, choose_devices("CPU", count, options.visible_devices, (), source="")
     if options.platform == "GPU":
-        devices = choose_devices("GPU", count, options.visible_devices, visible_gpu_ids(), source="nvidia-smi -L")
+        if options.gpus_available is not None:
+            available, source = options.gpus_available, "the allocation's GPU Gres"
+        else:
+            available, source = visible_gpu_ids(), "nvidia-smi -L"
+        devices = choose_devices("GPU", count, options.visible_devices, available, source=source)
         return None, None, devices
     from hccl.errors import HcclError
 

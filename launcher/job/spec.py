@@ -83,6 +83,9 @@ class JobSpec:
     rank_table: Optional[Any] = field(default=None, compare=False)
     rank_table_json: Optional[str] = None
     hang: HangPolicy = field(default_factory=HangPolicy)
+    # Files --submit put into the job dir before this launch (the batch script, Slurm's output):
+    # names (fnmatch patterns) the launch keeps instead of refusing a non-empty job dir.
+    prepared_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9_.-]+\Z", self.job_id):

@@ -19,7 +19,8 @@ from typing import Iterable, Mapping, Optional
 
 import psutil
 
-from launcher.job.job_json import utc_now, write_atomic
+from launcher.atomic_write import write_atomic
+from launcher.job.job_json import utc_now
 from launcher.job.rank_env import JOB_MARKER_VAR
 from launcher.run.stacks import DEFAULT_TIMEOUT_S, StackDump, dump_stacks, stack_file_text
 from launcher.run.watchdog import HangVerdict

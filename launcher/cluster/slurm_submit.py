@@ -1,0 +1,73 @@
+"""The batch script ``launch-train --submit slurm`` writes to <job-dir>/submit.sbatch, as data.
+
+Pure: ``render_sbatch(SbatchRequest(...))`` renders job_templates/slurm/submit.sbatch.j2
+(or ``--templates DIR/slurm/submit.sbatch.j2``). The script asks for ``nodes`` x
+``tasks_per_node`` and runs ``launch_command`` (``launch-train --launcher slurm ...``)
+inside the allocation. sbatch reads ``#SBATCH`` lines with shell quoting rules, so
+every value is shell-quoted there too (a job name with a quote or ``;`` stays one value).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import jinja2
+
+SBATCH_TEMPLATE = "slurm/submit.sbatch.j2"
+SCRIPT_NAME = "submit.sbatch"
+# Slurm's own --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (and UNLIMITED).
+_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$")
+
+
+class SubmitError(ValueError):
+    """A --submit slurm request that cannot make a batch script; one line naming the flag."""
+
+
+@dataclass(frozen=True)
+class SbatchRequest:
+    job_id: str
+    job_name: str
+    job_dir: Path
+    nodes: int
+    tasks_per_node: int
+    launch_command: tuple[str, ...]
+    partition: Optional[str] = None
+    time: Optional[str] = None
+    account: Optional[str] = None
+    slurm_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not Path(self.job_dir).is_absolute():
+            raise SubmitError(f"--job-dir {self.job_dir}: the batch script needs an absolute path")
+        if self.nodes < 1:
+            raise SubmitError(f"--nodes {self.nodes}: at least 1")
+        if self.tasks_per_node < 1:
+            raise SubmitError(f"--devices {self.tasks_per_node}: at least 1 rank per node")
+        if self.time is not None and not _TIME.match(self.time):
+            raise SubmitError(f"--time {self.time!r}: use Slurm's formats, e.g. 30, 2:00:00 or 1-12:00:00")
+        for arg in self.slurm_args:
+            if not arg.startswith("-"):
+                raise SubmitError(f"--slurm-arg {arg!r}: give an sbatch option, e.g. --slurm-arg=--exclusive")
+            if "\n" in arg:
+                raise SubmitError(f"--slurm-arg {arg!r}: one option, on one line")
+        for flag, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and (not value or any(c.isspace() for c in value)):
+                raise SubmitError(f"{flag} {value!r}: a Slurm name has no spaces")
+        if not self.launch_command:
+            raise SubmitError("launch command: empty")
+        object.__setattr__(self, "launch_command", tuple(str(w) for w in self.launch_command))
+        object.__setattr__(self, "slurm_args", tuple(self.slurm_args))
+
+
+def render_sbatch(request: SbatchRequest, env: jinja2.Environment) -> str:
+    """The batch script's text; SubmitError (one line) on a template problem."""
+    try:
+        return env.get_template(SBATCH_TEMPLATE).render(submit=request)
+    except jinja2.TemplateNotFound:
+        raise SubmitError(f"template {SBATCH_TEMPLATE}: not found in --templates or the built-in job_templates") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise SubmitError(f"template {exc.filename or SBATCH_TEMPLATE} line {exc.lineno}: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise SubmitError(f"template {SBATCH_TEMPLATE}: {exc.message}") from None
