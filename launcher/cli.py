@@ -336,8 +336,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    from launcher.remote import hosts as remote_hosts
     from launcher.cluster import submit_cli
+    from launcher.remote import hosts as remote_hosts
 
     own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -381,6 +381,10 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     import dataclasses
 
     from launcher.cluster.slurm_launch import SlurmLaunch, chosen_launcher
+    from launcher.job.hosts import host_entries
+    from launcher.job.resolve import resolve_spec, settle_platform
+    from launcher.launch import local_groups
+    from launcher.remote.hosts import RemoteHosts
 
     if chosen_launcher(ns.launcher, hosts_given=bool(ns.hosts or ns.hostfile)) == "slurm":
         slurm = SlurmLaunch.from_environment()
@@ -388,18 +392,11 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         # needs have the same names as the options).
         slurm.start_probe(ns, preflight=not ns.dry_run)
         try:
-            from launcher.job.resolve import resolve_spec
-
             options = slurm.before_resolve(options_from_args(ns, training_args), preflight=not ns.dry_run)
-            spec = slurm.after_resolve(resolve_spec(options, hosts=slurm.hosts))
+            spec = resolve_spec(options, hosts=slurm.hosts, hccn_texts=slurm.hccn_texts(options))
         finally:
             slurm.abandon_probe()  # a no-op once before_resolve has read it
-            slurm.drop_temp_rank_table()
         return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
-    from launcher.job.hosts import host_entries
-    from launcher.job.resolve import resolve_spec, settle_platform
-    from launcher.launch import local_groups
-    from launcher.remote.hosts import RemoteHosts
 
     options = options_from_args(ns, training_args)
     _checkpoint()
@@ -408,23 +405,19 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
     remote = RemoteHosts.from_args(ns, entries)  # None when every host is this machine
-    if ns.launcher == "local" and remote is not None:
-        raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
     if remote is None:
-        spec = resolve_spec(options)
-    else:
-        settled = dataclasses.replace(settle_platform(options), python=ns.remote_python)
-        if options.platform is None and not entries[0].local:
-            print(f"{PROG}: warning: --platform not given: {settled.platform} detected on this machine, not on "
-                  "the hosts; give --platform if they differ", file=sys.stderr)
-        options = settled
-        # Pre-flight every remote host (not for dry runs): what it finds completes the job.
-        found = remote.prepare(options, check=not ns.dry_run)
-        _checkpoint()
-        spec = resolve_spec(options, hosts=found.hosts, hccn_texts=found.hccn_texts,
-                            scheduler_port=found.scheduler_port)
-    return _start(ns, spec, remote.rank_groups if remote is not None else local_groups,
-                  remote.dry_run_text if remote is not None else None)
+        return _start(ns, resolve_spec(options), local_groups, None)
+    if ns.launcher == "local":
+        raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
+    settled = dataclasses.replace(settle_platform(options), python=ns.remote_python)
+    if options.platform is None and not entries[0].local:
+        print(f"{PROG}: warning: --platform not given: {settled.platform} detected on this machine, not on "
+              "the hosts; give --platform if they differ", file=sys.stderr)
+    # Pre-flight every remote host (not for dry runs): what it finds completes the job.
+    found = remote.prepare(settled, check=not ns.dry_run)
+    _checkpoint()
+    spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts, scheduler_port=found.scheduler_port)
+    return _start(ns, spec, remote.rank_groups, remote.dry_run_text)
 
 
 def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:

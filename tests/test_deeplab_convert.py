@@ -38,8 +38,8 @@ def pynative():
     from deeplab.predict import absorb_numpy2_first_call_error
 
     cpu_tuning.apply_to_environ(2)
-    # Before any kernel runs: the other test modules of this process call ms.set_device("CPU") too,
-    # which MindSpore accepts again only if it was set explicitly (not implied by a first kernel).
+    # Before any op runs: a runtime started without set_device() refuses every later
+    # set_device() in this pytest process (the model and export tests call it).
     ms.set_device("CPU")
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)

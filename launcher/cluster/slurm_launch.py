@@ -2,17 +2,18 @@
 
 The CLI asks ``chosen_launcher(flag, environ)`` which launcher runs the job (slurm by
 default when SLURM_JOB_ID is set and srun exists), then, for slurm, calls in this order,
-all before anything is written or started (the same hooks as the SSH support):
+all before anything is written or started, then hands the one resolver
+(launcher.job.resolve.resolve_spec) the hosts and their hccn.conf, as the SSH support does:
 
   ``before_resolve(options)``  the allocation's nodes (scontrol), one probe task per node
                                (job dir visible everywhere, CPU flags, a free scheduler port
                                on the first node, hccn.conf in rank-table mode), and the
                                options completed with them: --devices from
-                               SLURM_NTASKS_PER_NODE or the nodes' Gres, the rank table
-                               merged from every node's hccn.conf
+                               SLURM_NTASKS_PER_NODE or the nodes' Gres
   ``hosts``                    the nodes as the plan's hosts (name = node name, address =
                                NodeAddr: what the other nodes reach it by)
-  ``after_resolve(spec)``      drops the temporary merged rank table
+  ``hccn_texts(options)``      every node's hccn.conf text (rank-table mode): the resolver
+                               builds one rank table for all nodes from them
   ``rank_groups(plan)``        ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun, which Open MPI
                                starts through the allocation itself)
   ``dry_run_text(plan)``       the srun command lines
@@ -24,7 +25,6 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -60,7 +60,6 @@ class SlurmLaunch:
         self.environ = dict(os.environ if environ is None else environ)
         self.python = python
         self.probes: dict[str, NodeProbe] = {}
-        self.temp_rank_table: Optional[Path] = None
         self._probe: Optional[ProbeRun] = None
         self._probe_key: Optional[tuple] = None
 
@@ -109,7 +108,10 @@ class SlurmLaunch:
 
     # -- before the launcher resolves the job ------------------------------------------
     def before_resolve(self, options, preflight: bool = True):
-        """Probe every node; LaunchOptions completed with the allocation's hosts, devices, port, rank table."""
+        """Probe every node; LaunchOptions completed with the allocation's platform, devices, port.
+
+        The hosts (``hosts``) and their hccn.conf (``hccn_texts``) go to the resolver as they are:
+        it builds the rank table for all nodes, as it does for hosts over SSH."""
         if options.hosts:
             raise LaunchError("--hosts: under --launcher slurm the hosts are the allocation's nodes "
                               "(use --launcher ssh to list hosts yourself)")
@@ -134,8 +136,6 @@ class SlurmLaunch:
             changes["gpus_available"] = tuple(range(count))
         if mode == "dynamic" and options.sched_port is None and self.probes:
             changes["sched_port"] = self.probes[self.allocation.first.name].free_port
-        if rank_table_mode:
-            changes["rank_table"] = self._merged_rank_table(options, changes["devices"])
         return dataclasses.replace(options, **changes)
 
     def _platform_from_gres(self) -> str:
@@ -152,33 +152,18 @@ class SlurmLaunch:
             return int(per_node)
         return self.allocation.devices_per_node(platform) if platform != "CPU" else None
 
-    def _merged_rank_table(self, options, devices: Optional[int]) -> Path:
-        """One rank table from every node's hccn.conf (server_id = the node's address), as a temp file."""
-        from hccl import hccn_conf, rank_table
-        from hccl.errors import HcclError
-
-        tables = []
-        try:
-            for node in self.allocation.nodes:
-                probe = self.probes[node.name]
-                where = f"{node.name}:{probe.hccn_path}"
-                if probe.hccn_error is not None:
-                    raise LaunchError(f"--hccn-conf {where}: {probe.hccn_error} (needed for the rank table)")
-                ips = hccn_conf.parse(probe.hccn_text or "", source=where)
-                chosen = list(options.visible_devices or sorted(ips)[: devices or len(ips)])
-                missing = [d for d in chosen if d not in ips]
-                if missing:
-                    raise LaunchError(f"--hccn-conf {where}: no address for device(s) {missing}")
-                tables.append(rank_table.build(node.address, {d: ips[d] for d in chosen}, devices=chosen))
-            table = rank_table.merge(tables)
-            rank_table.validate(table, topology_check=options.topology_check)
-        except HcclError as exc:
-            raise LaunchError(str(exc)) from None
-        handle, name = tempfile.mkstemp(prefix="rank_table-", suffix=".json")
-        with os.fdopen(handle, "w") as out:
-            out.write(rank_table.dumps(table))
-        self.temp_rank_table = Path(name)
-        return self.temp_rank_table
+    def hccn_texts(self, options) -> dict:
+        """Every node's hccn.conf as the probe read it, for the resolver's rank table (rank-table mode)."""
+        if options.mode != "rank-table" or options.rank_table is not None:
+            return {}
+        texts = {}
+        for node in self.allocation.nodes:
+            probe = self.probes[node.name]
+            where = f"{node.name}:{probe.hccn_path}"
+            if probe.hccn_error is not None:
+                raise LaunchError(f"--hccn-conf {where}: {probe.hccn_error} (needed for the rank table)")
+            texts[node.name] = (where, probe.hccn_text or "")
+        return texts
 
     # -- hooks the launcher calls -------------------------------------------------------
     @property
@@ -196,15 +181,6 @@ class SlurmLaunch:
             except ValueError as exc:
                 raise LaunchError(f"slurm node {node.name}: {exc}") from None
         return tuple(out)
-
-    def after_resolve(self, spec):
-        self.drop_temp_rank_table()  # its text is in the spec now
-        return spec
-
-    def drop_temp_rank_table(self) -> None:
-        if self.temp_rank_table is not None:
-            self.temp_rank_table.unlink(missing_ok=True)
-            self.temp_rank_table = None
 
     def rank_groups(self, plan):
         if plan.spec.mode == "mpirun":

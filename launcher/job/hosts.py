@@ -121,7 +121,8 @@ class Host:
     cpus: core ids a job may use there (empty = unknown, no binding).
     cpu_flags: /proc/cpuinfo flags there (used for the CPU tuning environment).
     slots: ranks the hostfile gives it (None: --devices decides).
-    shared_job_dir: the job dir there is the same directory as here (Slurm nodes).
+    shared_job_dir: its LOG<rank>/ dirs are visible here too (a Slurm node: the job dir is on a file
+        system every node sees, checked before start), so results are read in place, not over SSH.
     """
 
     name: str
@@ -132,8 +133,6 @@ class Host:
     cpus: tuple[int, ...] = ()
     cpu_flags: frozenset[str] = field(default_factory=frozenset)
     slots: Optional[int] = None
-    # Its LOG<rank>/ dirs are visible here too (a Slurm node: the job dir is on a file system every
-    # node sees, checked before start), so results are read in place, not fetched over SSH.
     shared_job_dir: bool = False
 
     def __post_init__(self) -> None:

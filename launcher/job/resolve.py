@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from launcher.errors import LaunchError
 from launcher.job.hang_policy import HangPolicy
-from launcher.job.hosts import HOST_PLACEHOLDER, LOCAL_ADDRESS, Host, HostEntry, host_entries
+from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, host_entries
 from launcher.job.job_json import utc_now
 from launcher.job.options import LaunchOptions, new_job_id, parse_tee
 from launcher.job.platforms import (
@@ -190,27 +190,18 @@ def check_job_dir(path: Path) -> Path:
 
 
 def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tuple[Host, ...]:
-    """Where the other hosts reach each host: 127.0.0.1 would be every host itself once one is remote.
+    """``--master-addr`` names the first host's (the scheduler's) address outright; the others stay.
 
-    This machine then goes by its primary address; ``--master-addr`` names the first host's
-    (the scheduler's) address outright.
+    (Whoever made the hosts chose their addresses: this machine's 127.0.0.1 for a job of its own,
+    its primary address once SSH hosts must reach it (launcher.remote.hosts), the pods' addresses
+    from the operator's environment.)
     """
-    if all(h.local for h in hosts) and master_addr is None:
+    if master_addr is None or master_addr == hosts[0].address:
         return hosts
-    from hccl.addresses import primary_ipv4
-
-    out = []
-    for index, host in enumerate(hosts):
-        address = host.address
-        if index == 0 and master_addr is not None:
-            address = master_addr
-        elif host.local and host.address == LOCAL_ADDRESS:  # a pod's own address stays what it is
-            address = primary_ipv4()
-        try:
-            out.append(dataclasses.replace(host, address=address))
-        except ValueError as exc:
-            raise LaunchError(f"--master-addr {address}: {exc}") from None
-    return tuple(out)
+    try:
+        return (dataclasses.replace(hosts[0], address=master_addr), *hosts[1:])
+    except ValueError as exc:
+        raise LaunchError(f"--master-addr {master_addr}: {exc}") from None
 
 
 def _probe(host: Host) -> Host:

@@ -145,7 +145,7 @@ class EventWriter:
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
               poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
-    from launcher.run.local import LocalGroup
+    from launcher.run.local import SCHEDULER_LISTEN_TIMEOUT_S, LocalGroup
 
     document = json.loads((job_dir / "job.json").read_text())
     plan = plan_from_job_document(document)
@@ -160,7 +160,7 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
 
         group = MpirunGroup(plan)
     else:
-        group = LocalGroup(plan, host)
+        group = LocalGroup(plan, host, remote_scheduler_wait_s=SCHEDULER_LISTEN_TIMEOUT_S)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
     exits: dict[int, Any] = {}
     helper_reported = False

@@ -142,13 +142,22 @@ class RemoteHosts:
             except PreflightFailed as exc:
                 raise LaunchError(str(exc)) from None
             self.reports = {host.host_name: report for host, report in zip(resolved, reports)}
-        hosts = tuple(entry.local_host() if entry.local else self._plan_host(entry) for entry in self.entries)
+        hosts = tuple(self._this_machine(entry) if entry.local else self._plan_host(entry) for entry in self.entries)
         texts = {}
         if hccn is not None and mode == "rank-table":
             for name, remote in self.remote.items():
                 texts[name] = (f"{name}:{self.hccn_conf_path(remote, hccn)}", self.reports[name].hccn_conf_text or "")
         port = self.reports[self.entries[0].name].scheduler_port if (wants_port and check) else None
         return PreparedHosts(hosts, texts, port)
+
+    @staticmethod
+    def _this_machine(entry: HostEntry) -> Host:
+        """This machine among SSH hosts: its primary address (127.0.0.1 would be every host itself)."""
+        import dataclasses
+
+        from hccl.addresses import primary_ipv4
+
+        return dataclasses.replace(entry.local_host(), address=primary_ipv4())
 
     def _plan_host(self, entry: HostEntry) -> Host:
         """A remote entry as a plan host, with what pre-flight learnt there (cores, CPU flags)."""

@@ -80,10 +80,15 @@ def wait_until_listening(address: str, port: int, proc: Optional[subprocess.Pope
 
 
 class LocalGroup(ProcessGroup):
-    """The ranks the plan puts on ``host`` (this machine), and the scheduler when it runs there."""
+    """The ranks the plan puts on ``host`` (this machine), and the scheduler when it runs there.
 
-    def __init__(self, plan: Plan, host: str) -> None:
+    remote_scheduler_wait_s: when the scheduler runs on another host, wait up to this long for
+    its port before starting the workers (the per-host agent does; 0: start at once).
+    """
+
+    def __init__(self, plan: Plan, host: str, remote_scheduler_wait_s: float = 0.0) -> None:
         super().__init__(plan, host, plan.ranks_on(host))
+        self.remote_scheduler_wait_s = remote_scheduler_wait_s
         self._scheduler = plan.scheduler if (plan.scheduler is not None and plan.scheduler.host == host) else None
         self._scheduler_proc: Optional[subprocess.Popen] = None
         self._procs: dict[int, subprocess.Popen] = {}
@@ -94,10 +99,10 @@ class LocalGroup(ProcessGroup):
             self._scheduler_proc = popen_script(sched_dir / "run.sh", self.job_dir, sched_dir / "log.txt", self.host)
             wait_until_listening(self._scheduler.address, self._scheduler.port, self._scheduler_proc,
                                  SCHEDULER_LISTEN_TIMEOUT_S)
-        elif self.plan.scheduler is not None and self.ranks:
+        elif self.plan.scheduler is not None and self.ranks and self.remote_scheduler_wait_s > 0:
             # The scheduler runs on another host (its agent starts it): the same wait, from here.
             wait_until_listening(self.plan.scheduler.address, self.plan.scheduler.port, None,
-                                 SCHEDULER_LISTEN_TIMEOUT_S)
+                                 self.remote_scheduler_wait_s)
         for rank in self.ranks:
             self._procs[rank] = popen_script(self.rank_dir(rank) / "run.sh", self.job_dir, self.log_file(rank),
                                              self.host)
