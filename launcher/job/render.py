@@ -71,7 +71,14 @@ def no_raw_control(value: object) -> object:
     return visible(text, limit=1 << 30) if control_character(text) else value
 
 
-def template_environment(user_dir: Optional[Path] = None) -> jinja2.Environment:
+def template_environment(user_dir: Optional[Path] = None, *, shell: bool = True) -> jinja2.Environment:
+    """The Jinja2 environment of the job templates.
+
+    shell=True (scripts, hostfiles): every {{ }} not made by shquote/shjoin has its control
+    characters escaped (no_raw_control). shell=False is for templates whose every value
+    goes through a quoting filter of their own format and that assemble multi-line blocks
+    (the Kubernetes manifests: yq, macros piped through indent).
+    """
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(user_dir)))
@@ -83,7 +90,7 @@ def template_environment(user_dir: Optional[Path] = None) -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=no_raw_control,
+        finalize=no_raw_control if shell else None,
     )
     env.filters["shquote"] = shquote
     env.filters["shjoin"] = shjoin
