@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from launcher.collect import CollectRequest, collect  # noqa: E402
-from tests.test_collect_helpers import RankSpec, make_job  # noqa: E402
+from tests.fixtures.collect_jobs import RankSpec, make_job  # noqa: E402
 
 MIB = 1 << 20
 

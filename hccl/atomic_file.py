@@ -4,8 +4,32 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 
 from hccl.errors import HcclError
+from hccl.text_file import kind_of
+
+
+def _check_replaceable(path: str) -> None:
+    """--force replaces a regular file (or a link to one: the link, not its target), nothing else.
+
+    rename() would happily put a table where a device node, a FIFO or a socket was, and
+    remove that entry; a directory or a link to a directory cannot be meant either.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.stat(path).st_mode
+        except OSError:
+            raise HcclError(f"{path}: is a dangling symbolic link; refusing to replace it") from None
+        if not stat.S_ISREG(target):
+            raise HcclError(f"{path}: is a symbolic link to a {kind_of(target)}; --force replaces only a regular file")
+        return
+    if not stat.S_ISREG(mode):
+        raise HcclError(f"{path}: is a {kind_of(mode)}; --force replaces only a regular file")
 
 
 def write_text_atomically(path: "os.PathLike[str] | str", text: str, force: bool = False) -> str:
@@ -23,6 +47,8 @@ def write_text_atomically(path: "os.PathLike[str] | str", text: str, force: bool
         raise HcclError(f"{path}: is a directory")
     if not force and os.path.lexists(path):
         raise HcclError(f"{path}: already exists (use --force to overwrite)")
+    if force:
+        _check_replaceable(path)
     temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # 0o666 under the umask: the same mode open(path, "w") would have given.

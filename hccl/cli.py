@@ -35,7 +35,8 @@ table of this host, the same bytes as MindSpore model_zoo's hccl_tools.py:
                           default 0x002f on aarch64 and 0x0000 elsewhere; chip_info 910,
                           deploy_mode lab, group_list[].instance_list[], para_plane_nic_*).
                           These flags are refused with the other layouts.
-  --force                 overwrite an existing output file.
+  --force                 overwrite an existing output file (only a regular file, or a link
+                          to one: the link is replaced, not its target).
   --no-topology-check     allow device sets HCCL's placement rules forbid (below).
 The underscore spellings of hccl_tools.py (--device_num, --visible_devices, --server_ip)
 are accepted too.

@@ -109,6 +109,23 @@ Supervision
                               MindSpore's own [INFO]/[WARNING] records (log.txt keeps those)
                               (e.g. 0,1 or 0-3, all, none; default 0)
     --status-interval S       seconds between status blocks when stderr is not a terminal (default 30)
+    --hang-timeout S          hang watchdog: a rank whose log shows no new training step for S seconds
+                              is hung (default 1800; 0 turns it off). Then every rank's Python stack
+                              (py-spy; native frames too where they can be read) goes to
+                              LOG<rank>/stack.txt, the ranks furthest behind are named with what they
+                              wait in, job.json records it (status.hang), and the job is stopped
+                              (exit 124) or restarted under --max-restarts. MindSpore's and HCCL's own
+                              timeouts (MS_NODE_TIMEOUT, MS_RECEIVE_MSG_TIMEOUT, MS_TOPO_TIMEOUT,
+                              HCCL_EXEC_TIMEOUT, HCCL_CONNECT_TIMEOUT) are set to fire only after it;
+                              --env overrides them.
+    --first-step-timeout S    time a rank may take until its first step: graph compile, data start-up
+                              (default 3600; 0: off)
+
+Looking at a running job
+    --status JOB_DIR          the job's state and every rank: host, last step, seconds since its last
+                              log line, its processes on this machine and what state they are in
+    --stack JOB_DIR           dump the stack of every rank running on this machine now into
+                              LOG<rank>/stack.txt (py-spy) and print where each one is
 
 Looking before starting
     --dry-run                 print the whole plan (every rank's host, device, cores, command and
@@ -161,7 +178,8 @@ From Python
 Exit status
     0        every rank exited 0
     N        the first failing rank's exit code; 128+S when it was killed by signal S
-    130/143  the launcher got SIGINT (Ctrl-C) / SIGTERM; every rank was stopped
+    124      the hang watchdog stopped the job (see --hang-timeout)
+    130/143/129  the launcher got SIGINT (Ctrl-C) / SIGTERM / SIGHUP; every rank was stopped
     2        bad input (one line on stderr, nothing started, no job directory written):
              unknown platform or mode, devices not available, invalid topology, port in use,
              missing entry script, job dir not empty, a template with an undefined variable,
@@ -173,18 +191,39 @@ Exit status
 """
 from __future__ import annotations
 
-import argparse
+import os
+import signal
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional, Sequence
 
-from launcher.errors import LaunchError
-from launcher.job.platforms import MODES, parse_device_list
+# Ctrl-C in the first moments (imports, argument checks, pre-flight) must not print a
+# traceback or leave half a job dir: as the program (not when a test imports this), a
+# SIGINT is only noted from the first line on, and main() stops at its next checkpoint.
+_EARLY_SIGNALS: list[int] = []
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "launch-train":
+    signal.signal(signal.SIGINT, lambda signum, frame: _EARLY_SIGNALS.append(signum))
+
+import argparse  # noqa: E402 - after the handler, on purpose
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, NoReturn, Optional, Sequence  # noqa: E402
+
+from launcher.errors import LaunchError  # noqa: E402
+from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
+from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
 
 if TYPE_CHECKING:
     from launcher.job.options import LaunchOptions
 
 PROG = "launch-train"
+EARLY_EXIT_MESSAGE = f"{PROG}: interrupted before the job started; nothing was written"
+
+
+class _EarlyInterrupt(Exception):
+    """A SIGINT noted before the job's own handlers took over."""
+
+
+def _checkpoint() -> None:
+    if _EARLY_SIGNALS:
+        raise _EarlyInterrupt()
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -230,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--max-restarts", type=int, default=0, metavar="N")
     sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
     sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
+    sup.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT_S, metavar="S",
+                     help="a rank with no new training step for S seconds is hung (0: off)")
+    sup.add_argument("--first-step-timeout", type=float, default=DEFAULT_FIRST_STEP_TIMEOUT_S, metavar="S",
+                     help="time allowed until a rank's first step (compile, data start-up; 0: off)")
+    look_running = p.add_argument_group("looking at a running job")
+    looking = look_running.add_mutually_exclusive_group()
+    looking.add_argument("--status", type=Path, metavar="JOB_DIR", help="show the ranks of a (running) job and exit")
+    looking.add_argument("--stack", type=Path, metavar="JOB_DIR",
+                         help="dump every local rank's stack into LOG<rank>/stack.txt and exit")
     look = p.add_argument_group("looking before starting")
     look.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
     look.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
@@ -271,12 +319,23 @@ def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]) -> "
         templates=ns.templates,
         tee=ns.tee,
         topology_check=ns.topology_check,
+        hang_timeout_s=ns.hang_timeout,
+        first_step_timeout_s=ns.first_step_timeout,
         job_id=getattr(ns, "job_id", None),
         prepared_files=SUBMITTED_FILES if getattr(ns, "from_submit", False) else (),
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except (KeyboardInterrupt, _EarlyInterrupt):
+        # Ctrl-C before the job's own handlers were in place: nothing was started or written.
+        print(EARLY_EXIT_MESSAGE, file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     from launcher.cluster import submit_cli
     from launcher.remote import hosts as remote_hosts
 
@@ -285,9 +344,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     remote_hosts.add_arguments(parser)
     submit_cli.add_arguments(parser)
     ns = parser.parse_args(own)
+    _checkpoint()
     if ns.json and not ns.dry_run:
         print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
         return 2
+    if not (0 < ns.status_interval <= 86400):  # NaN fails this too
+        print(f"{PROG}: error: --status-interval {ns.status_interval}: must be a number of seconds in (0, 86400]",
+              file=sys.stderr)
+        return 2
+    if ns.status is not None or ns.stack is not None:
+        from launcher.job_view import show_stacks, show_status
+
+        try:
+            if ns.status is not None:
+                return show_status(ns.status, sys.stdout)
+            return show_stacks(ns.stack, sys.stdout)
+        except LaunchError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     try:
         if ns.submit == "slurm":
             return submit_cli.submit_slurm(ns, own, training_args)
@@ -327,6 +401,7 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
         return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
 
     options = options_from_args(ns, training_args)
+    _checkpoint()
     try:
         entries = host_entries(options.hosts, options.hostfile)
     except ValueError as exc:
@@ -342,6 +417,7 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
               "the hosts; give --platform if they differ", file=sys.stderr)
     # Pre-flight every remote host (not for dry runs): what it finds completes the job.
     found = remote.prepare(settled, check=not ns.dry_run)
+    _checkpoint()
     spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts, scheduler_port=found.scheduler_port)
     return _start(ns, spec, remote.rank_groups, remote.dry_run_text)
 
@@ -350,6 +426,7 @@ def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:
     """Print the plan (--dry-run) or run the job with the launcher's group factory."""
     from launcher.launch import launch, prepare
 
+    _checkpoint()
     if ns.dry_run:
         from launcher.job.dry_run import plan_json, plan_text
 
@@ -358,13 +435,33 @@ def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:
         if not ns.json and dry_run_text is not None:
             sys.stdout.write(dry_run_text(plan))  # per host: how it is reached, what runs there
         return 0
+    from launcher.run.orphans import become_subreaper, kill_leftover_children
+    from launcher.run.supervisor import Interrupt
+
+    interrupt = Interrupt()
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        # Our early handler: hand over to the job's Interrupt first, then carry over what it noted.
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupt.trigger(signum))
+    _checkpoint()
+
+    become_subreaper()  # what escapes a rank's keeper comes back here, not to init
+    from launcher.launch import LaunchInterrupted
+
     try:
-        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval)
+        # From here launch()'s handlers own SIGINT/SIGTERM/SIGHUP; one that came meanwhile is passed on.
+        if _EARLY_SIGNALS:
+            interrupt.trigger(_EARLY_SIGNALS[0])
+        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval, interrupt=interrupt)
+    except LaunchInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except OSError as exc:
         # A group that could not start (e.g. a host that went away after pre-flight); every
         # group was closed by the supervisor before this reaches here.
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        kill_leftover_children()
     return result.exit_code
 
 

@@ -93,14 +93,17 @@ class LiveStatus:
     def mark(self, rank: int, state: str) -> None:
         self.states[rank] = state
 
-    def tick(self, groups: Sequence[ProcessGroup], force: bool = False) -> None:
+    def tick(self, groups: Sequence[ProcessGroup], force: bool = False,
+             lines: Optional[Sequence[tuple[int, str]]] = None) -> None:
+        """Take in new log lines (read here from the groups unless the caller read them) and redraw when due."""
         now = time.monotonic()
+        if lines is None:
+            lines = [item for group in groups for item in group.new_log_lines()]
         teed: list[str] = []
-        for group in groups:
-            for rank, line in group.new_log_lines():
-                self.progress[rank] = update_progress(self.progress[rank], line, now)
-                if rank in self.tee and not _MINDSPORE_CHATTER.match(line):
-                    teed.append(f"[{self.host_of[rank]}:{rank}] {line}")
+        for rank, line in lines:
+            self.progress[rank] = update_progress(self.progress[rank], line, now)
+            if rank in self.tee and not _MINDSPORE_CHATTER.match(line):
+                teed.append(f"[{self.host_of[rank]}:{rank}] {line}")
         if teed:
             self._erase()
             self.out.write("\n".join(teed) + "\n")
@@ -137,6 +140,9 @@ class LiveStatus:
         self._last_draw = now
 
     def finish(self, groups: Sequence[ProcessGroup]) -> None:
-        """Last lines from the logs and a final status block (left on screen)."""
-        self.tick(groups, force=True)
+        """Every last line of every log (read to the end, in bounded batches) and a final status block."""
+        for group in groups:
+            for batch in group.remaining_log_lines():
+                self.tick(groups, lines=batch)
+        self.tick(groups, force=True, lines=())
         self._drawn_lines = 0

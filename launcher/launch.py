@@ -10,6 +10,7 @@ passes in; the default handles this machine only.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 
 from launcher.errors import LaunchError
+from launcher.job.disk_space import release_reserve
 from launcher.run.failures import JobFailed, RankExit, RankFailure
 from launcher.atomic_write import write_atomic
 from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_job_json
@@ -34,6 +36,14 @@ from launcher.job.spec import JobSpec
 from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
 GroupFactory = Callable[[Plan], Sequence[ProcessGroup]]
+
+
+class LaunchInterrupted(Exception):
+    """Ctrl-C (or SIGTERM/SIGHUP) before any rank started: nothing was written; exit 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -84,15 +94,88 @@ def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
     return plan, render_job(plan)
 
 
+class JobDirWriteError(OSError):
+    """The job dir could not be written (disk full, read-only); nothing of it was kept. One line."""
+
+
 def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
-    """Create the job directory: job.json first, then every rendered file."""
+    """Create the job directory whole or not at all: job.json, every rendered file, the disk reserve.
+
+    Everything is written into a hidden sibling and renamed into place at the end, so a
+    disk that fills up half-way leaves nothing that would block the rerun. A job dir that
+    already holds files --submit prepared (the batch script, Slurm's output file, which
+    Slurm keeps open) is written in place instead, and what was written is removed again
+    on failure.
+    """
+    import shutil
+    import tempfile
+
     job_dir = plan.spec.job_dir
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_job_json(job_dir, job_document(plan))
-    for item in files:
-        target = job_dir / item.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, item.text, executable=item.executable)
+    if job_dir.is_dir() and any(job_dir.iterdir()):
+        _write_into_prepared(plan, files)
+        return
+    try:
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{job_dir.name}.partial-", dir=job_dir.parent))
+    except OSError as exc:
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was written") from None
+    try:
+        os.chmod(stage, 0o755)
+        _write_all(plan, files, stage, [])
+        if job_dir.exists():
+            job_dir.rmdir()  # checked empty before; a file that appeared since makes this fail
+        os.rename(stage, job_dir)
+    except _WriteFailed as failed:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {failed.what}: {failed.reason}; nothing was kept") from None
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was kept") from None
+
+
+class _WriteFailed(Exception):
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(what)
+        self.what, self.reason = what, reason
+
+
+def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list[Path]) -> None:
+    """job.json, the rendered files and the reserve under root; every path created is appended to made."""
+    from launcher.job.disk_space import RESERVE_FILE, write_reserve
+
+    current = "job.json"
+    try:
+        made.append(root / "job.json")
+        write_job_json(root, job_document(plan))
+        for item in files:
+            current = item.path
+            target = root / item.path
+            for parent in reversed(target.relative_to(root).parents[:-1]):
+                if not (root / parent).exists():
+                    (root / parent).mkdir()
+                    made.append(root / parent)
+            made.append(target)
+            write_atomic(target, item.text, executable=item.executable)
+        current = "a reserve for job.json"
+        made.append(root / RESERVE_FILE)
+        write_reserve(root)
+    except OSError as exc:
+        raise _WriteFailed(current, exc.strerror or str(exc)) from None
+
+
+def _write_into_prepared(plan: Plan, files: Sequence[RenderedFile]) -> None:
+    job_dir = plan.spec.job_dir
+    made: list[Path] = []
+    try:
+        _write_all(plan, files, job_dir, made)
+    except _WriteFailed as failed:
+        for path in reversed(made):  # files first, then the directories made for them
+            try:
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+            except OSError:
+                pass
+        raise JobDirWriteError(f"--job-dir {job_dir}: cannot write {failed.what}: {failed.reason}; "
+                               "nothing of it was kept") from None
 
 
 def launch(
@@ -113,14 +196,26 @@ def launch(
     check_job_dir_free(spec.job_dir, spec.prepared_files)
     if plan.scheduler is not None and spec.hosts[0].local:
         check_port_free(plan.scheduler.port, plan.scheduler.address)
-    groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
-    write_job_files(plan, files)
-
     interrupt = interrupt or Interrupt()
-    restore = _install_signal_handlers(interrupt)
+    restore = _install_signal_handlers(interrupt)  # from here a Ctrl-C is an orderly stop, never a traceback
+    written = False
+    try:
+        groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
+        if interrupt.signal is None:
+            write_job_files(plan, files)
+            written = True
+    except BaseException:
+        restore()
+        raise
+    if not written:
+        restore()
+        raise LaunchInterrupted(f"interrupted before the job started (signal {interrupt.signal}); nothing was written",
+                                128 + int(interrupt.signal or signal.SIGINT))
+    # Interrupted from here on: the job dir exists, so it is run to an orderly "interrupted" end.
     started = utc_now()
     t0 = time.monotonic()
     all_exits: tuple[RankExit, ...] = ()
+    hangs: list[dict] = []
     restarts = 0
     try:
         write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started)))
@@ -129,7 +224,8 @@ def launch(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
             try:
-                outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace)
+                outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
+                                      restarts_left=spec.max_restarts - restarts)
             except OSError:
                 # A group could not start (every group is closed by now): job.json must not say "running".
                 failed = JobStatus(state="failed", started=started, ended=utc_now(), exit_code=1, restarts=restarts,
@@ -137,36 +233,69 @@ def launch(
                 write_job_json(spec.job_dir, job_document(plan, failed))
                 raise
             all_exits = merge_exits(all_exits, outcome.exits)
+            if outcome.hang is not None:
+                hangs.append(outcome.hang.record)
+                stacks = sorted({r["stack"] for r in outcome.hang.record["ranks"] if r.get("stack")})
+                _say(status_out, f"every rank's stack: {', '.join(stacks) if stacks else 'none could be read'}"
+                                 f" (in {spec.job_dir})")
             if outcome.state != "failed" or restarts >= spec.max_restarts:
                 break
             restarts += 1
             what = _what_failed(outcome.first_failure, outcome.helper_problem, outcome.state)
             _say(status_out, f"{what}; restarting the whole job ({restarts} of {spec.max_restarts})")
-            plan = plan_restart(plan)
-            _rewrite_rank_scripts(plan, restarts, started)
+            next_plan = plan_restart(plan)
+            try:
+                _rewrite_rank_scripts(next_plan, restarts, started)
+            except OSError as exc:  # a full disk: end with the failure we have, and say why there is no restart
+                restarts -= 1
+                _say(status_out, f"cannot restart: {exc.filename or spec.job_dir}: {exc.strerror or exc}")
+                break
+            plan = next_plan
             groups = group_factory(plan)
+        result = _result(plan, outcome, restarts, all_exits)
+        final = JobStatus(
+            state=result.state,
+            started=started,
+            ended=utc_now(),
+            wall_time_s=round(time.monotonic() - t0, 3),
+            exit_code=result.exit_code,
+            restarts=restarts,
+            rank_exits=all_exits,
+            first_failure=result.first_failure,
+            hang=_hang_status(hangs),
+        )
+        try:
+            write_job_json(spec.job_dir, job_document(plan, final))
+        except OSError as exc:
+            _report(status_out, result)
+            raise JobDirWriteError(f"{spec.job_dir / 'job.json'}: cannot record how the job ended: "
+                                   f"{exc.strerror or exc}") from None
+        release_reserve(spec.job_dir)
+        _report(status_out, result)
     finally:
         restore()
-    result = _result(plan, outcome, restarts, all_exits)
-    ended = utc_now()
-    final = JobStatus(
-        state=result.state,
-        started=started,
-        ended=ended,
-        wall_time_s=round(time.monotonic() - t0, 3),
-        exit_code=result.exit_code,
-        restarts=restarts,
-        rank_exits=all_exits,
-        first_failure=result.first_failure,
-    )
-    write_job_json(spec.job_dir, job_document(plan, final))
-    _report(status_out, result)
     return result
+
+
+# What timeout(1) exits with: the job did not fail by itself, it stopped making progress.
+HUNG_EXIT_CODE = 124
+
+
+def _hang_status(hangs: list[dict]) -> Optional[dict]:
+    """job.json status.hang: the last hang, with the earlier ones (restarted attempts) listed under it."""
+    if not hangs:
+        return None
+    last = dict(hangs[-1])
+    if len(hangs) > 1:
+        last["earlier"] = hangs[:-1]
+    return last
 
 
 def _result(plan: Plan, outcome: AttemptOutcome, restarts: int, exits: tuple[RankExit, ...]) -> JobResult:
     if outcome.state == "succeeded":
         code = 0
+    elif outcome.hang is not None:
+        code = HUNG_EXIT_CODE
     elif outcome.state == "interrupted":
         code = 128 + int(outcome.signal_received or signal.SIGINT)
     elif outcome.first_failure is not None:
@@ -226,7 +355,9 @@ def _install_signal_handlers(interrupt: Interrupt) -> Callable[[], None]:
     """SIGINT/SIGTERM stop the job cleanly instead of killing the launcher mid-way (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (the terminal or the SSH session went away) stops the job like SIGTERM: left at its
+    # default it would kill the launcher and leave the ranks running and job.json "running".
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
         signal.signal(sig, lambda signum, frame: interrupt.trigger(signum))
 

@@ -151,7 +151,9 @@ def render_manifests(job: K8sJob, settings: Sequence[str] = (), templates_dir: O
 def manifest_environment(templates_dir: Optional[Path] = None) -> jinja2.Environment:
     from launcher.job.render import template_environment
 
-    env = template_environment(templates_dir)
+    # Not a shell: every value goes through yq (a JSON string, control characters escaped),
+    # and the pod template is a multi-line macro result piped through indent.
+    env = template_environment(templates_dir, shell=False)
     env.filters["yq"] = yaml_scalar
     return env
 

@@ -77,9 +77,17 @@ def inner_options(own: Sequence[str]) -> list[str]:
 def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
     from launcher.job.resolve import check_job_dir_free
     from launcher.job.options import new_job_id
+    from launcher.job.resolve import check_job_dir
+    from launcher.job.safe_text import refuse_control
 
     job_id = new_job_id()
-    job_dir = (ns.job_dir if ns.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
+    if ns.job_dir is not None:
+        try:
+            # The job dir goes into #SBATCH directive lines, where a newline would start a command.
+            refuse_control(str(ns.job_dir), "--job-dir")
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+    job_dir = check_job_dir((ns.job_dir if ns.job_dir is not None else Path("jobs") / job_id).expanduser())
     check_job_dir_free(job_dir)
     return job_dir, job_id
 

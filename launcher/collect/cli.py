@@ -11,14 +11,19 @@ plus job.json, rank_table.json, hostfile and scheduler/, are gathered from this 
 over SFTP, from the remote hosts named in job.json (in parallel) into
 RESULTS_DIR/<job-id>/ (default ./results/<job-id>/). Where source and results share a file
 system files are hard-linked (logs, which running processes append to, are copied);
-otherwise copied. Then:
+otherwise copied. Only what is inside the job dir is taken: a symbolic link is never
+followed and a FIFO, socket or device never opened (both are listed in summary.json
+"skipped"). Every copy is read back and compared with its source (size, sha256); a file
+whose copy failed (a lost SFTP session, a full disk, a file changed or replaced while
+read) is removed and listed in "failed_files", never in the manifest. Then:
 
     manifest.json   every file: results path, source (path or ssh://user@host:port/path),
                     method (link|copy|sftp), size, sha256
     summary.json    per rank: host, device, status, exit code, signal, steps, final loss,
-                    mean step time, images/s, checkpoints (size, sha256); per job: wall time,
-                    throughput, best checkpoint, mIoU and per-class IoU, first failure with
-                    its log tail, problems
+                    mean step time, images/s, checkpoints (size, sha256), stack.txt; per job:
+                    wall time, throughput, best checkpoint, mIoU and per-class IoU, first
+                    failure with its log tail, the hang the launcher found (stuck ranks and
+                    where they wait), problems, failed_files, skipped
     report.html     self-contained report (loss curves, step times, rank table, failures,
                     IoU per class)
 
@@ -44,11 +49,13 @@ Options:
 
 Exit status:
     0  everything collected, every rank succeeded
-    1  collected with problems: a failed rank, a missing LOG dir, an unreachable host, a
-       truncated log, an unreadable file, a job still running (listed in summary.json
-       "problems" and on stderr)
-    2  bad input: no job.json in JOB_DIR, unreadable job.json, destination exists; one line
-       on stderr and nothing written
+    1  collected with problems: a failed or hung rank, a missing LOG dir, an unreachable or
+       lost host, a truncated log, a file that failed to copy, a skipped link or special
+       file, a job still running (listed in summary.json "problems" and on stderr); or the
+       results could not be written (disk full: one line naming the path, nothing kept)
+    2  bad input: no job.json in JOB_DIR, a job.json that is unreadable, not a regular file,
+       not UTF-8, not JSON, nested too deeply, or has a number out of range; destination
+       exists; one line on stderr and nothing written
 """
 from __future__ import annotations
 
@@ -59,7 +66,7 @@ from pathlib import Path
 from typing import Sequence
 
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
-from launcher.collect.errors import CollectInputError
+from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.hashing import default_cache_path
 
 
@@ -135,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CollectInputError as err:
         sys.stderr.write(f"collect-results: {err}\n")
         return 2
+    except CollectWriteError as err:
+        sys.stderr.write(f"collect-results: {err}\n")
+        return 1
     if args.json:
         sys.stdout.write(json.dumps(outcome.summary, indent=2) + "\n")
     else:

@@ -3,12 +3,15 @@
 The only module with effects on the results tree. Order of events:
   1. read job.json (bad input -> CollectInputError, nothing written);
   2. refuse if the destination exists (never overwrite an earlier collection);
-  3. gather every host's files into RESULTS_DIR/.<name>.partial-XXXX;
-  4. parse logs / eval.json / config.yaml there, write manifest.json, summary.json,
+  3. gather every host's files into RESULTS_DIR/.<name>.partial-XXXX (each file
+     verified; failed ones removed and listed, links and special files skipped);
+  4. check that the staging dir holds exactly the manifest's files;
+  5. parse logs / eval.json / config.yaml there, write manifest.json, summary.json,
      report.html;
-  5. rename the staging dir to its final name, refusing to replace anything.
+  6. rename the staging dir to its final name, refusing to replace anything.
 On any failure the staging dir is removed: a partial collection never carries the
-final name.
+final name. A results file system that fills up (ENOSPC) ends the collection with one
+line naming the path, and nothing is kept.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from launcher.atomic_write import write_atomic
-from launcher.collect.errors import CollectInputError
+from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.evalfile import parse_eval
 from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Problem, gather
 from launcher.collect.hashing import HashCache, default_cache_path
@@ -126,7 +129,7 @@ def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache):
 def _batch_size_from_config(path: Path) -> int | None:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+    except (OSError, yaml.YAMLError, ValueError, RecursionError):
         return None
     if isinstance(doc, dict):
         value = doc.get("batch_size")
@@ -153,6 +156,10 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
             inputs.log_path = f"{rank.log_dir}/log.txt"
             inputs.log_text = log_file.read_text(encoding="utf-8", errors="replace")
             inputs.log = parse_training_log(inputs.log_text)
+        stack_file = log_dir / "stack.txt"
+        if stack_file.is_file():
+            inputs.stack_path = f"{rank.log_dir}/stack.txt"
+            inputs.stack_text = stack_file.read_text(encoding="utf-8", errors="replace")
         for eval_file in sorted(log_dir.rglob("eval.json")):
             rel = eval_file.relative_to(stage).as_posix()
             try:
@@ -166,10 +173,10 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
                     inputs.config_batch_size = batch
                     inputs.config_path = config.relative_to(stage).as_posix()
                     break
-        for ckpt in sorted(log_dir.rglob("*.ckpt")):
-            rel = ckpt.relative_to(stage).as_posix()
-            st = ckpt.stat()
-            inputs.checkpoints.append(Checkpoint(rel, st.st_size, sha.get(rel), st.st_mtime))
+        # From the manifest, not a glob: only verified files count as checkpoints.
+        for rel in sorted(p for p in sha if p.startswith(f"{rank.log_dir}/") and p.endswith(".ckpt")):
+            st = stage.joinpath(*rel.split("/")).stat()
+            inputs.checkpoints.append(Checkpoint(rel, st.st_size, sha[rel], st.st_mtime))
     return ranks, problems
 
 
@@ -187,12 +194,41 @@ def _collection_facts(results_dir: Path, result: GatherResult, include_checkpoin
         "hash_s": round(result.hash_s, 4),
         "hashed_bytes_after_link": result.hashed_bytes,
         "hashes_from_cache": result.hashed_from_cache,
+        "failed": len(result.failed),
+        "skipped": len(result.skipped),
         "hosts": [
             {"host": h.host, "source": h.uri, "succeeded": h.succeeded, "error": h.error,
-             "files": len(h.entries), "seconds": round(h.seconds, 4)}
+             "files": len(h.entries), "failed": len(h.failed), "seconds": round(h.seconds, 4)}
             for h in result.hosts
         ],
     }
+
+
+def check_stage(stage: Path, entries: list[ManifestEntry]) -> list[Problem]:
+    """Make the staging dir hold exactly the manifest's files (before summary files exist).
+
+    Gathering removes what failed, so this finds nothing unless something else wrote
+    there; whatever it finds is removed and reported rather than kept unlisted.
+    """
+    listed = {e.path for e in entries}
+    parents = {"/".join(p.split("/")[:i]) for p in listed for i in range(1, p.count("/") + 1)}
+    problems = []
+    for path in sorted(stage.rglob("*"), key=lambda p: -len(p.parts)):  # children before their directory
+        rel = path.relative_to(stage).as_posix()
+        if path.is_symlink() or not path.is_dir():
+            if rel not in listed:
+                path.unlink()
+                problems.append(Problem("unlisted_file", f"{rel}: in the results but not verified; removed"))
+        elif rel not in parents:
+            path.rmdir()  # a directory no collected file is in (only unlisted ones were, now removed)
+    missing = [p for p in sorted(listed) if not stage.joinpath(*p.split("/")).is_file()]
+    if missing:  # a bug, not an input: never finalise a manifest that lies
+        raise RuntimeError(f"manifest lists files that are not in {stage}: {missing[:5]}")
+    return problems
+
+
+def _writing(path: Path, err: OSError) -> CollectWriteError:
+    return CollectWriteError(f"{path}: cannot write the results: {err.strerror or err}; nothing was kept")
 
 
 def collect(request: CollectRequest) -> CollectOutcome:
@@ -208,26 +244,38 @@ def collect(request: CollectRequest) -> CollectOutcome:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CollectInputError(f"{final.parent}: cannot create results directory: {err.strerror}") from None
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    except OSError as err:
+        raise _writing(final.parent, err) from None
     try:
         os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
         cache = HashCache(request.hash_cache)
         result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints)
         entries = result.entries
+        stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
         summary, problems = build_summary(
-            job, ranks, entries, result.problems + parse_problems,
+            job, ranks, entries, result.problems + stage_problems + parse_problems,
             _collection_facts(final, result, request.include_checkpoints),
+            failed=[f.to_dict() for f in result.failed], skipped=[k.to_dict() for k in result.skipped],
         )
-        _write_json(stage / MANIFEST, {"job_id": job.job_id, "files": [e.__dict__ for e in entries]})
-        _write_json(stage / SUMMARY, summary)
         logs = {r: i.log for r, i in ranks.items() if i.log is not None}
         tails = {r: log_tail(i.log_text, request.tail_lines) for r, i in ranks.items() if i.log_text is not None}
-        _write_text(stage / REPORT, render_report(summary, logs, tails, summary["collection"]["collected_at"]))
+        stacks = {r: i.stack_text for r, i in ranks.items() if i.stack_text is not None}
+        report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks)
+        for name, write in ((MANIFEST, lambda p: _write_json(p, {"job_id": job.job_id, "files": [e.__dict__ for e in entries]})),
+                            (SUMMARY, lambda p: _write_json(p, summary)), (REPORT, lambda p: _write_text(p, report))):
+            try:
+                write(stage / name)
+            except OSError as err:
+                raise _writing(final / name, err) from None
         try:
             rename_no_replace(stage, final)
         except FileExistsError:
             raise CollectInputError(f"{final}: appeared while collecting; nothing was changed there") from None
+        except OSError as err:
+            raise _writing(final, err) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -1,9 +1,10 @@
 """Read deeplab-eval's eval.json (deeplab/eval.py writes it) into a typed record; pure."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
+
+from launcher.job.json_input import loads
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,16 @@ class EvalResult:
 
 def parse_eval(text: str) -> EvalResult:
     """Decode eval.json text; ValueError (with what is wrong) on a bad document."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON (line {err.lineno}: {err.msg})") from None
+    doc = loads(text)  # JsonInputError is a ValueError
     if not isinstance(doc, dict) or "mIoU" not in doc:
         raise ValueError("no 'mIoU' field")
+    try:
+        return _eval_result(doc)
+    except (TypeError, OverflowError) as err:
+        raise ValueError(f"a field has the wrong type ({err})") from None
+
+
+def _eval_result(doc: dict) -> EvalResult:
     per_class = doc.get("per_class_iou")
     per_class = {} if per_class is None else per_class
     if not isinstance(per_class, dict):

@@ -2,9 +2,12 @@
 
 Hosts are read in parallel (one thread each: the work is waiting on disks and
 sockets). What cannot be gathered -- a host that does not answer, a missing LOG dir,
-an unreadable file -- becomes a Problem, and everything else is still gathered.
-Files that were hard-linked are hashed afterwards, in parallel and through the hash
-cache; copied files were hashed while their bytes went past.
+an unreadable file, a copy that failed half-way -- becomes a Problem, and everything
+else is still gathered. Only verified files end up in `entries` (the manifest): a
+file that failed is listed in `failed` and is not in the staging dir; links and
+special files are listed in `skipped` and were never opened. Files that were
+hard-linked are hashed afterwards, in parallel and through the hash cache; copied
+files were hashed while their bytes went past and read back.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from typing import Callable
 
 from launcher.collect.hashing import HashCache
 from launcher.collect.jobfile import HostEntry, JobRecord
-from launcher.collect.sources import HostFiles, SourceFile
+from launcher.collect.listing import Listing, NotFollowed, Skipped
+from launcher.collect.sources import HostFiles, HostLost, SourceFile
 
 # Job-level files the launcher writes next to job.json on the host that launched.
 JOB_LEVEL_FILES = ("job.json", "rank_table.json", "hostfile")
@@ -45,6 +49,27 @@ class Problem:
         return {"kind": self.kind, "message": self.message, "rank": self.rank, "host": self.host}
 
 
+@dataclass(frozen=True)
+class FailedFile:
+    path: str  # the results path it would have had
+    source: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "source": self.source, "error": self.error}
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    path: str  # relative to the job dir (and the results dir)
+    source: str
+    kind: str
+    target: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "source": self.source, "kind": self.kind, "target": self.target or None}
+
+
 @dataclass
 class HostGather:
     """What one host gave: like fabric's GroupResult entry, succeeded unless `error`."""
@@ -54,6 +79,8 @@ class HostGather:
     entries: list[ManifestEntry] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     ranks_found: list[int] = field(default_factory=list)
+    failed: list[FailedFile] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
 
@@ -82,6 +109,14 @@ class GatherResult:
     def ranks_found(self) -> set[int]:
         return {r for h in self.hosts for r in h.ranks_found}
 
+    @property
+    def failed(self) -> list[FailedFile]:
+        return sorted((f for h in self.hosts for f in h.failed), key=lambda f: f.path)
+
+    @property
+    def skipped(self) -> list[SkippedEntry]:
+        return sorted((k for h in self.hosts for k in h.skipped), key=lambda k: k.path)
+
 
 @dataclass(frozen=True)
 class GatherPlan:
@@ -109,6 +144,57 @@ def plan_gather(job: JobRecord) -> list[GatherPlan]:
     return plans
 
 
+def _skip(result: HostGather, files: HostFiles, skipped: Skipped, rank: int | None = None,
+          host: str | None = None, consequence: str = "") -> None:
+    result.skipped.append(SkippedEntry(skipped.rel, files.uri(skipped.rel), skipped.kind, skipped.detail))
+    kind = "skipped_link" if skipped.is_link else "skipped_special"
+    target = f" -> {skipped.detail}" if skipped.detail else ""
+    what = "not followed" if skipped.is_link else "not read"
+    result.problems.append(Problem(kind, f"{files.uri(skipped.rel)}{target}: a {skipped.kind}, {what}{consequence}",
+                                   rank, host or result.host))
+
+
+def _list_host(plan: GatherPlan, files: HostFiles, result: HostGather) -> list[SourceFile]:
+    listing = Listing()
+    if plan.job_files:
+        for name in JOB_LEVEL_FILES:
+            found = files.walk_file(name)
+            if isinstance(found, Skipped):
+                listing.skipped.append(found)
+            elif found is not None:
+                listing.files.append(found)
+    if plan.scheduler:
+        try:
+            listing.extend(files.walk(SCHEDULER_DIR))
+        except FileNotFoundError:
+            pass  # only dynamic-mode jobs have a scheduler
+        except NotFollowed as err:
+            listing.skipped.append(err.skipped)
+    for skipped in listing.skipped:
+        _skip(result, files, skipped)
+    wanted = list(listing.files)
+    for rank, log_dir, host in plan.rank_dirs:
+        try:
+            found = files.walk(log_dir)
+        except FileNotFoundError:
+            result.problems.append(
+                Problem("missing_rank_dir", f"rank {rank}: {files.uri(log_dir)} does not exist", rank, host))
+            continue
+        except NotFollowed as err:
+            _skip(result, files, err.skipped, rank, host, f"; rank {rank} was not collected")
+            continue
+        except HostLost:
+            raise
+        except OSError as err:
+            result.problems.append(Problem("unreadable_file", f"rank {rank}: {files.uri(log_dir)}: {err}", rank, host))
+            continue
+        result.ranks_found.append(rank)
+        for skipped in found.skipped:
+            _skip(result, files, skipped, rank, host)
+        wanted += found.files
+    return wanted
+
+
 def _gather_host(
     plan: GatherPlan, open_files: Callable[[GatherPlan], HostFiles], stage: Path, include_checkpoints: bool
 ) -> HostGather:
@@ -125,47 +211,49 @@ def _gather_host(
         result.seconds = time.perf_counter() - started
         return result
     result.uri = files.uri("")
+    lost: list[HostLost] = []
     try:
-        wanted: list[SourceFile] = []
-        if plan.job_files:
-            wanted += [f for f in (files.walk_file(n) for n in JOB_LEVEL_FILES) if f is not None]
-        if plan.scheduler:
-            try:
-                wanted += files.walk(SCHEDULER_DIR)
-            except FileNotFoundError:
-                pass  # only dynamic-mode jobs have a scheduler
-        for rank, log_dir, host in plan.rank_dirs:
-            try:
-                wanted += files.walk(log_dir)
-                result.ranks_found.append(rank)
-            except FileNotFoundError:
-                result.problems.append(
-                    Problem("missing_rank_dir", f"rank {rank}: {files.uri(log_dir)} does not exist", rank, host)
-                )
-            except OSError as err:
-                result.problems.append(Problem("unreadable_file", f"rank {rank}: {files.uri(log_dir)}: {err}", rank, host))
+        try:
+            wanted = _list_host(plan, files, result)
+        except HostLost as err:
+            lost.append(err)
+            wanted = []
         wanted = [w for w in wanted if include_checkpoints or not w.rel.endswith(CHECKPOINT_SUFFIX)]
-        for item in wanted:
-            stage.joinpath(*item.rel.split("/")).parent.mkdir(parents=True, exist_ok=True)
+        made_dirs: set[Path] = set()
 
-        def fetch(item: SourceFile) -> ManifestEntry | Problem:
+        def fetch(item: SourceFile) -> ManifestEntry | FailedFile:
+            dest = stage.joinpath(*item.rel.split("/"))
+            if lost:  # the session died on an earlier file: this one was never started
+                return FailedFile(item.rel, files.uri(item.rel), f"not copied: {lost[0]}")
             try:
-                fetched = files.fetch(item, stage.joinpath(*item.rel.split("/")))
-            except (FileNotFoundError, PermissionError) as err:  # vanished since listed, or not ours to read
-                return Problem("unreadable_file", f"{files.uri(item.rel)}: {err.strerror or err}", host=name)
-            return ManifestEntry(item.rel, files.uri(item.rel), fetched.method, item.size, fetched.sha256)
+                if dest.parent not in made_dirs:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    made_dirs.add(dest.parent)
+                fetched = files.fetch(item, dest)
+            except HostLost as err:
+                lost.append(err)
+                return FailedFile(item.rel, files.uri(item.rel), str(err))
+            except OSError as err:  # vanished, not ours to read, EISDIR, ENOSPC, changed, short
+                reason = err.strerror if err.strerror and not err.filename else str(err)
+                if isinstance(err, FileNotFoundError):
+                    reason = "vanished after it was listed"
+                return FailedFile(item.rel, files.uri(item.rel), reason or type(err).__name__)
+            return ManifestEntry(item.rel, files.uri(item.rel), fetched.method, fetched.size, fetched.sha256)
 
         with ThreadPoolExecutor(max_workers=files.parallel_fetches) as pool:
             for outcome in pool.map(fetch, wanted):
-                if isinstance(outcome, Problem):
-                    result.problems.append(outcome)
+                if isinstance(outcome, FailedFile):
+                    result.failed.append(outcome)
+                    result.problems.append(Problem("copy_failed", f"{outcome.source}: {outcome.error}; not collected",
+                                                   host=name))
                 else:
                     result.entries.append(outcome)
-    except OSError as err:  # the connection dropped mid-way: keep what arrived
-        result.error = str(err)
-        result.problems.append(Problem("unreachable_host", f"host {name}: lost while gathering: {err}", host=name))
     finally:
         files.close()
+    if lost:
+        result.error = str(lost[0])
+        result.problems.append(Problem("host_lost", f"host {name}: {lost[0]}; {len(result.failed)} file(s) not collected",
+                                       host=name))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -188,15 +276,32 @@ def gather(
     hashed_bytes = sum(e.size for _, _, e in unhashed)
     from_cache = 0
 
-    def hash_one(item: tuple[HostGather, int, ManifestEntry]) -> tuple[HostGather, int, ManifestEntry, bool]:
+    def hash_one(item: tuple[HostGather, int, ManifestEntry]) -> tuple[HostGather, int, ManifestEntry | FailedFile, bool]:
         host, index, entry = item
-        digest, cached = cache.sha256(stage.joinpath(*entry.path.split("/")))
+        path = stage.joinpath(*entry.path.split("/"))
+        try:
+            # A link shares the source's inode: its size must still be the one linked.
+            size = path.stat().st_size
+            if size != entry.size:
+                raise OSError(f"changed from {entry.size} to {size} bytes while collecting")
+            digest, cached = cache.sha256(path)
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            return host, index, FailedFile(entry.path, entry.source, f"hashing failed: {err.strerror or err}"), False
         return host, index, ManifestEntry(entry.path, entry.source, entry.method, entry.size, digest), cached
 
     if unhashed:
+        failed: list[tuple[HostGather, int]] = []
         with ThreadPoolExecutor(max_workers=max(1, min(len(unhashed), os.cpu_count() or 1))) as pool:
             for host, index, entry, cached in pool.map(hash_one, unhashed):
-                host.entries[index] = entry
-                from_cache += int(cached)
+                if isinstance(entry, FailedFile):
+                    host.failed.append(entry)
+                    host.problems.append(Problem("copy_failed", f"{entry.source}: {entry.error}; not collected", host=host.host))
+                    failed.append((host, index))
+                else:
+                    host.entries[index] = entry
+                    from_cache += int(cached)
+        for host, index in sorted(failed, key=lambda f: -f[1]):
+            del host.entries[index]
     cache.save()
     return GatherResult(hosts, transfer_s, time.perf_counter() - started, hashed_bytes, from_cache)

@@ -1,6 +1,7 @@
 """Render report.html from summary.json data and the parsed logs (Jinja2, autoescaped)."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,25 @@ def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog]) -> dict[st
     return {name: plot for name, plot in candidates.items() if plot is not None}
 
 
+@functools.lru_cache(maxsize=4)
+def _template(template_dir: str) -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(TEMPLATE)
+
+
 def render_report(
     summary: dict[str, Any],
     logs: dict[int, TrainingLog],
     tails: dict[int, str],
     generated: str,
     template_dir: Path | None = None,
+    stacks: dict[int, str] | None = None,
 ) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir or Path(job_templates.__file__).parent)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    template = env.get_template(TEMPLATE)
-    return template.render(s=summary, plots=make_plots(summary, logs), tails=tails, generated=generated, fmt=fmt)
+    template = _template(str(template_dir or Path(job_templates.__file__).parent))
+    return template.render(s=summary, plots=make_plots(summary, logs), tails=tails, generated=generated, fmt=fmt,
+                           stacks=stacks or {})

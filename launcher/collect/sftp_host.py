@@ -9,7 +9,7 @@ from __future__ import annotations
 from launcher.collect.jobfile import HostEntry
 from launcher.collect.sources import SftpFiles
 from launcher.job import hosts as job_hosts
-from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, resolve_hosts
+from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, open_sftp, resolve_hosts
 
 
 class HostUnreachable(ConnectionError):
@@ -31,8 +31,12 @@ def open_host_files(host: HostEntry, options: SshOptions) -> SftpFiles:
     conn = connection(remote, options)
     try:
         conn.open()
-        sftp = conn.sftp()
     except Exception as err:  # noqa: BLE001 - paramiko/socket raise many types; all mean "unreachable"
         conn.close()
         raise HostUnreachable(describe_ssh_error(err, remote, options)) from None
+    try:
+        sftp = open_sftp(conn, f"{remote.user}@{remote.hostname}:{remote.port}")
+    except ConnectionError as err:
+        conn.close()
+        raise HostUnreachable(str(err)) from None
     return SftpFiles(host.job_dir, sftp, host_uri(host, remote.user), on_close=conn.close)

@@ -15,7 +15,7 @@ from launcher.collect.jobfile import JobRecord, RankEntry
 from launcher.collect.logparse import TrainingLog, log_tail
 
 SUMMARY_SCHEMA = 1
-_BATCH_ARG = re.compile(r"^(?:--set=)?batch_size=(\d+)$")
+_BATCH_ARG = re.compile(r"^(?:--set=)?batch_size=(\d+)\Z")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class RankInputs:
     config_batch_size: int | None = None
     config_path: str | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    stack_path: str | None = None  # LOG<rank>/stack.txt, written by the hang watchdog or --stack
+    stack_text: str | None = None
 
 
 def batch_size_from_args(args: tuple[str, ...] | list[str]) -> int | None:
@@ -150,15 +152,67 @@ def first_failure(job: JobRecord, ranks: dict[int, RankInputs], tail_lines: int 
     return entry
 
 
+def _short(value: Any, limit: int = 300) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def hang_record(job: JobRecord) -> dict[str, Any] | None:
+    """The launcher's hang watchdog record from job.json status.hang, in a known shape (or None).
+
+    job.json is input: only the fields the report shows are kept, each of a known type.
+    """
+    hang = job.status.get("hang")
+    if not isinstance(hang, dict):
+        return None
+    ranks = []
+    for entry in hang.get("ranks") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("rank"), int):
+            continue
+        ranks.append({
+            "rank": entry["rank"],
+            "host": _short(entry.get("host")),
+            "last_step": entry.get("last_step") if isinstance(entry.get("last_step"), int) else None,
+            "seconds_since_progress": _number(entry.get("seconds_since_progress")),
+            "state": _short(entry.get("state"), 80),
+            "waiting_in": _short(entry.get("waiting_in")),
+            "stack": _short(entry.get("stack")),
+        })
+    stuck = [r for r in hang.get("stuck_ranks") or [] if isinstance(r, int) and not isinstance(r, bool)]
+    return {
+        "detected": _short(hang.get("detected"), 40),
+        "kind": _short(hang.get("kind"), 40),
+        "timeout_s": _number(hang.get("timeout_s")),
+        "stuck_ranks": stuck,
+        "action": _short(hang.get("action"), 40),
+        "message": _short(hang.get("message"), 500),
+        "ranks": ranks,
+    }
+
+
 def build_summary(
     job: JobRecord,
     ranks: dict[int, RankInputs],
     entries: list[ManifestEntry],
     gather_problems: list[Problem],
     collection: dict[str, Any],
+    failed: list[dict[str, Any]] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Problem]]:
-    """(summary document, all problems). Problems decide the exit status."""
+    """(summary document, all problems). Problems decide the exit status.
+
+    failed / skipped: files that were not collected (a copy that failed; a link or
+    special file that was never opened), as listed by gathering.
+    """
     problems = list(gather_problems)
+    hang = hang_record(job)
+    if hang is not None:
+        where = ", ".join(f"rank {r['rank']} in {r['waiting_in']}" if r["waiting_in"] else f"rank {r['rank']}"
+                          for r in hang["ranks"] if r["rank"] in hang["stuck_ranks"]) or "no rank named"
+        problems.append(Problem("hung_rank", f"the launcher found the job hung ({hang['kind'] or 'no progress'}): {where}"))
     state = job.status.get("state")
     if state in ("planned", "running"):
         problems.append(Problem("job_not_finished", f"job {job.job_id} is still {state}: this collection is a snapshot"))
@@ -176,7 +230,8 @@ def build_summary(
         if status == "failed":
             how = f"signal {rank.signal}" if rank.signal else f"exit code {rank.exit_code}"
             problems.append(Problem("failed_rank", f"rank {rank.rank} on {rank.host} failed ({how})", rank.rank, rank.host))
-        if inputs.collected and inputs.log_text is None:
+        failed_paths = {f.get("path") for f in failed or []}
+        if inputs.collected and inputs.log_text is None and f"{rank.log_dir}/log.txt" not in failed_paths:
             problems.append(Problem("missing_log", f"rank {rank.rank}: {rank.log_dir}/log.txt was not found", rank.rank, rank.host))
         if log is not None and log.truncated:
             problems.append(Problem("truncated_log", f"rank {rank.rank}: last line of {inputs.log_path} is cut off "
@@ -217,6 +272,7 @@ def build_summary(
             "evaluations": evals,
             "miou_curve": [{"step": step, "mIoU": miou} for step, miou in log.miou_curve] if log is not None else [],
             "checkpoints": [{"path": c.path, "size": c.size, "sha256": c.sha256} for c in inputs.checkpoints],
+            "stack": inputs.stack_path,
         })
     best = best_checkpoint(ranks)
     evaluation = None
@@ -251,8 +307,11 @@ def build_summary(
         "evaluation": evaluation,
         "training_evaluation": training_evaluation(ranks),
         "first_failure": first_failure(job, ranks),
+        "hang": hang,
         "problems": [p.to_dict() for p in problems],
         "collection": collection,
         "files": len(entries),
+        "failed_files": list(failed or []),
+        "skipped": list(skipped or []),
     }
     return summary, problems

@@ -25,16 +25,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 # One rule for user names everywhere (hostfile, --hosts, job.json).
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # Host names (RFC 1123 labels, underscores tolerated as ssh does) and IPv4 literals.
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
-_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
-_SLOTS = re.compile(r"^slots=(\S*)$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?\Z")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
+MAX_SLOTS = 1024  # the same bound as --devices per host
+_SLOTS = re.compile(r"^slots=(\S*)\Z")
 # A plan's host name: a host as above, optionally with :port ([v6]:port); nothing a shell or a
 # hostfile line could read differently.
-_NAME = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+\Z")
 # What other ranks connect to: a host name or an IPv4/IPv6 address.
-_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%-]+$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%-]+\Z")
 
 LOCAL_ADDRESS = "127.0.0.1"
 DEFAULT_SSH_PORT = 22
@@ -85,7 +86,7 @@ class HostEntry:
         _check_host(self.host, self.source)
         _check_user(self.user, self.source)
         _check_port(self.port, self.source)
-        if self.slots is not None and self.slots < 1:
+        if self.slots is not None and not 1 <= self.slots <= MAX_SLOTS:
             raise ValueError(f"{self.source}: slots={self.slots} must be at least 1")
         if self.local and (self.user is not None or self.port is not None):
             raise ValueError(f"{self.source}: {self.label!r}: a user or port means SSH, not this machine")
@@ -187,7 +188,7 @@ def parse_host(entry: str, source: str = "--hosts", names_of_this_machine: Optio
         host = text  # a host name, or a bare IPv6 address without a port
     port: Optional[int] = None
     if port_text is not None:
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
             raise ValueError(f"{source}: {entry!r}: port {port_text!r} is not a number")
         port = int(port_text)
     mine = local_names() if names_of_this_machine is None else frozenset(names_of_this_machine)
@@ -220,8 +221,10 @@ def parse_hostfile(text: str, path: str, names_of_this_machine: Optional[Iterabl
                 raise ValueError(f"{where}: unexpected {extra!r} (expected 'slots=N')")
             if slots is not None:
                 raise ValueError(f"{where}: slots given twice")
-            if not match.group(1).isdigit():
-                raise ValueError(f"{where}: slots={match.group(1)!r} is not a whole number")
+            if not (match.group(1).isascii() and match.group(1).isdigit()):
+                raise ValueError(f"{where}: slots={match.group(1)[:20]!r} is not a whole number")
+            if len(match.group(1)) > 4 or int(match.group(1)) > MAX_SLOTS:
+                raise ValueError(f"{where}: slots={match.group(1)[:20]} is more than {MAX_SLOTS} ranks on one host")
             slots = int(match.group(1))
         entry = parse_host(fields[0], where, mine)
         entries.append(HostEntry(entry.host, entry.user, entry.port, slots, where, entry.local))

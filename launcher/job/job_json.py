@@ -7,6 +7,7 @@ collect-results reads it into its own typed records (launcher.collect.jobfile).
 """
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ class JobStatus:
     restarts: int = 0
     rank_exits: tuple[RankExit, ...] = ()
     first_failure: Optional[RankFailure] = None
+    hang: Optional[dict] = None  # the hang watchdog's record (launcher/run/hang.py), JSON-ready
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -122,6 +124,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
             "signal": f.signal_name,
             "log": f"{plan.ranks[f.rank].log_dir}/log.txt",  # relative to the job dir (schema 1)
             "tail": f.tail,
+            "note": f.note,
         }
     return {
         "state": status.state,
@@ -132,12 +135,22 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "restarts": status.restarts,
         "ranks": ranks,
         "first_failure": failure,
+        "hang": status.hang,
     }
 
 
 def write_job_json(job_dir: Path, document: dict[str, Any]) -> Path:
+    """Atomically; on a full disk the job dir's reserve (disk_space.py) is given back and the write retried."""
+    from launcher.job.disk_space import release_reserve
+
     path = Path(job_dir) / "job.json"
-    write_atomic(path, json.dumps(document, indent=2) + "\n")
+    text = json.dumps(document, indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or not release_reserve(job_dir):
+            raise
+        write_atomic(path, text)
     return path
 
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional, Sequence
 
 from launcher.job.hosts import Host
+from launcher.job.platform_timeouts import platform_timeout_env
 from launcher.job.rank_env import JOB_MARKER_VAR, job_env
 from launcher.job.spec import JobSpec
 
@@ -187,6 +188,7 @@ def _launch_env(spec: JobSpec, attempt: int, host_index: int, local_index: int, 
         # MindSpore picks the GPU by local rank among the visible ones.
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.devices))
         env["DEVICE_ID"] = str(local_index)
+    env.update(platform_timeout_env(spec.hang, spec.platform, spec.mode))
     if spec.mode == "dynamic":
         env.update(_scheduler_address_env(spec))
         env["MS_ROLE"] = "MS_WORKER"
@@ -223,6 +225,7 @@ def _scheduler(spec: JobSpec) -> Scheduler:
         JOB_MARKER_VAR: str(spec.job_dir),
         "PYTHONUNBUFFERED": "1",
         **_scheduler_address_env(spec),
+        **platform_timeout_env(spec.hang, spec.platform, spec.mode),
         "MS_ROLE": "MS_SCHED",
         "OMP_NUM_THREADS": "1",
         **spec.env,

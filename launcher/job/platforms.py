@@ -74,17 +74,27 @@ def visible_gpu_ids(environ: Optional[dict] = None) -> tuple[int, ...]:
     return tuple(d for d in wanted if d in found)
 
 
+# Far beyond any machine (8 NPUs, 8 GPUs, a few hundred cores), and small enough that a
+# typo like 0-99999999999 is an error line, not a multi-GB list.
+MAX_DEVICE_ID = 65535
+MAX_DEVICES_PER_HOST = 1024
+
+
 def parse_device_list(text: str, flag: str = "--visible-devices") -> tuple[int, ...]:
     """``0,1,4-7`` -> (0, 1, 4, 5, 6, 7); duplicates and negatives are errors."""
     devices: list[int] = []
     for part in (p.strip() for p in text.split(",")):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]{1,6})(?:-([0-9]{1,6}))?", part)
         if not match:
-            raise LaunchError(f"{flag} {text!r}: expected device ids like 0,1,2 or 0-3")
+            raise LaunchError(f"{flag} {text[:80]!r}: expected device ids like 0,1,2 or 0-3 (each 0..{MAX_DEVICE_ID})")
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) is not None else low
         if high < low:
-            raise LaunchError(f"{flag} {text!r}: range {part} is backwards")
+            raise LaunchError(f"{flag} {text[:80]!r}: range {part} is backwards")
+        if high > MAX_DEVICE_ID:
+            raise LaunchError(f"{flag} {text[:80]!r}: device id {high} is above {MAX_DEVICE_ID}")
+        if len(devices) + high - low + 1 > MAX_DEVICES_PER_HOST:
+            raise LaunchError(f"{flag} {text[:80]!r}: more than {MAX_DEVICES_PER_HOST} devices on one host")
         devices.extend(range(low, high + 1))
     if len(set(devices)) != len(devices):
         raise LaunchError(f"{flag} {text!r}: a device is listed twice")
@@ -107,6 +117,8 @@ def choose_devices(
     """
     if count is not None and count < 1:
         raise LaunchError(f"--devices {count}: must be at least 1")
+    if count is not None and count > MAX_DEVICES_PER_HOST:
+        raise LaunchError(f"--devices {count}: at most {MAX_DEVICES_PER_HOST} ranks per host")
     if platform == "CPU":
         if visible is not None:
             return tuple(visible) if count is None or count == len(visible) else _count_mismatch(count, visible)

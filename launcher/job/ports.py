@@ -19,7 +19,14 @@ def free_port(address: str = "127.0.0.1") -> int:
     return _bind_probe(address, 0)
 
 
+def check_port(port: int, flag: str = "--sched-port") -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise LaunchError(f"{flag} {port}: not a TCP port (1..65535)")
+    return port
+
+
 def check_port_free(port: int, address: str = "127.0.0.1", flag: str = "--sched-port") -> int:
+    check_port(port, flag)
     try:
         return _bind_probe(address, port)
     except PermissionError:

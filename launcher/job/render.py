@@ -17,6 +17,7 @@ import jinja2
 
 import job_templates
 from launcher.errors import LaunchError
+from launcher.job.safe_text import control_character, visible
 from launcher.job.plan import Plan
 
 BUILTIN_TEMPLATES = Path(job_templates.__file__).resolve().parent
@@ -42,12 +43,42 @@ class RenderedFile:
             raise ValueError(f"rendered file {self.path}: must stay inside the job directory")
 
 
+class ShellWords(str):
+    """Text that the shquote / shjoin filters made: already safe where a shell reads it."""
+
+
 def shquote(value: object) -> str:
     """Jinja2 filter: one shell word, whatever the value holds."""
-    return shlex.quote(str(value))
+    return ShellWords(shlex.quote(str(value)))
 
 
-def template_environment(user_dir: Optional[Path] = None) -> jinja2.Environment:
+def shjoin(values: object) -> str:
+    """Jinja2 filter: every item one shell word, joined by spaces (``{{ rank.command | shjoin }}``)."""
+    return ShellWords(" ".join(shlex.quote(str(value)) for value in values))  # type: ignore[attr-defined]
+
+
+def no_raw_control(value: object) -> object:
+    """Jinja2 finalize: every {{ }} that is not a shquote/shjoin result has its control characters escaped.
+
+    A value in a comment (`# ... in {{ path }}`), a hostfile line or a message is not a
+    shell word, and quoting would not help there: a newline in it would end the comment
+    and start a command. So whatever reaches a rendered file unquoted -- from the
+    built-in templates or the user's --templates -- is made one visible line.
+    """
+    if isinstance(value, ShellWords) or value is None:
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return visible(text, limit=1 << 30) if control_character(text) else value
+
+
+def template_environment(user_dir: Optional[Path] = None, *, shell: bool = True) -> jinja2.Environment:
+    """The Jinja2 environment of the job templates.
+
+    shell=True (scripts, hostfiles): every {{ }} not made by shquote/shjoin has its control
+    characters escaped (no_raw_control). shell=False is for templates whose every value
+    goes through a quoting filter of their own format and that assemble multi-line blocks
+    (the Kubernetes manifests: yq, macros piped through indent).
+    """
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(user_dir)))
@@ -59,8 +90,10 @@ def template_environment(user_dir: Optional[Path] = None) -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=no_raw_control if shell else None,
     )
     env.filters["shquote"] = shquote
+    env.filters["shjoin"] = shjoin
     return env
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from launcher.errors import LaunchError
+from launcher.job.hang_policy import HangPolicy
 from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, host_entries
 from launcher.job.job_json import utc_now
 from launcher.job.options import LaunchOptions, new_job_id, parse_tee
@@ -29,10 +30,14 @@ from launcher.job.platforms import (
     visible_gpu_ids,
 )
 from launcher.job.ports import check_port_free, free_port
+from launcher.job.safe_text import visible
 from launcher.job.render import check_templates_dir
 from launcher.job.spec import DEFAULT_MODULE, Entry, JobSpec
 
 Warn = Callable[[str], None]
+# Linux: a path component of at most NAME_MAX bytes, a whole path of fewer than PATH_MAX.
+NAME_MAX = 255
+PATH_MAX = 4096
 # hccn.conf text of a remote host, by host name: (where it was read, for messages; its text).
 HccnTexts = Mapping[str, tuple[str, str]]
 
@@ -117,7 +122,7 @@ def resolve_spec(
                  f"so pass {str(Path(arg).resolve())!r}")
     entry = _entry(options)
     job_id = options.job_id or new_job_id()
-    job_dir = (options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser().resolve()
+    job_dir = check_job_dir((options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser())
     check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
@@ -128,6 +133,10 @@ def resolve_spec(
     if outside:
         raise LaunchError(f"--tee {options.tee}: the job has ranks 0..{rank_size - 1}")
 
+    try:
+        hang = HangPolicy(options.hang_timeout_s, options.first_step_timeout_s)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
     try:
         return JobSpec(
             job_id=job_id,
@@ -148,6 +157,7 @@ def resolve_spec(
             sched_port=sched_port,
             rank_table=table,
             rank_table_json=table_json,
+            hang=hang,
             prepared_files=tuple(options.prepared_files),
         )
     except ValueError as exc:
@@ -162,6 +172,31 @@ def check_job_dir_free(job_dir: Path, prepared: Sequence[str] = ()) -> None:
         return
     if not job_dir.is_dir() or any(not any(fnmatch(p.name, pattern) for pattern in prepared) for p in job_dir.iterdir()):
         raise LaunchError(f"--job-dir {job_dir}: already exists and is not empty (choose a new directory)")
+
+
+def check_job_dir(path: Path) -> Path:
+    """The absolute job dir, if it can be made: not too long, no file in the way, writable.
+
+    (New or empty -- but for what --submit prepared -- is check_job_dir_free's check, above.)
+
+    Checked before anything is written, so a bad --job-dir is one line and no half-made job.
+    """
+    try:
+        job_dir = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop, an unreadable parent
+        raise LaunchError(f"--job-dir {visible(path)}: cannot be resolved ({getattr(exc, 'strerror', None) or exc})") from None
+    longest = max((len(os.fsencode(part)) for part in job_dir.parts), default=0)
+    if longest > NAME_MAX or len(os.fsencode(str(job_dir))) + len("/LOG0000/ckpt/x.ckpt.tmp") >= PATH_MAX:
+        raise LaunchError(f"--job-dir {visible(job_dir, 80)}: too long (a name of at most {NAME_MAX} bytes, "
+                          f"a path well under {PATH_MAX})")
+    existing = job_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LaunchError(f"--job-dir {job_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LaunchError(f"--job-dir {job_dir}: {existing} is not writable")
+    return job_dir
 
 
 def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tuple[Host, ...]:

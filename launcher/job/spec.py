@@ -11,11 +11,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
+from launcher.job.hang_policy import HangPolicy
 from launcher.job.hosts import Host
 from launcher.job.platforms import MODES, PLATFORMS
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 DEFAULT_MODULE = "deeplab.train"
 
 
@@ -44,7 +45,8 @@ class Entry:
 
 
 def check_env_name(name: str) -> str:
-    if not _ENV_NAME.match(name):
+    # fullmatch: with match() and "$", "A\n" (a newline in the key) passed and broke env.sh.
+    if not _ENV_NAME.fullmatch(name):
         raise ValueError(f"--env {name!r}: not a valid environment variable name")
     return name
 
@@ -59,6 +61,7 @@ class JobSpec:
         written to <job-dir>/rank_table.json.
     python: the interpreter every rank runs (the launcher's own for local hosts).
     tee: ranks whose output is also printed on the console.
+    hang: the hang watchdog's timeouts (the platform's own timeouts are set to agree).
     """
 
     job_id: str
@@ -79,12 +82,13 @@ class JobSpec:
     sched_port: Optional[int] = None
     rank_table: Optional[Any] = field(default=None, compare=False)
     rank_table_json: Optional[str] = None
+    hang: HangPolicy = field(default_factory=HangPolicy)
     # Files --submit put into the job dir before this launch (the batch script, Slurm's output):
     # names (fnmatch patterns) the launch keeps instead of refusing a non-empty job dir.
     prepared_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", self.job_id):
+        if not re.match(r"^[A-Za-z0-9_.-]+\Z", self.job_id):
             raise ValueError(f"job id {self.job_id!r}: use letters, digits, '.', '-', '_' only")
         if not Path(self.job_dir).is_absolute():
             raise ValueError(f"--job-dir {self.job_dir}: the plan needs an absolute path")
@@ -110,6 +114,8 @@ class JobSpec:
             check_env_name(key)
             if not isinstance(value, str):
                 raise ValueError(f"--env {key}: value must be a string")
+            if "\x00" in value:
+                raise ValueError(f"--env {key}: the value contains a NUL byte, which no environment can hold")
         if any(not isinstance(a, str) for a in self.args):
             raise ValueError("training args must be strings")
         size = self.rank_size

@@ -11,7 +11,8 @@ Ranks that finished are reported at once, but the agent keeps running (a dynamic
 scheduler may still be waiting for other hosts) until the controller, which alone knows
 when the whole job is over, says ``stop``.
 
-It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job).
+It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job),
+``stack RANKS TITLE`` (dump those ranks' stacks: the controller's hang watchdog).
 It stops its ranks and exits when asked to, when stdin closes (the SSH session or the
 controller went away), when no line arrives within ``--heartbeat-timeout`` seconds (a
 connection that died without closing), and on SIGTERM / SIGHUP / SIGINT. So an agent
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
 from launcher.job.job_json import plan_from_job_document
-from launcher.remote.protocol import encode_event, progress_event
+from launcher.remote.protocol import ALIVE_INTERVAL_S, encode_event, progress_event
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ControllerLink:
             raise ValueError(f"--heartbeat-timeout {self.heartbeat_timeout_s}: must be positive")
         self.last_heard = time.monotonic()
         self.stop_requested = threading.Event()
+        self.stack_requests: list[tuple[list[int], str]] = []
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -61,6 +63,12 @@ class ControllerLink:
         for line in stream:
             self.last_heard = time.monotonic()
             words = line.split()
+            if words and words[0] == "stack" and len(words) > 1:
+                try:
+                    ranks = [int(word) for word in words[1].split(",") if word]
+                except ValueError:
+                    continue
+                self.stack_requests.append((ranks, line.split(None, 2)[2].strip() if len(words) > 2 else "stack"))
             if words and words[0] == "stop":
                 if len(words) > 1:
                     try:
@@ -76,20 +84,62 @@ class ControllerLink:
 
 
 class EventWriter:
-    """Writes protocol lines to stdout; a vanished reader means the controller is gone."""
+    """Writes protocol lines to stdout from a thread of its own; a vanished reader means the controller is gone.
 
-    def __init__(self, stream: TextIO, link: ControllerLink) -> None:
+    A controller that stops reading (its SSH session frozen) fills the pipe and blocks the
+    write. Only the writer thread waits then: emitting never blocks and no lock is held
+    across the write, so the agent's loop goes on, notices the missing heartbeats and
+    stops its ranks. The agent says "alive" every second from here too, so the controller
+    hears from it even while its loop is busy stopping ranks.
+    """
+
+    QUEUE_LIMIT = 10_000
+
+    def __init__(self, stream: TextIO, link: ControllerLink, alive_interval_s: float = ALIVE_INTERVAL_S) -> None:
+        import queue
+
         self.stream = stream
         self.link = link
-        self.lock = threading.Lock()
+        self._queue: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=self.QUEUE_LIMIT)
+        self._full = queue.Full
+        self._closed = threading.Event()
+        self._writer = threading.Thread(target=self._write_lines, daemon=True, name="agent-events")
+        self._writer.start()
+        self._alive = threading.Thread(target=self._say_alive, args=(alive_interval_s,), daemon=True, name="agent-alive")
+        self._alive.start()
 
     def __call__(self, event: str, **fields: Any) -> None:
-        with self.lock:
+        if self._closed.is_set():
+            return
+        try:
+            self._queue.put_nowait(encode_event(event, **fields))
+        except self._full:  # the controller has not read for a long time
+            self.link.request_stop("controller-lost")
+
+    def _say_alive(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            self("alive")
+
+    def _write_lines(self) -> None:
+        while True:
+            line = self._queue.get()
+            if line is None:
+                return
             try:
-                self.stream.write(encode_event(event, **fields) + "\n")
+                self.stream.write(line + "\n")
                 self.stream.flush()
             except (BrokenPipeError, OSError, ValueError):
                 self.link.request_stop("controller-lost")
+                return
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (the final "done"), waiting at most timeout_s for a reader that is gone."""
+        self._closed.set()
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except self._full:
+            return
+        self._writer.join(timeout=timeout_s)
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
@@ -125,6 +175,12 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
                 emit("started", rank=rank)
         while not link.stop_requested.wait(poll_interval_s):
             link.check_heartbeat()
+            while link.stack_requests:
+                ranks, title = link.stack_requests.pop(0)
+                looks = group.look_at(ranks, title)
+                emit("stacks", ranks={str(rank): {"state": look.state, "waiting_in": look.waiting_in,
+                                                  "stack": look.stack, "pids": list(look.pids)}
+                                      for rank, look in looks.items()})
             for number, line in group.new_log_lines():
                 fields = progress_event(number, line)
                 if fields is not None:
@@ -173,7 +229,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not sep or not key:
             parser.error(f"--env {item!r}: expected KEY=VALUE")
         os.environ[key] = value
+    from launcher.run.orphans import become_subreaper, kill_leftover_children
+
     link = ControllerLink(args.heartbeat_timeout, grace_s=args.grace)
+    become_subreaper()  # whatever escapes a rank's keeper is re-parented here, not to init
     emit = EventWriter(sys.stdout, link)
 
     def on_signal(number: int, _frame: object) -> None:
@@ -190,6 +249,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")
         emit("done", reason="error", code=2)
         return 2
+    finally:
+        kill_leftover_children()
+        emit.close()
 
 
 if __name__ == "__main__":

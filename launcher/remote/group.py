@@ -33,6 +33,11 @@ from launcher.run.mpirun import MpirunGroup
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
 
+# An agent says "alive" every second: one this long quiet is not waited for when stopping.
+QUIET_HOST_S = 3.0
+# py-spy has 20 s per process, all of a host's ranks in parallel.
+STACKS_TIMEOUT_S = 60.0
+
 
 class RemoteHostGroup(ProcessGroup):
     """The ranks of one remote host, run by an agent there; the supervisor drives it like any group."""
@@ -64,6 +69,7 @@ class RemoteHostGroup(ProcessGroup):
         self._stop_sent = False
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
+        self._stacks_answer: Optional[dict] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
         self.siblings: list[RemoteHostGroup] = [self]
@@ -92,6 +98,8 @@ class RemoteHostGroup(ProcessGroup):
         elif kind == "helper":
             self._helper_message = event.get("problem") or self._helper_message
             self._helper_finished = self._helper_finished or bool(event.get("done"))
+        elif kind == "stacks":
+            self._stacks_answer = event.get("ranks") if isinstance(event.get("ranks"), dict) else {}
         elif kind == "error":
             self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
         elif kind == "lost":
@@ -160,10 +168,15 @@ class RemoteHostGroup(ProcessGroup):
         for group in self.siblings:
             group.request_stop(grace)
         if self._agent_started:
-            # The agent needs the grace period plus the time to report.
-            self.session.finished.wait(grace + 15.0)
+            # The agent needs the grace period plus the time to report, and says "alive" every
+            # second meanwhile. A host that went quiet is not waited for: Ctrl-C must end the
+            # controller within seconds, and that agent stops its ranks when our heartbeats stop.
+            deadline = time.monotonic() + grace + 15.0
+            while not self.session.finished.wait(0.1):
+                if time.monotonic() > deadline or self.session.silent_for() > QUIET_HOST_S:
+                    break
             self._pump()
-        self.session.close(timeout_s=1.0)
+        self.session.close(timeout_s=0.0)
         self._pump()
 
     def _exit_after_stop(self, rank: int) -> RankExit:
@@ -174,8 +187,22 @@ class RemoteHostGroup(ProcessGroup):
         # (SIGTERM, then SIGKILL), which is what we record.
         return RankExit(rank, self.rank_host(rank), None, signal.SIGTERM.value)
 
+    def _silence(self) -> Optional[str]:
+        """The host stopped answering: nothing from its agent (which says "alive" every second) for the timeout."""
+        if not self._agent_started or self._closed or self.session.finished.is_set():
+            return None
+        silent = self.session.silent_for()
+        if silent > self.heartbeat_timeout_s:
+            blocked = self.session.send_blocked_since
+            how = f"; a write to it has been blocked for {time.monotonic() - blocked:.0f} s" if blocked else ""
+            return (f"host {self.host} stopped answering: nothing from its agent for {silent:.0f} s "
+                    f"(--heartbeat-timeout {self.heartbeat_timeout_s:g}){how}; given up")
+        return None
+
     def _helper_problem(self) -> Optional[str]:
         self._pump()
+        if self._problem is None:
+            self._problem = self._silence()
         return self._problem or self._helper_message
 
     def _helpers_done(self) -> bool:
@@ -193,6 +220,27 @@ class RemoteHostGroup(ProcessGroup):
 
     def _where(self, rank: int) -> str:
         return f"{self.rank_host(rank)}:{self.log_file(rank)}"
+
+    def _look(self, ranks: Sequence[int], title: str) -> dict:
+        """The agent dumps its ranks' stacks on its host (into LOG<rank>/stack.txt there) and says what it saw."""
+        from launcher.job.safe_text import visible
+        from launcher.run.hang import RankLook
+
+        if not self._agent_started or self._problem is not None or self.session.finished.is_set():
+            return {}
+        self._stacks_answer = None
+        self.session.send(f"stack {','.join(str(rank) for rank in ranks)} {visible(title, 400)}")
+        deadline = time.monotonic() + STACKS_TIMEOUT_S
+        while self._stacks_answer is None and time.monotonic() < deadline and not self.session.finished.is_set():
+            self._wait_event(min(deadline, time.monotonic() + 0.5))
+        looks = {}
+        for key, item in (self._stacks_answer or {}).items():
+            if not (isinstance(item, dict) and str(key).isdigit()):
+                continue
+            rank = int(key)
+            looks[rank] = RankLook(rank, self.rank_host(rank), tuple(int(p) for p in item.get("pids") or ()),
+                                   str(item.get("state") or "?"), item.get("waiting_in"), item.get("stack"))
+        return looks
 
     def request_stop(self, grace: float) -> None:
         """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""

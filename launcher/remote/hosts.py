@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -91,8 +91,8 @@ class RemoteHosts:
                              known_hosts=ns.ssh_known_hosts, accept_unknown_host_keys=ns.ssh_accept_unknown_host_keys)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
-        if ns.heartbeat_timeout <= 0:
-            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be positive")
+        if not 0 < ns.heartbeat_timeout <= 86400:  # NaN and inf fail this too
+            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be a number of seconds in (0, 86400]")
         return cls(tuple(entries), ssh, ns.remote_python, ns.heartbeat_timeout)
 
     def prepare(self, options: LaunchOptions, *, check: bool = True) -> PreparedHosts:

@@ -3,7 +3,8 @@
 The agent writes events on stdout; the controller (launcher.remote.session) reads them
 from the SSH channel. Lines that are not protocol lines (a login banner, a shell's
 chatter) are ignored, never an error. Controller -> agent is plain text on stdin:
-``ping`` (heartbeat), ``stop [GRACE_S]``.
+``ping`` (heartbeat), ``stop [GRACE_S]``, ``stack RANKS TITLE`` (dump those ranks' stacks:
+the controller's hang watchdog).
 
     {"event": "hello", "host": ..., "pid": ..., "ranks": [...]}
     {"event": "started", "rank": 3}
@@ -13,6 +14,11 @@ chatter) are ignored, never an error. Controller -> agent is plain text on stdin
     {"event": "helper", "problem": null, "done": true}     (the scheduler, on the first host)
     {"event": "error", "message": "..."}
     {"event": "done", "reason": "stop-requested" | "controller-lost" | "signal" | "error", "code": 0}
+    {"event": "alive"}                                  (every second: the controller gives up a
+                                                        host it hears nothing from for its
+                                                        --heartbeat-timeout)
+    {"event": "stacks", "ranks": {"3": {...}}}          (answer to "stack": each rank's state,
+                                                        where it waits, its LOG<rank>/stack.txt)
 
 The controller adds one event of its own when the channel closes before "done":
 ``{"event": "lost", "host": ..., "reason": ...}``.
@@ -24,7 +30,9 @@ from typing import Any, Optional
 
 from launcher.log_format import parse_epoch_time_line, parse_loss_line
 
-EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error")
+EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks")
+# The agent says "alive" this often, so the controller can tell a host that stopped answering.
+ALIVE_INTERVAL_S = 1.0
 
 
 def encode_event(event: str, **fields: Any) -> str:

@@ -3,7 +3,9 @@
 ``AgentSession`` pushes the job's files to the host over SFTP (atomically: temp name,
 then rename, so hosts that share the job dir's file system see whole files), starts
 the agent on an SSH channel, turns its stdout into protocol events
-(launcher.remote.protocol) on a queue, sends heartbeats, and asks it to stop.
+(launcher.remote.protocol) on a queue, sends heartbeats and other lines through one sender
+thread (a host that stops reading blocks only that thread; no lock is held across a write),
+notes when the agent was last heard from, and asks it to stop.
 launcher.remote.group.RemoteHostGroup drives it for the supervisor.
 
 A lost connection (the channel closes before the agent said ``done``) is an event
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 import paramiko
 
 from launcher.remote.protocol import decode_event
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
@@ -87,8 +89,13 @@ class AgentSession:
         self.stderr_tail = ""
         self.finished = threading.Event()  # agent said "done", or the channel closed
         self.said_done = False
+        self.last_heard = time.monotonic()  # any line from the agent (it says "alive" every second)
         self._threads: list[threading.Thread] = []
-        self._send_lock = threading.Lock()
+        # Lines for the agent go through one sender thread: a host that stops reading fills the
+        # SSH window and blocks sendall(); only that thread waits then, never a caller (the
+        # heartbeat, the supervisor, Ctrl-C), and no lock is held across the blocking write.
+        self._outbox: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=64)
+        self.send_blocked_since: Optional[float] = None
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> None:
@@ -101,7 +108,7 @@ class AgentSession:
 
     def push(self, files: Sequence[PushedFile]) -> None:
         """Write ``files`` under the job dir on the host, each atomically."""
-        sftp = self.connection.sftp()
+        sftp = open_sftp(self.connection, self.host.name)
         made: set[str] = set()
         try:
             for item in files:
@@ -137,7 +144,9 @@ class AgentSession:
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
                                                  self.agent_env, self.forward_ranks))
-        for target in (self._read_events, self._read_stderr, self._send_heartbeats):
+        # A write that cannot go out for this long means the host stopped reading.
+        self.channel.settimeout(max(1.0, heartbeat_timeout_s))
+        for target in (self._read_events, self._read_stderr, self._send_heartbeats, self._send_lines):
             thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
             thread.start()
             self._threads.append(thread)
@@ -147,6 +156,7 @@ class AgentSession:
             event = decode_event(line)
             if event is None:
                 continue
+            self.last_heard = time.monotonic()
             if event["event"] == "done":
                 self.said_done = True
             self.events.put(event)
@@ -165,15 +175,38 @@ class AgentSession:
             if not self.send("ping"):
                 return
 
-    def send(self, line: str) -> bool:
-        with self._send_lock:
+    def send(self, line: Optional[str]) -> bool:
+        """Queue a line for the agent (None: close our side); never blocks. False once the channel is gone."""
+        if self.channel is None or self.channel.closed or self.finished.is_set():
+            return False
+        try:
+            self._outbox.put_nowait(line)
+        except queue.Full:
+            return line == "ping"  # the sender is stuck: heartbeats can wait, the silence is noticed
+        return True
+
+    def _send_lines(self) -> None:
+        while True:
             try:
-                if self.channel is None or self.channel.closed:
-                    return False
-                self.channel.sendall((line + "\n").encode())
-                return True
-            except TRANSPORT_ERRORS:  # a dead channel: the reader thread reports the loss
-                return False
+                line = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                if self.finished.is_set():
+                    return
+                continue
+            self.send_blocked_since = time.monotonic()
+            try:
+                if line is None:
+                    self.channel.shutdown_write()
+                else:
+                    self.channel.sendall((line + "\n").encode())
+            except TRANSPORT_ERRORS:  # a timeout (host not reading) or a dead channel: the reader reports the loss
+                self.send_blocked_since = None
+                return
+            self.send_blocked_since = None
+
+    def silent_for(self) -> float:
+        """Seconds since the agent was last heard from."""
+        return time.monotonic() - self.last_heard
 
     def lost_reason(self) -> str:
         transport = self.connection.transport
@@ -197,21 +230,17 @@ class AgentSession:
     def stop(self) -> None:
         """Ask the agent to stop its ranks; closing stdin says the same to an agent that misses the line."""
         self.send("stop")
-        with self._send_lock:
-            try:
-                if self.channel is not None and not self.channel.closed:
-                    self.channel.shutdown_write()
-            except TRANSPORT_ERRORS:  # already gone
-                pass
+        self.send(None)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop (if running), wait for the agent to finish, drop the connection."""
+        """Stop (if running), wait for the agent to finish, drop the connection (never blocks for long)."""
         if self.channel is not None:
             self.stop()
             self.finished.wait(timeout_s)
+        # Closing the transport wakes every thread still blocked on the socket.
+        self.connection.close()
         for thread in self._threads:
             thread.join(timeout=1.0)
-        self.connection.close()
 
 
 def _lines_until_transport_ends(stream) -> Iterator[str]:

@@ -41,7 +41,7 @@ class SshOptions:
     accept_unknown_host_keys: bool = False
 
     def __post_init__(self) -> None:
-        if not self.timeout_s > 0:
+        if not 0 < self.timeout_s <= 86400:  # NaN and inf fail this too
             raise ValueError(f"--ssh-timeout {self.timeout_s}: must be a positive number of seconds")
         if self.config_file is not None and not Path(self.config_file).is_file():
             raise ValueError(f"--ssh-config {self.config_file}: no such file")
@@ -174,6 +174,22 @@ def describe_ssh_error(error: BaseException, host: RemoteHost, options: SshOptio
     if isinstance(error, OSError):
         return f"cannot reach {where}: {error.strerror or error}"
     return f"{where}: {type(error).__name__}: {error}"
+
+
+def open_sftp(conn, where: str):
+    """The SFTP client of an open connection; ConnectionError with one line when the host has no SFTP.
+
+    paramiko reports a host whose sshd has no ``Subsystem sftp`` only as "Channel closed.".
+    """
+    try:
+        return conn.sftp()
+    except paramiko.SSHException as error:
+        if "channel closed" in str(error).lower():
+            raise ConnectionError(f"{where} refused the SFTP subsystem (its sshd_config has no working "
+                                  "'Subsystem sftp' line); it is needed to copy files to and from the host") from None
+        raise ConnectionError(f"{where}: SFTP: {error}") from None
+    except EOFError:
+        raise ConnectionError(f"{where}: the SSH connection closed while starting SFTP") from None
 
 
 def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item) -> GroupResult:

@@ -66,6 +66,7 @@ class RankFailure:
     signal: Optional[int]
     log_path: str
     tail: str
+    note: Optional[str] = None  # what the launcher saw besides the exit (e.g. its disk is full)
 
     @property
     def signal_name(self) -> Optional[str]:
@@ -77,7 +78,8 @@ class RankFailure:
 
     def describe(self) -> str:
         how = f"exit code {self.exit_code}" if self.exit_code is not None else f"killed by {self.signal_name}"
-        return f"rank {self.rank} on {self.host} failed ({how}); log: {self.log_path}"
+        note = f"; {self.note}" if self.note else ""
+        return f"rank {self.rank} on {self.host} failed ({how}){note}; log: {self.log_path}"
 
 
 class JobFailed(RuntimeError):

@@ -118,6 +118,20 @@ class ProcessGroup(ABC):
         """Where the rank's log is, as the user should look for it (host:path for remote hosts)."""
         return self._where(rank)
 
+    def look_at(self, ranks: Sequence[int], title: str) -> dict:
+        """Dump the stacks of these ranks into their LOG<rank>/stack.txt: {rank: RankLook} (hang watchdog)."""
+        ranks = [rank for rank in ranks if rank in self._rank_plans]
+        return self._look(ranks, title) if ranks else {}
+
+    def remaining_log_lines(self) -> Iterable[list[tuple[int, str]]]:
+        """Every log line not read yet, to the end of each log, in bounded batches (the last look)."""
+        if not self.logs_are_local:
+            yield self._read_lines()
+            return
+        for rank, follower in self._followers.items():
+            for batch in follower.read_to_end():
+                yield [(rank, line) for line in batch]
+
     # -- for subclasses ------------------------------------------------------------------
     def log_file(self, rank: int) -> Path:
         """The rank's log.txt in the job dir (its working directory is the plan's log_dir)."""
@@ -177,6 +191,12 @@ class ProcessGroup(ABC):
 
     def _helpers_done(self) -> bool:
         return True
+
+    def _look(self, ranks: Sequence[int], title: str) -> dict:
+        from launcher.run.hang import look_at_ranks  # psutil scans and py-spy only when a job hangs
+
+        return look_at_ranks(self.job_dir, {rank: self.rank_host(rank) for rank in ranks}, title,
+                             {rank: self._rank_plans[rank].log_dir for rank in ranks})
 
     def _read_lines(self) -> list[tuple[int, str]]:
         out: list[tuple[int, str]] = []

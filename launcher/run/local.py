@@ -1,7 +1,9 @@
 """LocalGroup: the ranks of one job on this machine, one process (session) each.
 
 Each rank runs ``bash LOG<rank>/run.sh`` (the rendered script: cd, source env.sh, exec
-the command with stdout+stderr appended to log.txt) as the leader of its own session,
+the command with stdout+stderr appended to log.txt) under its keeper
+(launcher/run/keeper.py: a child subreaper that kills whatever the rank started when
+the rank ends or the launcher dies, however it hid), as the leader of its own session,
 so a signal to the rank's process group reaches everything it started and nothing
 else. The scheduler (dynamic mode) is started first, the same way, from scheduler/run.sh,
 and the workers only once it listens.
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Optional
@@ -42,14 +45,17 @@ def _die_with_launcher() -> None:
         pass  # not Linux: the launcher's own clean-up still applies
 
 
+KEEPER = Path(__file__).with_name("keeper.py")
+
+
 def popen_script(script: Path, job_dir: Path, log_path: Path, host: str) -> subprocess.Popen:
-    """``bash script`` as a new session; early bash errors (before run.sh's own redirect) land in the log too."""
+    """``keeper bash script`` as a new session; early bash errors (before run.sh's own redirect) land in the log too."""
     env = dict(os.environ)
     env[JOB_MARKER_VAR] = str(job_dir)
     env[GROUP_MARKER_VAR] = group_marker(str(job_dir), host)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            ["bash", str(script)],
+            [sys.executable, "-S", str(KEEPER), "bash", str(script)],
             cwd=str(script.parent),
             env=env,
             stdin=subprocess.DEVNULL,

@@ -2,8 +2,12 @@
 
 The first rank that exits non-zero (or is killed) ends the attempt: every other rank
 is stopped (SIGTERM, ``grace`` s, SIGKILL of the whole tree) and the failure is
-returned as data. SIGINT/SIGTERM to the launcher set ``interrupt`` and end the attempt
-the same way. Whatever happens, close() runs on every group: nothing is left behind.
+returned as data. SIGINT/SIGTERM/SIGHUP to the launcher set ``interrupt`` and end the
+attempt the same way. A hang ends it too: the supervisor reads every rank's new log
+lines (for the live status and for the hang watchdog, launcher/run/watchdog.py); when
+the watchdog says a rank made no step within its timeout, every rank's stack is dumped
+(launcher/run/hang.py), the stuck ranks are named, and the attempt ends as "failed"
+with a HangReport. Whatever happens, close() runs on every group: nothing is left behind.
 """
 from __future__ import annotations
 
@@ -12,14 +16,27 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from launcher.run.failures import RankExit, RankFailure
 from launcher.console import LiveStatus
+from launcher.job.hang_policy import HangPolicy
+from launcher.log_format import parse_loss_line
+from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
+from launcher.run.watchdog import HangVerdict, Watchdog
 
 POLL_INTERVAL_S = 0.02
 STOP_GRACE_S = 2.5
 SCHEDULER_EXIT_WAIT_S = 1.5
 TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class HangReport:
+    """The watchdog's verdict with what every rank's processes showed; ``record`` goes into job.json."""
+
+    verdict: HangVerdict
+    stuck: tuple[int, ...]
+    message: str
+    record: dict
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class AttemptOutcome:
     first_failure: Optional[RankFailure] = None
     helper_problem: Optional[str] = None
     signal_received: Optional[int] = None
+    hang: Optional[HangReport] = None
 
 
 class Interrupt:
@@ -53,6 +71,8 @@ def run_attempt(
     interrupt: Optional[Interrupt] = None,
     grace: float = STOP_GRACE_S,
     poll_interval: float = POLL_INTERVAL_S,
+    hang: Optional[HangPolicy] = None,
+    restarts_left: int = 0,
 ) -> AttemptOutcome:
     interrupt = interrupt or Interrupt()
     total = sum(len(g.ranks) for g in groups)
@@ -60,13 +80,21 @@ def run_attempt(
     first: Optional[RankExit] = None
     first_group: Optional[ProcessGroup] = None
     problem: Optional[str] = None
+    hung: Optional[HangReport] = None
+    watchdog: Optional[Watchdog] = None
     try:
         for group in groups:
+            if interrupt.signal is not None:
+                break  # stopped before it began: start nothing more (close() below still runs on all)
             group.start()
-        while first is None and problem is None and interrupt.signal is None:
+        if hang is not None and hang.enabled:
+            watchdog = Watchdog.start(hang, [(r, g.rank_host(r)) for g in groups for r in g.ranks], time.monotonic())
+        while first is None and problem is None and hung is None and interrupt.signal is None:
             for group in groups:
                 for exit_ in group.poll():
                     exits[exit_.rank] = exit_
+                    if watchdog is not None:
+                        watchdog.ended(exit_.rank)
                     if status is not None:
                         status.mark(exit_.rank, "done" if exit_.ok else "FAILED")
                     if not exit_.ok and first is None:
@@ -75,9 +103,20 @@ def run_attempt(
             if len(exits) == total and first is None:
                 _wait_for_helpers(groups, interrupt)
                 break
+            lines = [item for group in groups for item in group.new_log_lines()]
+            now = time.monotonic()
+            if watchdog is not None:
+                _feed(watchdog, lines, now)
+                verdict = watchdog.check(now) if first is None else None
+                if verdict is not None:
+                    hung = _diagnose(verdict, groups, "restarted" if restarts_left > 0 else "stopped")
+                    if status is not None:
+                        for rank in hung.stuck:
+                            status.mark(rank, "HUNG")
             if status is not None:
-                status.tick(groups)
-            interrupt.event.wait(poll_interval)
+                status.tick(groups, lines=lines)
+            if hung is None:
+                interrupt.event.wait(poll_interval)
     finally:
         for group in groups:
             for exit_ in group.close(grace):
@@ -96,13 +135,48 @@ def run_attempt(
             signal=first.signal,
             log_path=first_group.log_path(first.rank),
             tail=first_group.log_tail(first.rank, TAIL_LINES),
+            note=_disk_note(first_group, first.rank),
         )
         return AttemptOutcome("failed", ordered, first_failure=failure)
+    if hung is not None:
+        return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung)
     if problem is not None:
         return AttemptOutcome("failed", ordered, helper_problem=problem)
     if interrupt.signal is not None:
         return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal)
     return AttemptOutcome("succeeded", ordered)
+
+
+def _disk_note(group: ProcessGroup, rank: int) -> Optional[str]:
+    """A rank that died on a full disk often cannot say so itself (its log is on that disk)."""
+    if not group.logs_are_local:
+        return None
+    from launcher.job.disk_space import full_file_system
+    from launcher.job.rank_env import checkpoint_dir
+
+    return full_file_system([group.rank_dir(rank), checkpoint_dir(group.job_dir)])
+
+
+def _feed(watchdog: Watchdog, lines: Sequence[tuple[int, str]], now: float) -> None:
+    for rank, line in lines:
+        loss = parse_loss_line(line)
+        if loss is not None:
+            watchdog.step(rank, loss[0], loss[1], now)
+
+
+def _diagnose(verdict: HangVerdict, groups: Sequence[ProcessGroup], action: str) -> HangReport:
+    """Every rank's stack (all of them: the stuck rank and what the others wait in), then who is stuck."""
+    from launcher.job.job_json import utc_now
+    from launcher.run.hang import hang_message, hang_record, narrow_stuck
+
+    detected = utc_now()  # before the dumps: they take seconds on a busy host
+    title = f"launch-train hang watchdog: {verdict.message()}"
+    looks: dict = {}
+    for group in groups:
+        looks.update(group.look_at([r for r in group.ranks if r in {w.rank for w in verdict.ranks if not w.ended}], title))
+    stuck = narrow_stuck(verdict, looks)
+    message = hang_message(verdict, looks, stuck)
+    return HangReport(verdict, stuck, message, hang_record(verdict, looks, stuck, action, message, detected))
 
 
 def _wait_for_helpers(groups: Sequence[ProcessGroup], interrupt: Interrupt) -> None:

@@ -1,0 +1,158 @@
+"""Read a job directory on this machine without ever leaving it or blocking on it.
+
+Every path below the job dir is walked one component at a time with O_NOFOLLOW
+(openat on the parent's descriptor), so a symbolic link anywhere -- `LOG1 -> /etc`,
+`LOG0/ckpt -> /`, a file swapped for a link after it was listed -- is refused instead
+of followed. Files are checked to be regular before they are opened and again on the
+open descriptor, and opened O_NONBLOCK, so a FIFO or device is never read. The job dir
+itself is the user's choice and may be reached through links.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from launcher.collect.listing import Listing, NotFollowed, NotRegular, Skipped, SourceFile
+from launcher.job.json_input import file_kind
+
+# Deeper trees are not something a training job writes; refusing them bounds the walk.
+MAX_DEPTH = 64
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _parts(rel: str) -> list[str]:
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{rel}: '..' leaves the job directory")
+    return parts
+
+
+def _readlink(name: str, dir_fd: int) -> str:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return "?"
+
+
+def _open_dir(root: str, parts: list[str]) -> int:
+    """Descriptor of root/parts..., no component a link; NotFollowed / FileNotFoundError otherwise."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, name in enumerate(parts):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                rel = "/".join(parts[: index + 1])
+                detail = _readlink(name, fd) if stat.S_ISLNK(st.st_mode) else ""
+                raise NotFollowed(Skipped(rel, file_kind(st.st_mode), detail))
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def list_tree(root: str, rel_dir: str) -> Listing:
+    """Regular files under root/rel_dir (recursively, sorted) and what was skipped.
+
+    FileNotFoundError if rel_dir is absent; NotFollowed if it is itself a link or not a
+    directory.
+    """
+    listing = Listing()
+    pending = [_parts(rel_dir)]
+    while pending:
+        parts = pending.pop()
+        rel = "/".join(parts)
+        try:
+            fd = _open_dir(root, parts)
+        except NotFollowed as err:
+            if rel == "/".join(_parts(rel_dir)):
+                raise
+            listing.skipped.append(err.skipped)  # swapped for a link since its parent was read
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                found = sorted(entries, key=lambda e: e.name)
+            subdirs = []
+            for entry in found:
+                entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished while listing
+                if stat.S_ISREG(st.st_mode):
+                    listing.files.append(SourceFile(entry_rel, st.st_size, st.st_mtime))
+                elif stat.S_ISDIR(st.st_mode):
+                    if len(parts) + 1 > MAX_DEPTH:
+                        listing.skipped.append(Skipped(entry_rel, "directory", f"more than {MAX_DEPTH} levels deep"))
+                    else:
+                        subdirs.append(parts + [entry.name])
+                else:
+                    detail = _readlink(entry.name, fd) if stat.S_ISLNK(st.st_mode) else ""
+                    listing.skipped.append(Skipped(entry_rel, file_kind(st.st_mode), detail))
+        finally:
+            os.close(fd)
+        pending.extend(reversed(subdirs))  # depth first, in name order
+    listing.files.sort(key=lambda f: f.rel)
+    return listing
+
+
+def stat_file(root: str, rel: str) -> os.stat_result:
+    """lstat of root/rel with no link followed on the way; OSError / NotFollowed as _open_dir."""
+    parts = _parts(rel)
+    fd = _open_dir(root, parts[:-1])
+    try:
+        return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def open_regular(root: str, rel: str) -> int:
+    """A read descriptor of the regular file root/rel; NotRegular if it is anything else now."""
+    parts = _parts(rel)
+    try:
+        fd = _open_dir(root, parts[:-1])
+    except NotFollowed as err:
+        raise NotRegular(f"{err.skipped.describe()} (changed after listing)") from None
+    try:
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegular(f"{rel}: is now a {file_kind(st.st_mode)}, not the regular file that was listed")
+        try:
+            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise NotRegular(f"{rel}: is now a symbolic link, not followed") from None
+            raise
+    finally:
+        os.close(fd)
+    st = os.fstat(file_fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(file_fd)
+        raise NotRegular(f"{rel}: is now a {file_kind(st.st_mode)}, not the regular file that was listed")
+    return file_fd
+
+
+def link_same_inode(root: str, rel: str, dest: str | os.PathLike[str], opened: os.stat_result) -> None:
+    """Hard-link root/rel at dest, and make sure dest is the very inode `opened` describes.
+
+    linkat() without AT_SYMLINK_FOLLOW links a name, not what it points to, so a file
+    swapped for a link (or another file) since it was opened shows up as a different
+    inode: then dest is removed and NotRegular raised. OSError (EXDEV, EPERM, ...) when
+    the file system cannot link.
+    """
+    parts = _parts(rel)
+    try:
+        fd = _open_dir(root, parts[:-1])
+    except NotFollowed as err:
+        raise NotRegular(f"{err.skipped.describe()} (changed after listing)") from None
+    try:
+        os.link(parts[-1], dest, src_dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+    st = os.stat(dest, follow_symlinks=False)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (opened.st_dev, opened.st_ino):
+        os.unlink(dest)
+        raise NotRegular(f"{rel}: replaced while being collected; not kept")

@@ -1,0 +1,98 @@
+"""Read JSON that someone else wrote (job.json, eval.json) so that every bad file is one line.
+
+`json.loads` alone lets hostile or broken input through as something other than a
+clean error: `1e400` becomes infinity (and `int()` of it an OverflowError later),
+`NaN` / `Infinity` literals are accepted, a 5000-digit integer raises a ValueError from
+deep inside with advice about `sys.set_int_max_str_digits`, `[[[[...` a RecursionError,
+and bytes that are not UTF-8 a UnicodeDecodeError. And `open()` of a FIFO waits for a
+writer forever. Here each becomes a JsonInputError whose message says what is wrong
+(the caller prefixes the file name).
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+# Enough for any count, id, port, byte size or nanosecond time stamp the project writes.
+MAX_INT_DIGITS = 30
+# A job.json of thousands of ranks is a few MB; anything far beyond is not one.
+MAX_FILE_BYTES = 64 << 20
+
+
+class JsonInputError(ValueError):
+    """The document cannot be used; the message is the reason, without the file name."""
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words for an error line."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise JsonInputError(f"a number with {digits} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JsonInputError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not a number JSON allows")
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode a JSON document; JsonInputError with the reason on anything unusable."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise JsonInputError(f"not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); is it binary?") from None
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+    except JsonInputError:
+        raise
+    except json.JSONDecodeError as err:
+        raise JsonInputError(f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+    except RecursionError:
+        raise JsonInputError("nested too deeply to be a document of this kind") from None
+    except ValueError as err:  # int() limits and the like, raised from inside the decoder
+        raise JsonInputError(f"not valid JSON ({err})") from None
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file (symlinks to one are fine); never blocks on a FIFO or device.
+
+    The type is checked before opening (open() of a FIFO would wait for a writer) and
+    again on the open descriptor, so a file swapped for a FIFO in between is caught too.
+    OSError for what the file system says; JsonInputError for the wrong kind or size.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise JsonInputError(f"is a {file_kind(st.st_mode)}, not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        st = os.fstat(stream.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise JsonInputError(f"is a {file_kind(st.st_mode)}, not a regular file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise JsonInputError(f"larger than {limit >> 20} MiB; not a document of this kind")
+    return data
+
+
+def load_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> Any:
+    """read_regular_file() + loads()."""
+    return loads(read_regular_file(path, limit))

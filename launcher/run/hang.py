@@ -1,0 +1,135 @@
+"""When the watchdog finds the job hung: look at every rank, write its stacks down, name who is stuck.
+
+    looks = look_at_ranks(job_dir, {0: "host-a", 1: "host-a"}, title)   # effects: py-spy, stack.txt
+    stuck = narrow_stuck(verdict, looks)                                 # pure
+    record = hang_record(verdict, looks, stuck, action="stopped")         # pure, for job.json
+
+A rank's processes on this machine are found by what env.sh gave them
+(LAUNCH_TRAIN_JOB_DIR = the job dir, RANK_ID = the rank; the scheduler has MS_ROLE=MS_SCHED
+and no rank), so this works for every kind of group, and for `launch-train --stack` on
+a job this launcher did not start. Each rank's Python processes are dumped in parallel
+(launcher/run/stacks.py) into LOG<rank>/stack.txt, written atomically.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+import psutil
+
+from launcher.atomic_write import write_atomic
+from launcher.job.job_json import utc_now
+from launcher.job.rank_env import JOB_MARKER_VAR
+from launcher.run.stacks import DEFAULT_TIMEOUT_S, StackDump, dump_stacks, stack_file_text
+from launcher.run.watchdog import HangVerdict
+
+STACK_FILE = "stack.txt"
+
+
+@dataclass(frozen=True)
+class RankLook:
+    """What one rank's processes showed: their state, where the main one waits, where the dump went."""
+
+    rank: int
+    host: str
+    pids: tuple[int, ...]
+    state: str  # the rank's main process ("not running here" when none was found)
+    waiting_in: Optional[str]
+    stack: Optional[str]  # LOG<rank>/stack.txt, relative to the job dir, when written
+
+
+def rank_processes(job_dir: str) -> dict[int, list[psutil.Process]]:
+    """This machine's processes of the job, by rank (parents before children)."""
+    found: dict[int, list[psutil.Process]] = {}
+    for proc in psutil.process_iter(["pid", "ppid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if env.get(JOB_MARKER_VAR) != job_dir or env.get("MS_ROLE") == "MS_SCHED" or "RANK_ID" not in env:
+            continue
+        try:
+            found.setdefault(int(env["RANK_ID"]), []).append(proc)
+        except ValueError:
+            continue
+    for procs in found.values():
+        pids = {p.pid for p in procs}
+        # The rank's main process is the one whose parent is not itself one of the rank's.
+        procs.sort(key=lambda p: (p.info["ppid"] in pids, p.pid))
+    return found
+
+
+def _is_python(proc: psutil.Process) -> bool:
+    try:
+        return "python" in os.path.basename(proc.exe() or "") or "python" in os.path.basename(proc.cmdline()[0])
+    except (psutil.Error, IndexError, OSError):
+        return False
+
+
+def look_at_ranks(job_dir: Path, hosts: Mapping[int, str], title: str, log_dirs: Optional[Mapping[int, str]] = None,
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, RankLook]:
+    """Dump the stacks of the given ranks' processes on this machine into LOG<rank>/stack.txt."""
+    by_rank = rank_processes(str(job_dir))
+    wanted = {rank: [p for p in by_rank.get(rank, []) if _is_python(p)] or by_rank.get(rank, [])[:1] for rank in hosts}
+    dumps = dump_stacks([p.pid for procs in wanted.values() for p in procs], timeout_s=timeout_s)
+    looks: dict[int, RankLook] = {}
+    for rank, host in hosts.items():
+        procs = wanted[rank]
+        rank_dumps: list[StackDump] = [dumps[p.pid] for p in procs if p.pid in dumps]
+        log_dir = (log_dirs or {}).get(rank, f"LOG{rank}")
+        main = rank_dumps[0] if rank_dumps else None
+        stack_rel = None
+        if rank_dumps:
+            text = stack_file_text(f"{title}\nrank {rank} on {host}, {utc_now()}", rank_dumps)
+            target = Path(job_dir) / log_dir / STACK_FILE
+            try:
+                write_atomic(target, text)
+                stack_rel = f"{log_dir}/{STACK_FILE}"
+            except OSError:
+                stack_rel = None  # a full disk must not hide the verdict; the message still names the rank
+        looks[rank] = RankLook(rank, host, tuple(p.pid for p in procs),
+                               main.state if main else "not running here",
+                               next((d.waiting_in for d in rank_dumps if d.waiting_in), None), stack_rel)
+    return looks
+
+
+def narrow_stuck(verdict: HangVerdict, looks: Mapping[int, RankLook]) -> tuple[int, ...]:
+    """The verdict's ranks furthest behind; of those, the stopped or vanished ones if any (pure)."""
+    frozen = tuple(r for r in verdict.stuck if r in looks and (looks[r].state.startswith("stopped")
+                                                                or looks[r].state in ("zombie", "dead")))
+    return frozen or verdict.stuck
+
+
+def hang_message(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: Iterable[int]) -> str:
+    """One line for the console: who is stuck, how, where (pure)."""
+    parts = []
+    for rank in stuck:
+        watch = next(w for w in verdict.ranks if w.rank == rank)
+        look = looks.get(rank)
+        how = f"{look.state}, waiting in {look.waiting_in}" if look and look.waiting_in else (look.state if look else "?")
+        parts.append(f"rank {rank} on {watch.host} ({watch.where()}, quiet for {verdict.quiet_for(rank):.0f} s; {how})")
+    what = "no first step" if verdict.kind == "no first step" else "no new step"
+    others = [r for r in verdict.hung if r not in set(stuck)]
+    tail = f"; waiting for it: rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}" if others else ""
+    return f"hung ({what} within {verdict.timeout_s:g} s): {'; '.join(parts)}{tail}"
+
+
+def hang_record(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: tuple[int, ...], action: str,
+                message: str, detected: str) -> dict:
+    """job.json's status.hang (pure; collect-results reads it back). ``detected``: when the verdict fell (UTC)."""
+    ranks = []
+    for watch in verdict.ranks:
+        look = looks.get(watch.rank)
+        ranks.append({
+            "rank": watch.rank, "host": watch.host, "steps": watch.steps, "epoch": watch.epoch,
+            "last_step": watch.step, "seconds_since_progress": round(verdict.quiet_for(watch.rank), 3),
+            "ended": watch.ended, "state": look.state if look else None,
+            "waiting_in": look.waiting_in if look else None, "stack": look.stack if look else None,
+            "pids": list(look.pids) if look else [],
+        })
+    return {"detected": detected, "kind": verdict.kind, "timeout_s": verdict.timeout_s, "stuck_ranks": list(stuck),
+            "hung_ranks": list(verdict.hung), "action": action, "message": message, "ranks": ranks}
