@@ -44,6 +44,20 @@ def test_the_rank_furthest_behind_is_named_stuck():
     assert "also quiet: ranks 0, 2" in verdict.message()
 
 
+def test_a_peer_that_logged_the_same_step_a_moment_earlier_does_not_hide_the_frozen_rank():
+    """Rank 1 froze right after its step 3; rank 0 logged step 3 20 ms earlier and now waits for it."""
+    from launcher.run.hang import RankLook, narrow_stuck
+
+    dog = Watchdog.start(HangPolicy(10.0, 100.0), [(0, "a"), (1, "a")], now=0.0)
+    for t in (1.0, 2.0, 3.0):
+        dog.step(0, 1, int(t), now=t - 0.02)
+        dog.step(1, 1, int(t), now=t)
+    verdict = dog.check(13.0 - 0.01)  # rank 0 is past the limit, rank 1 not yet
+    assert verdict.hung == (0,) and verdict.stuck == (0, 1)
+    looks = {0: RankLook(0, "a", (10,), "sleeping", "all_reduce", None), 1: RankLook(1, "a", (11,), "stopped", None, None)}
+    assert narrow_stuck(verdict, looks) == (1,)
+
+
 def test_ended_ranks_are_not_watched_and_off_means_off():
     dog = watchdog()
     for rank in (0, 1, 2):

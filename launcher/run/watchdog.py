@@ -97,7 +97,11 @@ class Watchdog:
         if not hung:
             return None
         fewest = min(w.steps for w in hung)
-        stuck = tuple(sorted(w.rank for w in hung if w.steps == fewest))
+        # Furthest behind among every running rank, not only those already past the limit: a
+        # frozen rank and its peer blocked in the next all-reduce logged the same step, and the
+        # peer may have logged it a few milliseconds earlier (so it crosses the limit first).
+        behind = min(w.steps for w in self.ranks.values() if not w.ended)
+        stuck = tuple(sorted(w.rank for w in self.ranks.values() if not w.ended and w.steps == behind))
         kind = "no first step" if fewest == 0 else "no new step"
         timeout = self.policy.first_step_timeout_s if fewest == 0 else self.policy.hang_timeout_s
         return HangVerdict(kind, float(timeout or 0.0), tuple(sorted(w.rank for w in hung)), stuck,
