@@ -112,6 +112,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
                 "started": e.started if e else None,
                 "ended": e.ended if e else None,
                 "duration_s": e.duration_s if e else None,
+                "stopped_by_launcher": e.stopped_by_launcher if e else None,
             }
         )
     failure = None
