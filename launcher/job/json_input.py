@@ -15,24 +15,20 @@ import os
 import stat
 from typing import Any
 
+from hccl.text_file import kind_of
+
 # Enough for any count, id, port, byte size or nanosecond time stamp the project writes.
 MAX_INT_DIGITS = 30
 # A job.json of thousands of ranks is a few MB; anything far beyond is not one.
 MAX_FILE_BYTES = 64 << 20
 
 
+# What a stat mode is, in words for an error line: the same words as hccl's file errors.
+file_kind = kind_of
+
+
 class JsonInputError(ValueError):
     """The document cannot be used; the message is the reason, without the file name."""
-
-
-def file_kind(mode: int) -> str:
-    """What a stat mode is, in words for an error line."""
-    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"),
-                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 def _parse_int(text: str) -> int:
