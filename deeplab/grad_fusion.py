@@ -5,7 +5,11 @@ backend to fuse those with the same ``fusion`` id; on the CPU backend they are n
 Measured (bench/allreduce_cost.py, tiny_synthetic's 74 gradients = 4.7 MB, 2 ranks over
 loopback): 98-106 ms per step per-tensor, fusion attribute or not, vs 23 ms for the same
 floats as one tensor. This reducer concatenates the gradients into one flat buffer,
-all-reduces it once, divides by the rank count (``gradients_mean``) and splits it back.
+all-reduces it once, divides by the rank count (``gradients_mean``) and slices it back.
+
+Both tuples are built by loops that add one element at a time, and split back by slicing:
+the graph is the same, but MindSpore 2.10 compiles this in 2.0 s where comprehensions and a
+74-way ``ops.split`` took 8.6 s (74 tiny_synthetic gradients, the first step of every run).
 
 Importing this module imports MindSpore: train.py imports it after the CPU tuning.
 """
@@ -29,11 +33,17 @@ class FusedGradReducer(nn.Cell):
             raise ValueError(f"one flat buffer needs one gradient dtype, got {sorted(map(str, dtypes))}")
         self.shapes = tuple(tuple(param.shape) for param in parameters)
         self.sizes = tuple(int(np.prod(shape)) for shape in self.shapes)
+        self.offsets = tuple(int(offset) for offset in np.cumsum((0,) + self.sizes[:-1]))
         self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
         self.scale = 1.0 / rank_size
 
     def construct(self, grads):
-        flat = ops.concat([ops.reshape(grad, (-1,)) for grad in grads])
+        flats = ()
+        for grad in grads:
+            flats = flats + (ops.reshape(grad, (-1,)),)
+        flat = ops.concat(flats)
         flat = self.all_reduce(flat) * self.scale
-        parts = ops.split(flat, self.sizes)
-        return tuple(ops.reshape(part, shape) for part, shape in zip(parts, self.shapes))
+        out = ()
+        for offset, size, shape in zip(self.offsets, self.sizes, self.shapes):
+            out = out + (ops.reshape(flat[offset:offset + size], shape),)
+        return out
