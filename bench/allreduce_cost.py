@@ -10,7 +10,7 @@ step's worth of gradients (ones, same shapes):
     per_tensor_fusion_attr_ms  one AllReduce per tensor, all fusion id 1 (what MindSpore's
                                DistributedGradReducer emits, counting on a backend fusion pass)
     one_flat_tensor_ms         one AllReduce of the same floats as one tensor (what
-                               deeplab/grad_fusion.py does, plus its concat/split)
+                               deeplab/grad_fusion.py does, plus its concat and slices)
 
 Load averages before/after are printed beside; about 30 s for tiny_synthetic, 2-3 min for
 voc_r101_os16 (232 MB per step).

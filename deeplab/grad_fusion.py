@@ -7,9 +7,11 @@ loopback): 98-106 ms per step per-tensor, fusion attribute or not, vs 23 ms for 
 floats as one tensor. This reducer concatenates the gradients into one flat buffer,
 all-reduces it once, divides by the rank count (``gradients_mean``) and slices it back.
 
-Both tuples are built by loops that add one element at a time, and split back by slicing:
-the graph is the same, but MindSpore 2.10 compiles this in 2.0 s where comprehensions and a
-74-way ``ops.split`` took 8.6 s (74 tiny_synthetic gradients, the first step of every run).
+Both ways are HyperMaps over the gradients (and their constant offsets, sizes, shapes),
+as DistributedGradReducer itself does, not Python comprehensions or loops: the graph
+compiler unrolls those, which took 9.6 s to compile for tiny_synthetic's 74 gradients
+(with one 74-way ``ops.split``) and exceeded MindSpore's call depth limit for the 332 of
+ResNet-101; HyperMaps compile in about 1 s and 4.4 s (bench/grad_reducer_compile.py).
 
 Importing this module imports MindSpore: train.py imports it after the CPU tuning.
 """
@@ -19,6 +21,19 @@ from typing import Sequence
 
 import numpy as np
 from mindspore import nn, ops
+
+_flatten = ops.MultitypeFuncGraph("flatten")
+_slice_back = ops.MultitypeFuncGraph("slice_back")
+
+
+@_flatten.register("Tensor")
+def _flatten_tensor(grad):
+    return ops.reshape(grad, (-1,))
+
+
+@_slice_back.register("Tensor", "Number", "Number", "Tuple")
+def _slice_back_tensor(flat, offset, size, shape):
+    return ops.reshape(ops.slice(flat, (offset,), (size,)), shape)
 
 
 class FusedGradReducer(nn.Cell):
@@ -34,16 +49,11 @@ class FusedGradReducer(nn.Cell):
         self.shapes = tuple(tuple(param.shape) for param in parameters)
         self.sizes = tuple(int(np.prod(shape)) for shape in self.shapes)
         self.offsets = tuple(int(offset) for offset in np.cumsum((0,) + self.sizes[:-1]))
+        self.map = ops.HyperMap()
         self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
         self.scale = 1.0 / rank_size
 
     def construct(self, grads):
-        flats = ()
-        for grad in grads:
-            flats = flats + (ops.reshape(grad, (-1,)),)
-        flat = ops.concat(flats)
+        flat = ops.concat(self.map(_flatten, grads))
         flat = self.all_reduce(flat) * self.scale
-        out = ()
-        for offset, size, shape in zip(self.offsets, self.sizes, self.shapes):
-            out = out + (ops.reshape(flat[offset:offset + size], shape),)
-        return out
+        return self.map(ops.partial(_slice_back, flat), self.offsets, self.sizes, self.shapes)

@@ -6,9 +6,11 @@ Pure parts first (milliseconds), then real deeplab-train processes on the synthe
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from launcher.collect.logparse import parse_training_log
 from tests.test_deeplab_train import (_env, _free_port, _train_cmd, assert_one_line_error, run_train,
                                       step_lines)
 
+REPO = Path(__file__).resolve().parent.parent
 EVAL_LINE = re.compile(r"^eval at step (\d+) \(epoch (\d+), '(\w+)', (\d+) images, scale ([0-9.]+), [0-9.]+ s\): "
                        r"mIoU = (\d\.\d{5})$")
 
@@ -219,6 +222,41 @@ def test_fused_gradient_all_reduce_trains_exactly_like_the_per_tensor_one(synthe
         assert len(ours) == 4
         np.testing.assert_allclose(ours[:2], theirs[:2], atol=2e-5)
         np.testing.assert_allclose(ours, theirs, rtol=5e-3)
+
+
+FUSED_REDUCER_ON_RESNET101 = """
+import sys
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, ops
+from deeplab.config import load_config
+from deeplab.grad_fusion import FusedGradReducer
+from deeplab.model.builders import build_model
+
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+params = build_model(load_config("voc_r101_os16")).trainable_params()
+reducer = FusedGradReducer(params, rank_size=4)
+reducer.all_reduce = ops.Identity()  # one process has no collective group; the rest is what ranks compile
+rng = np.random.default_rng(0)
+grads = tuple(Tensor(rng.standard_normal(tuple(p.shape)).astype(np.float32)) for p in params)
+out = reducer(grads)
+assert len(out) == len(grads) == len(params)
+for o, g in zip(out, grads):
+    assert o.shape == g.shape
+    np.testing.assert_allclose(o.asnumpy(), g.asnumpy() / 4, rtol=1e-6)
+print("compiled", len(params))
+"""
+
+
+@pytest.mark.slow
+def test_the_fused_reducer_compiles_and_slices_back_every_gradient_of_resnet101(tmp_path):
+    # 332 gradients: the first reducer (comprehensions, ops.split) exceeded MindSpore's call depth limit.
+    script = tmp_path / "fused_r101.py"  # MindSpore compiles cells from source files only
+    script.write_text(FUSED_REDUCER_ON_RESNET101)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "GLOG_v": "3", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["compiled", "332"]
 
 
 # ---------------------------------------------------------------- collect-results: the curve and the best checkpoint
