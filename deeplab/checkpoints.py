@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from deeplab.atomic_write import staged_file
+
 DEFAULT_PREFIX = "deeplab"
 STEP_KEY = "deeplab_step"
 EPOCH_KEY = "deeplab_epoch"
@@ -192,14 +194,6 @@ def restore_training(train_cell, path: Path) -> TrainingState:
     return TrainingState(step=step, epoch=epoch)
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -249,15 +243,8 @@ class CheckpointSaver:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.remove_stale_partials()
         final = self.directory / name
-        partial_dir = self.directory / f"{_PARTIAL_PREFIX}{self.prefix}-{os.getpid()}"
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir()
-        partial = partial_dir / final.name
-        ms.save_checkpoint(cell, str(partial), crc_check=True, append_dict=append)
-        _fsync_path(partial)
-        os.replace(partial, final)
-        _fsync_path(self.directory, directory=True)
-        shutil.rmtree(partial_dir, ignore_errors=True)
+        with staged_file(final, f"{_PARTIAL_PREFIX}{self.prefix}-{os.getpid()}") as partial:
+            ms.save_checkpoint(cell, str(partial), crc_check=True, append_dict=append)
         return final
 
     def _rotate(self) -> None:
@@ -275,15 +262,6 @@ def write_weights(entries: list, final: Path) -> Path:
     import mindspore as ms
 
     final = Path(final)
-    partial_dir = final.parent / f"{_PARTIAL_PREFIX}{final.stem}-{os.getpid()}"
-    shutil.rmtree(partial_dir, ignore_errors=True)
-    partial_dir.mkdir()
-    try:
-        partial = partial_dir / final.name
+    with staged_file(final, f"{_PARTIAL_PREFIX}{final.stem}-{os.getpid()}") as partial:
         ms.save_checkpoint(entries, str(partial), crc_check=True)
-        _fsync_path(partial)
-        os.replace(partial, final)
-        _fsync_path(final.parent, directory=True)
-    finally:
-        shutil.rmtree(partial_dir, ignore_errors=True)
     return final

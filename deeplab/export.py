@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from deeplab.atomic_write import staged_file
 from deeplab.checkpoints import CheckpointError
 from deeplab.config import ConfigError, load_config
 
@@ -93,8 +93,8 @@ def export_model(opts: ExportOptions) -> Path:
     absorb_numpy2_first_call_error()
     example = ms.Tensor(np.zeros((opts.batch, 3, cfg.crop_size, cfg.crop_size), np.float32))
     # MindSpore appends the format's suffix to file_name; export next to --out, then rename.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
-        stem = Path(staging) / "model"
+    with staged_file(out) as staged:
+        stem = staged.parent / "model"
         ms.export(network, example, file_name=str(stem), file_format=opts.file_format)
         written = stem.with_suffix(FORMATS[opts.file_format])
         if not written.is_file():
@@ -103,7 +103,7 @@ def export_model(opts: ExportOptions) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(written, 0o666 & ~umask)
-        os.replace(written, out)
+        os.replace(written, staged)
     return out
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from deeplab.atomic_write import write_bytes_atomically
 from deeplab.config.coerce import coerce
 from deeplab.config.errors import ConfigError
 
@@ -138,15 +138,7 @@ class Config:
         text = "# DeepLabV3 configuration (every field, resolved)\n" + yaml.safe_dump(
             self.to_dict(), sort_keys=False, default_flow_style=None
         )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return write_bytes_atomically(path, text.encode())
 
 
 def field_types() -> dict[str, Any]:

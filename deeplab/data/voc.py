@@ -8,14 +8,14 @@ are mapped back through the colour map.
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
-from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image
 
+from deeplab.atomic_write import write_bytes_atomically
 from deeplab.data.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -130,16 +130,9 @@ def encode_palette_png(label: np.ndarray) -> Image.Image:
 
 def write_palette_png(path: PathLike, label: np.ndarray) -> None:
     """Write an HxW uint8 index array as a VOC palette PNG, atomically (temp name, then rename)."""
-    image = encode_palette_png(label)
-    path = Path(path)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    encoded = io.BytesIO()
+    encode_palette_png(label).save(encoded, format="PNG")
+    write_bytes_atomically(path, encoded.getvalue())
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
