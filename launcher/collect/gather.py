@@ -11,6 +11,7 @@ files were hashed while their bytes went past and read back.
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -237,17 +238,26 @@ def _gather_host(
                 reason = err.strerror if err.strerror and not err.filename else str(err)
                 if isinstance(err, FileNotFoundError):
                     reason = "vanished after it was listed"
+                if err.errno == errno.ENOSPC:
+                    disk_full.add(item.rel)
                 return FailedFile(item.rel, files.uri(item.rel), reason or type(err).__name__)
             return ManifestEntry(item.rel, files.uri(item.rel), fetched.method, fetched.size, fetched.sha256)
 
+        # Parallel copies share the results disk: a small file may find it full only while a
+        # big one's partial copy (removed when it failed) held the space. Files that failed with
+        # ENOSPC are tried once more, one at a time and smallest first, once every copy is done.
+        disk_full: set[str] = set()
         with ThreadPoolExecutor(max_workers=files.parallel_fetches) as pool:
-            for outcome in pool.map(fetch, wanted):
-                if isinstance(outcome, FailedFile):
-                    result.failed.append(outcome)
-                    result.problems.append(Problem("copy_failed", f"{outcome.source}: {outcome.error}; not collected",
-                                                   host=name))
-                else:
-                    result.entries.append(outcome)
+            outcomes = dict(zip((w.rel for w in wanted), pool.map(fetch, wanted)))
+        for item in sorted((w for w in wanted if w.rel in disk_full), key=lambda w: w.size):
+            outcomes[item.rel] = fetch(item)
+        for outcome in (outcomes[w.rel] for w in wanted):
+            if isinstance(outcome, FailedFile):
+                result.failed.append(outcome)
+                result.problems.append(Problem("copy_failed", f"{outcome.source}: {outcome.error}; not collected",
+                                               host=name))
+            else:
+                result.entries.append(outcome)
     finally:
         files.close()
     if lost:

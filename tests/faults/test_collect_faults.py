@@ -267,7 +267,10 @@ def small_fs(tmp_path: Path):
 
 def test_results_disk_full_mid_copy_lists_the_file_failed(tmp_path: Path, small_fs):
     results = small_fs("results", "2m")
-    job = make_job(tmp_path / "jobs", [RankSpec(0, ckpts={"big.ckpt": 3 << 20, "small.ckpt": 4096}), RankSpec(1)])
+    # Small files copied beside the big one find the disk full while its partial copy holds the
+    # space; they are copied again once it is removed: only the file that cannot fit fails.
+    small = {f"small{i}.ckpt": 64 << 10 for i in range(12)}
+    job = make_job(tmp_path / "jobs", [RankSpec(0, ckpts={"big.ckpt": 3 << 20, **small}), RankSpec(1)])
     before = tree_state(job)
     done = run_collect(job, results)
     assert done.returncode == 1, done.stderr
@@ -276,7 +279,8 @@ def test_results_disk_full_mid_copy_lists_the_file_failed(tmp_path: Path, small_
     summary = json.loads((final / "summary.json").read_text())
     assert [f["path"] for f in summary["failed_files"]] == ["LOG0/ckpt/big.ckpt"]
     assert "No space left on device" in summary["failed_files"][0]["error"]
-    assert "LOG0/ckpt/big.ckpt" not in listed and "LOG0/ckpt/small.ckpt" in listed
+    assert "LOG0/ckpt/big.ckpt" not in listed and all(f"LOG0/ckpt/{name}" in listed for name in small)
+    assert "LOG1/log.txt" in listed
     assert tree_state(job) == before
 
 
