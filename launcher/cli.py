@@ -418,7 +418,8 @@ def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
     # Pre-flight every remote host (not for dry runs): what it finds completes the job.
     found = remote.prepare(settled, check=not ns.dry_run)
     _checkpoint()
-    spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts, scheduler_port=found.scheduler_port)
+    spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts, scheduler_port=found.scheduler_port,
+                        gpu_ids=found.gpu_ids)
     return _start(ns, spec, remote.rank_groups, remote.dry_run_text)
 
 

@@ -300,6 +300,31 @@ def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
         assert env["SSH_CONNECTION"].split()[2] == ("127.0.0.2" if rank < 2 else "127.0.0.3")
 
 
+@pytest.mark.slow
+def test_mpirun_over_two_hosts_runs_the_real_trainer_until_mindspore_refuses_the_gpu(cluster, synthetic_voc):
+    # mpirun, started by the agent on the first host, reaches the second over ssh itself; both
+    # ranks run the default trainer, told GPU by env.sh, as far as MindSpore's GPU set-up.
+    hostfile = cluster["tmp"] / "hostfile"
+    hostfile.write_text("root@127.0.0.2 slots=1\nroot@127.0.0.3 slots=1\n")
+    # Each host's pre-flight counts its GPUs with nvidia-smi: a fake one, on the PATH of an
+    # interpreter wrapper given as --remote-python (nothing else on the machine sees it).
+    fake_bin = cluster["tmp"] / "gpu-bin"
+    fake_bin.mkdir()
+    (fake_bin / "nvidia-smi").write_text("#!/bin/sh\necho 0\necho 1\n")  # --query-gpu=index --format=csv,noheader
+    python = cluster["tmp"] / "python-with-gpus"
+    python.write_text(f"#!/bin/sh\nPATH={fake_bin}:$PATH exec {sys.executable} \"$@\"\n")
+    for tool in (fake_bin / "nvidia-smi", python):
+        tool.chmod(0o755)
+    done = run(launch_args(cluster, "--hostfile", str(hostfile), "--platform", "GPU", "--mode", "mpirun",
+                           "--devices", "1", "--remote-python", str(python), "--tee", "none", "--", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc)),
+               timeout=240)
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert "Unsupported device target GPU" in done.stderr
+    assert_each_rank_reached_device_setup(cluster["job_dir"], 2, "GPU")
+    job = json.loads((cluster["job_dir"] / "job.json").read_text())
+    assert job["mode"] == "mpirun" and [r["host"] for r in job["ranks"]] == ["127.0.0.2", "127.0.0.3"]
+
+
 def test_this_machine_plus_a_remote_host(cluster):
     # The local host gets its own hccn.conf through {host}; its scheduler-facing address is
     # its primary address (never 127.0.0.1, which would be each host itself).

@@ -251,7 +251,7 @@ def _devices_and_table(options: LaunchOptions, count: Optional[int], hosts: tupl
         return None, None, choose_devices("CPU", count, options.visible_devices, (), source="")
     if options.platform == "GPU":
         if gpu_ids is not None:
-            available, source = tuple(gpu_ids), "the allocation's GPU Gres"
+            available, source = tuple(gpu_ids), "the hosts (Slurm Gres or their nvidia-smi)"
         else:
             available, source = visible_gpu_ids(), "nvidia-smi -L"
         devices = choose_devices("GPU", count, options.visible_devices, available, source=source)

@@ -139,7 +139,22 @@ class RemoteHosts:
             for name, remote in self.remote.items():
                 texts[name] = (f"{name}:{self.hccn_conf_path(remote, hccn)}", self.reports[name].hccn_conf_text or "")
         port = self.reports[self.entries[0].name].scheduler_port if (wants_port and check) else None
-        return PreparedHosts(hosts, texts, port)
+        gpu_ids = self._gpu_ids(options, devices, checked=check) if platform == "GPU" else None
+        return PreparedHosts(hosts, texts, port, gpu_ids)
+
+    def _gpu_ids(self, options: LaunchOptions, devices: "int | None", *, checked: bool) -> tuple[int, ...]:
+        """The GPU ids every host of the job offers: what each remote host's pre-flight counted
+        there (nvidia-smi), and this machine's own list when it is one of the hosts -- never this
+        machine's alone when it only controls the job (a login node has no GPU)."""
+        from launcher.job.platforms import visible_gpu_ids
+
+        if not checked:  # a dry run looks at nothing: the flags stand for what the hosts have
+            return tuple(options.visible_devices or range(devices or 1))
+        counts = [self.reports[name].device_count or 0 for name in self.remote]
+        offered = set(range(min(counts))) if counts else set()
+        if any(entry.local for entry in self.entries):
+            offered &= set(visible_gpu_ids())
+        return tuple(sorted(offered))
 
     @staticmethod
     def _this_machine(entry: HostEntry) -> Host:
