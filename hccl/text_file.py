@@ -20,28 +20,44 @@ def kind_of(mode: int) -> str:
     return "special file"
 
 
-def read_text(path: "os.PathLike[str] | str", kind: str) -> str:
-    """The file's UTF-8 text; ``kind`` (e.g. "rank table") words the not-a-file errors.
+class NotARegularFile(ValueError):
+    """What is at the path is not a regular file, or is one over the limit; the message says
+    which ("is a FIFO", "larger than 64 MiB") for the caller to finish with what it wanted."""
 
-    The type is checked before the file is opened, and the open is non-blocking: a FIFO
-    or device named as a rank table would otherwise wait (or read) forever.
+    def __init__(self, reason: str, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def read_regular_bytes(path: "os.PathLike[str] | str", limit: int = MAX_BYTES) -> bytes:
+    """The bytes of a regular file (a symlink to one is fine); never blocks on a FIFO or device.
+
+    The type is checked before opening (open() of a FIFO would wait for a writer) and again
+    on the open descriptor, so a file swapped for a FIFO in between is caught too; at most
+    ``limit`` bytes are read. NotARegularFile for the wrong kind or size, OSError for what
+    the file system says.
     """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(f"is a {kind_of(mode)}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as source:
+        mode = os.fstat(source.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"is a {kind_of(mode)}")
+        data = source.read(limit + 1)
+    if len(data) > limit:
+        raise NotARegularFile(f"larger than {limit >> 20} MiB", too_large=True)
+    return data
+
+
+def read_text(path: "os.PathLike[str] | str", kind: str) -> str:
+    """The file's UTF-8 text; ``kind`` (e.g. "rank table") words the not-a-file errors."""
     path = os.fspath(path)
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise HcclError(f"{path}: is a directory, not {kind}")
-        if not stat.S_ISREG(mode):
-            raise HcclError(f"{path}: is a {kind_of(mode)}, not {kind}")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as source:
-            mode = os.fstat(source.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise HcclError(f"{path}: is a {kind_of(mode)}, not {kind}")
-            data = source.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise HcclError(f"{path}: larger than {MAX_BYTES >> 20} MiB, not {kind}")
-        return data.decode("utf-8")
+        return read_regular_bytes(path).decode("utf-8")
+    except NotARegularFile as err:
+        raise HcclError(f"{path}: {err}, not {kind}") from None
     except FileNotFoundError:
         raise HcclError(f"{path}: no such file") from None
     except IsADirectoryError:

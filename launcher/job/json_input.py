@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from typing import Any
 
-from hccl.text_file import kind_of
+from hccl.text_file import NotARegularFile, kind_of, read_regular_bytes
 
 # Enough for any count, id, port, byte size or nanosecond time stamp the project writes.
 MAX_INT_DIGITS = 30
@@ -69,24 +68,15 @@ def loads(text: str | bytes) -> Any:
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file (symlinks to one are fine); never blocks on a FIFO or device.
+    """hccl's non-blocking read of a regular file (hccl.text_file.read_regular_bytes).
 
-    The type is checked before opening (open() of a FIFO would wait for a writer) and
-    again on the open descriptor, so a file swapped for a FIFO in between is caught too.
     OSError for what the file system says; JsonInputError for the wrong kind or size.
     """
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise JsonInputError(f"is a {file_kind(st.st_mode)}, not a regular file")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as stream:
-        st = os.fstat(stream.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise JsonInputError(f"is a {file_kind(st.st_mode)}, not a regular file")
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise JsonInputError(f"larger than {limit >> 20} MiB; not a document of this kind")
-    return data
+    try:
+        return read_regular_bytes(path, limit)
+    except NotARegularFile as err:
+        raise JsonInputError(f"{err}; not a document of this kind" if err.too_large
+                             else f"{err}, not a regular file") from None
 
 
 def load_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> Any:
