@@ -13,7 +13,7 @@ import os
 from dataclasses import replace
 from typing import Iterable, Mapping, Optional, Sequence
 
-from hccl import formats
+from hccl import formats, strict_json
 from hccl.addresses import server_sort_key
 from hccl.atomic_file import write_text_atomically
 from hccl.errors import HcclError
@@ -88,34 +88,16 @@ def dumps(table: RankTable) -> str:
 MAX_INT_DIGITS = 20
 
 
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise HcclError(f"a number with {digits} digits is out of range")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise HcclError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _refuse_constant(name: str) -> float:
-    raise HcclError(f"{name} is not a number JSON allows")
-
-
 def loads(text: str) -> RankTable:
     """RankTable from JSON text in any of the three layouts."""
     try:
-        obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+        obj = strict_json.loads(text, MAX_INT_DIGITS)
+    except strict_json.StrictJsonError as err:
+        raise HcclError(str(err)) from None
     except json.JSONDecodeError as err:
         raise HcclError(f"line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
     except RecursionError:
         raise HcclError("JSON nested too deeply") from None
-    except HcclError:
-        raise
     except ValueError as err:  # limits of int() met inside the decoder
         raise HcclError(f"not valid JSON ({err})") from None
     return formats.from_json(obj)

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+from hccl import strict_json
 from hccl.text_file import NotARegularFile, kind_of, read_regular_bytes
 
 # Enough for any count, id, port, byte size or nanosecond time stamp the project writes.
@@ -30,24 +31,6 @@ class JsonInputError(ValueError):
     """The document cannot be used; the message is the reason, without the file name."""
 
 
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise JsonInputError(f"a number with {digits} digits is out of range")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise JsonInputError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise JsonInputError(f"{name} is not a number JSON allows")
-
-
 def loads(text: str | bytes) -> Any:
     """Decode a JSON document; JsonInputError with the reason on anything unusable."""
     if isinstance(text, bytes):
@@ -56,9 +39,9 @@ def loads(text: str | bytes) -> Any:
         except UnicodeDecodeError as err:
             raise JsonInputError(f"not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); is it binary?") from None
     try:
-        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
-    except JsonInputError:
-        raise
+        return strict_json.loads(text, MAX_INT_DIGITS)
+    except strict_json.StrictJsonError as err:
+        raise JsonInputError(str(err)) from None
     except json.JSONDecodeError as err:
         raise JsonInputError(f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
     except RecursionError:
