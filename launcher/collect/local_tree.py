@@ -109,19 +109,25 @@ def stat_file(root: str, rel: str) -> os.stat_result:
         os.close(fd)
 
 
-def open_regular(root: str, rel: str) -> int:
-    """A read descriptor of the regular file root/rel; NotRegular if it is anything else now."""
+def _open_parent_of_listed(root: str, rel: str) -> tuple[int, str]:
+    """A descriptor of listed file root/rel's directory (no link followed) and its own name;
+    NotRegular when a directory on the way is no longer what was listed."""
     parts = _parts(rel)
     try:
-        fd = _open_dir(root, parts[:-1])
+        return _open_dir(root, parts[:-1]), parts[-1]
     except NotFollowed as err:
         raise NotRegular(f"{err.skipped.describe()} (changed after listing)") from None
+
+
+def open_regular(root: str, rel: str) -> int:
+    """A read descriptor of the regular file root/rel; NotRegular if it is anything else now."""
+    fd, name = _open_parent_of_listed(root, rel)
     try:
-        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
             raise NotRegular(f"{rel}: is now a {file_kind(st.st_mode)}, not the regular file that was listed")
         try:
-            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+            file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise NotRegular(f"{rel}: is now a symbolic link, not followed") from None
@@ -143,13 +149,9 @@ def link_same_inode(root: str, rel: str, dest: str | os.PathLike[str], opened: o
     inode: then dest is removed and NotRegular raised. OSError (EXDEV, EPERM, ...) when
     the file system cannot link.
     """
-    parts = _parts(rel)
+    fd, name = _open_parent_of_listed(root, rel)
     try:
-        fd = _open_dir(root, parts[:-1])
-    except NotFollowed as err:
-        raise NotRegular(f"{err.skipped.describe()} (changed after listing)") from None
-    try:
-        os.link(parts[-1], dest, src_dir_fd=fd, follow_symlinks=False)
+        os.link(name, dest, src_dir_fd=fd, follow_symlinks=False)
     finally:
         os.close(fd)
     st = os.stat(dest, follow_symlinks=False)
