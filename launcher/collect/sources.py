@@ -12,6 +12,7 @@ while it was read. A truncated transfer can therefore never be mistaken for a fi
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -22,7 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from launcher.collect.hashing import CHUNK, HashCache, sha256_file
 from launcher.collect.listing import Listing, NotFollowed, NotRegular, Skipped, SourceFile
@@ -237,6 +238,21 @@ class SftpFiles(HostFiles):
         # paramiko raises a bare OSError("Socket is closed") once the transport is gone.
         return isinstance(err, OSError) and getattr(err, "errno", None) is None and "closed" in str(err).lower()
 
+    @contextlib.contextmanager
+    def _session_errors(self) -> Iterator[None]:
+        """Around SFTP calls: a dead or silent session becomes HostLost; every other error
+        (the file system's OSError, and our own NotRegular / CopyMismatch) passes as it is."""
+        try:
+            yield
+        except (HostLost, NotRegular, CopyMismatch):
+            raise
+        except (EOFError, self._ssh_exception) as err:
+            raise self._lost(err) from None
+        except OSError as err:
+            if self._is_session_error(err):
+                raise self._lost(err) from None
+            raise
+
     def _skipped(self, rel: str, mode: int) -> Skipped:
         detail = ""
         if stat.S_ISLNK(mode):
@@ -248,29 +264,22 @@ class SftpFiles(HostFiles):
 
     def walk(self, rel_dir: str) -> Listing:
         try:
-            top = self.sftp.lstat(self._path(rel_dir))
+            with self._session_errors():
+                top = self.sftp.lstat(self._path(rel_dir))
+        except HostLost:
+            raise
         except OSError as err:  # paramiko raises IOError(ENOENT) for a missing path
             if getattr(err, "errno", None) == errno.ENOENT:
                 raise FileNotFoundError(self.uri(rel_dir)) from None
-            if self._is_session_error(err):
-                raise self._lost(err) from None
             raise
-        except (EOFError, self._ssh_exception) as err:
-            raise self._lost(err) from None
         if not stat.S_ISDIR(top.st_mode or 0):
             raise NotFollowed(self._skipped(rel_dir, top.st_mode or 0))
         listing = Listing()
         pending = [(rel_dir, 0)]
         while pending:
             rel, depth = pending.pop()
-            try:
+            with self._session_errors():
                 entries = self.sftp.listdir_attr(self._path(rel))
-            except (EOFError, self._ssh_exception) as err:
-                raise self._lost(err) from None
-            except OSError as err:
-                if self._is_session_error(err):
-                    raise self._lost(err) from None
-                raise
             subdirs = []
             # READDIR attributes are lstat's: a link shows as a link, never as its target.
             for attr in sorted(entries, key=lambda a: a.filename):
@@ -291,12 +300,11 @@ class SftpFiles(HostFiles):
 
     def walk_file(self, rel: str) -> SourceFile | Skipped | None:
         try:
-            attr = self.sftp.lstat(self._path(rel))
-        except (EOFError, self._ssh_exception) as err:
-            raise self._lost(err) from None
-        except OSError as err:
-            if self._is_session_error(err):
-                raise self._lost(err) from None
+            with self._session_errors():
+                attr = self.sftp.lstat(self._path(rel))
+        except HostLost:
+            raise
+        except OSError:
             return None
         mode = attr.st_mode or 0
         if stat.S_ISREG(mode):
@@ -306,7 +314,7 @@ class SftpFiles(HostFiles):
     def fetch(self, item: SourceFile, dest: Path) -> Fetched:
         appended = item.rel.endswith(APPENDED_IN_PLACE)
         path = self._path(item.rel)
-        try:
+        with self._session_errors():
             now = self.sftp.lstat(path)
             if not stat.S_ISREG(now.st_mode or 0):
                 raise NotRegular(f"{item.rel}: is now a {file_kind(now.st_mode or 0)}, not the regular file that was listed")
@@ -318,14 +326,6 @@ class SftpFiles(HostFiles):
                 # Pipelined reads: without prefetch every 32 KiB read is one round trip.
                 remote.prefetch(opened.st_size)
                 digest, size = _copy_verified(remote.read, dest, SFTP_CHUNK)
-        except (NotRegular, CopyMismatch):
-            raise
-        except (EOFError, self._ssh_exception) as err:
-            raise self._lost(err) from None
-        except OSError as err:
-            if self._is_session_error(err):
-                raise self._lost(err) from None
-            raise
         if not appended and size != item.size:
             os.unlink(dest)
             raise CopyMismatch(errno.EIO, f"{size} of {item.size} bytes arrived")
