@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 import launcher.run.keeper as keeper_module
-from tests.fixtures.jobs import processes_mentioning
+from tests.faults.conftest import assert_no_job_process
 
 KEEPER = Path(keeper_module.__file__)
 
@@ -159,10 +159,7 @@ def test_the_controller_killed_or_hung_up_on_leaves_no_rank_and_no_daemon(tmp_pa
     assert wait_until_gone(token, 15) == []
     # A keeper outlives its rank's tree by the few milliseconds it takes to reap it and exit;
     # nothing is left to wait on once the controller is SIGKILLed, so this waits with a deadline.
-    deadline = time.monotonic() + 15
-    while processes_mentioning(str(tmp_path / "job")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_mentioning(str(tmp_path / "job")) == []
+    assert_no_job_process(tmp_path / "job", wait_s=15)
     status = json.loads((tmp_path / "job" / "job.json").read_text())["status"]
     if how == "SIGHUP":
         assert proc.returncode == 129 and status["state"] == "interrupted"
