@@ -32,15 +32,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _train_job import load  # noqa: E402  (the benches' one load-average reading)
+
 VARIANTS = ("hypermap_slices", "comprehensions_split", "no_reducer")
 
 PAYLOAD = Path(__file__).with_name("_grad_reducer_payload.py")
-
-
-def load() -> dict[str, float]:
-    one, five, fifteen = os.getloadavg()
-    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
 
 
 def compile_once(variant: str, config: str) -> dict:
