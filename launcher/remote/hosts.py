@@ -150,8 +150,7 @@ class RemoteHosts:
 
         if not checked:  # a dry run looks at nothing: the flags stand for what the hosts have
             return tuple(options.visible_devices or range(devices or 1))
-        counts = [self.reports[name].device_count or 0 for name in self.remote]
-        offered = set(range(min(counts))) if counts else set()
+        offered = set(range(min(self.reports[name].device_count or 0 for name in self.remote)))
         if any(entry.local for entry in self.entries):
             offered &= set(visible_gpu_ids())
         return tuple(sorted(offered))
