@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 import invoke
 import paramiko
 
+from launcher.job.platforms import MAX_DEVICES_PER_HOST
 from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
@@ -235,8 +236,11 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None
                                    f"(a login script printing to stdout?): {done.stdout.strip()[-200:]!r}")
         return HostReport(host.name, checks)
     checks.update({name: (bool(ok), str(detail)) for name, (ok, detail) in answer["checks"].items()})
+    count = answer.get("device_count")  # sizes a set of device ids here: an int in range, or unknown
+    if not (isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_DEVICES_PER_HOST):
+        count = None
     return HostReport(host.name, checks, answer.get("scheduler_port"), answer.get("hccn_conf_text"),
-                      answer.get("device_count"), tuple(answer.get("cpus") or ()),
+                      count, tuple(answer.get("cpus") or ()),
                       frozenset(answer.get("cpu_flags") or ()))
 
 
