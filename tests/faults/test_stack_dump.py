@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from launcher.run.stacks import dump_stacks, find_py_spy, parse_threads, stack_file_text, waiting_in
@@ -60,6 +61,12 @@ def test_a_sleeping_python_process_shows_every_thread_and_where_it_waits(sleeper
 def test_a_stopped_process_is_still_read_and_said_to_be_stopped(sleeper):
     sleeper.send_signal(signal.SIGSTOP)
     try:
+        # SIGSTOP takes effect when the process is next scheduled: on a busy machine it can still
+        # be runnable for a moment. The dump is of a process that is stopped.
+        deadline = time.monotonic() + 10
+        while psutil.Process(sleeper.pid).status() != psutil.STATUS_STOPPED:
+            assert time.monotonic() < deadline, "SIGSTOP never took effect"
+            time.sleep(0.01)
         dump = dump_stacks([sleeper.pid], timeout_s=30)[sleeper.pid]
     finally:
         sleeper.send_signal(signal.SIGCONT)
