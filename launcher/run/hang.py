@@ -12,6 +12,7 @@ a job this launcher did not start. Each rank's Python processes are dumped in pa
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,12 @@ def hang_message(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: Ite
     return f"hung ({what} within {verdict.timeout_s:g} s): {'; '.join(parts)}{tail}"
 
 
+def _ms_up(seconds: float) -> float:
+    """Seconds to the millisecond, rounded up: a rank reported quiet for longer than the limit
+    (the watchdog's test is ``>``) never reads as exactly the limit, as round() could make it."""
+    return math.ceil(seconds * 1000) / 1000
+
+
 def hang_record(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: tuple[int, ...], action: str,
                 message: str, detected: str) -> dict:
     """job.json's status.hang (pure; collect-results reads it back). ``detected``: when the verdict fell (UTC)."""
@@ -126,7 +133,7 @@ def hang_record(verdict: HangVerdict, looks: Mapping[int, RankLook], stuck: tupl
         look = looks.get(watch.rank)
         ranks.append({
             "rank": watch.rank, "host": watch.host, "steps": watch.steps, "epoch": watch.epoch,
-            "last_step": watch.step, "seconds_since_progress": round(verdict.quiet_for(watch.rank), 3),
+            "last_step": watch.step, "seconds_since_progress": _ms_up(verdict.quiet_for(watch.rank)),
             "ended": watch.ended, "state": look.state if look else None,
             "waiting_in": look.waiting_in if look else None, "stack": look.stack if look else None,
             "pids": list(look.pids) if look else [],
