@@ -14,7 +14,7 @@ from deeplab import cpu_tuning  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--config", required=True)
     parser.add_argument("--crop", type=int, required=True)
     parser.add_argument("--batch", type=int, required=True)

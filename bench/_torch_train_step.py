@@ -25,7 +25,7 @@ def build(backbone: str, output_stride: int, num_classes: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--backbone", choices=["resnet101", "resnet50"], required=True)
     parser.add_argument("--output-stride", type=int, choices=[8, 16], required=True)
     parser.add_argument("--num-classes", type=int, required=True)

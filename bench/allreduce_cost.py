@@ -33,7 +33,7 @@ PAYLOAD = Path(__file__).resolve().parent / "_allreduce_payload.py"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny_synthetic")
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args(argv)

@@ -139,7 +139,7 @@ def bench_sftp(work: Path, ranks: int, bytes_per_rank: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--ranks", type=int, default=8)
     parser.add_argument("--gib-per-rank", type=float, default=1.0)
     parser.add_argument("--copy-mib-per-rank", type=int, default=128)

@@ -53,7 +53,7 @@ def measure(data_root: Path, crop: int, workers: int, multiprocessing: bool, n: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default %(default)s)")
     parser.add_argument("--crop", type=int, default=513)
     parser.add_argument("--n", type=int, default=200, help="augmented samples timed per setting")

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of 37 steps per variant (default 3)")
     parser.add_argument("--rounds", type=int, default=1, help="run every variant N times; medians reported")
     parser.add_argument("--data-root", default=str(REPO / "demo" / "data"))

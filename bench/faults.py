@@ -70,7 +70,7 @@ def run_matrix(select: str | None) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", dest="select", help="pytest -k expression (a part of the matrix)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()

@@ -54,7 +54,7 @@ def compile_once(variant: str, config: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny_synthetic")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

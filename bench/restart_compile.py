@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="voc_r101_os16")
     parser.add_argument("--crop", type=int, default=129)
     parser.add_argument("--threads", type=int, default=2)

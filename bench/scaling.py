@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny_synthetic")
     parser.add_argument("--epochs", type=int, default=0, help="epochs per side (default: the preset's)")
     parser.add_argument("--data-root", default=str(REPO / "demo" / "data"))

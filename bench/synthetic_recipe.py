@@ -41,7 +41,7 @@ def _run(cmd: list[str], log: Path, cwd: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny_synthetic")
     parser.add_argument("--dir", type=Path, default=None, help="work here (kept) instead of a temp dir")
     parser.add_argument("--keep", action="store_true")

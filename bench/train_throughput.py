@@ -208,7 +208,7 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="voc_r101_os16", help="preset name or YAML file")
     parser.add_argument("--crop", type=positive_int, default=257)
     parser.add_argument("--batch", type=positive_int, default=2)

@@ -171,7 +171,7 @@ def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-eval", description="Mean IoU of a DeepLabV3 checkpoint.",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-eval", description="Mean IoU of a DeepLabV3 checkpoint.",
                                      epilog="See the module docstring (python -m pydoc deeplab.eval) for details.")
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument("--data-root", required=True, type=Path)

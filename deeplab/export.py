@@ -108,7 +108,7 @@ def export_model(opts: ExportOptions) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-export", description="Export a DeepLabV3 checkpoint to MindIR.",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-export", description="Export a DeepLabV3 checkpoint to MindIR.",
                                      epilog="See the module docstring (python -m pydoc deeplab.export) for details.")
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint file (*.ckpt)")

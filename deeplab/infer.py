@@ -139,7 +139,7 @@ def infer(opts: InferOptions, progress=print) -> list[tuple[Path, Path]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-infer", description="Segment images with DeepLabV3.",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-infer", description="Segment images with DeepLabV3.",
                                      epilog="See the module docstring (python -m pydoc deeplab.infer) for details.")
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument("--ckpt", required=True, type=Path)

@@ -82,7 +82,7 @@ def describe(cfg: Config, config_name: str, batch: int = 1) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-info", description="Size and shapes of a DeepLabV3 config's model.",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-info", description="Size and shapes of a DeepLabV3 config's model.",
                                      epilog="See the module docstring (python -m pydoc deeplab.info) for details.")
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument("--crop", type=int, default=None, help="input side (default: the config's crop_size)")

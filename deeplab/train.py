@@ -393,7 +393,7 @@ def _load_pretrained(train_net, path: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-train", description="Train DeepLabV3 with MindSpore.",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-train", description="Train DeepLabV3 with MindSpore.",
                                      epilog="See the module docstring (python -m pydoc deeplab.train) for details.")
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument("--data-root", required=True, type=Path, help="VOC2012-layout or prepared data directory")

@@ -84,6 +84,10 @@ EXIT_BAD_INPUT = 2
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as the one stderr line every bad input gets."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # an abbreviation is an error line, never a guess
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{PROG}: {message} (see {PROG} --help)\n")
 

@@ -27,7 +27,7 @@ Where it runs
                               this machine's (localhost, 127.0.0.1, its hostname) are reached
                               over SSH (below).
 
-Several hosts (SSH; see launcher/remote/hosts.py and the README's multi-host section)
+Several hosts (SSH; see launcher/backends/ssh.py and docs/launching.md)
     --hosts [user@]host[:port],...  or  --hostfile FILE (one host a line, optional slots=N, # comments)
     --ssh-config FILE         OpenSSH client config (default ~/.ssh/config); --ssh-key FILE;
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
@@ -43,8 +43,8 @@ Several hosts (SSH; see launcher/remote/hosts.py and the README's multi-host sec
     on Ascend --hccn-conf may contain {host} (each host's own file) and one rank table is merged
     from all hosts. A rank failing on any host, Ctrl-C, or a lost SSH connection stops every rank
     on every host.
-Inside a Slurm allocation (see launcher/cluster/slurm_launch.py and the README's "Clusters")
-    --launcher slurm|ssh|local  who starts the ranks; default slurm when SLURM_JOB_ID is set, srun
+Inside a Slurm allocation (see launcher/backends/slurm.py and docs/clusters.md)
+    --launcher slurm|ssh|local  who starts the ranks (the backend); default slurm when SLURM_JOB_ID is set, srun
                               exists and no --hosts/--hostfile is given, else ssh/local by --hosts. Under slurm the hosts are the
                               allocation's nodes (--hosts is refused); ranks per node --devices, else
                               SLURM_NTASKS_PER_NODE, else the nodes' Gres. One task per node first checks
@@ -54,7 +54,7 @@ Inside a Slurm allocation (see launcher/cluster/slurm_launch.py and the README's
                               the scheduler as a one-task step on the first node; a failure, Ctrl-C and the
                               end cancel the steps. srun's own output: <job-dir>/srun.log.
 
-Submitting to Slurm or Kubernetes (launcher/cluster/submit_cli.py)
+Submitting to Slurm or Kubernetes (launcher/backends/submit.py, docs/clusters.md)
     --submit slurm [--nodes N] [--partition P] [--time T] [--account A] [--slurm-arg ARG ...] [--wait]
                               write <job-dir>/submit.sbatch (job_templates/slurm/submit.sbatch.j2), which runs
                               these same options with --launcher slurm inside the allocation; sbatch it and
@@ -170,10 +170,11 @@ Job directory
 
 From Python
     options = LaunchOptions(platform="CPU", devices=2, args=(...))      (launcher.job.options)
-    result = launch(resolve_spec(options))       (launcher.job.resolve, launcher.launch)
+    result = run_job(options)                                           (launcher.run_job)
     result.exit_code, result.first_failure (RankFailure), result.check() raises JobFailed
-    Hosts other than this machine: RemoteHosts(...).prepare(options) -> hosts for resolve_spec,
-    and launch(..., group_factory=remote.rank_groups) (launcher.remote.hosts).
+    run_job chooses where the ranks run with launcher.backends.select_backend (local, ssh, slurm,
+    k8s-pod, or the submit side of slurm/k8s); pass backend= to choose yourself.
+    options.to_argv() gives back the launch-train arguments of the same job.
 
 Exit status
     0        every rank exited 0
@@ -195,23 +196,16 @@ import os
 import signal
 import sys
 
-# Ctrl-C in the first moments (imports, argument checks, pre-flight) must not print a
-# traceback or leave half a job dir: as the program (not when a test imports this), a
-# SIGINT is only noted from the first line on, and main() stops at its next checkpoint.
+# Ctrl-C in the first moments (imports, argument checks) must not print a traceback or leave
+# half a job dir: as the program (not when a test imports this), a SIGINT is only noted from the
+# first line on, and main() stops at its next checkpoint.
 _EARLY_SIGNALS: list[int] = []
 if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "launch-train":
     signal.signal(signal.SIGINT, lambda signum, frame: _EARLY_SIGNALS.append(signum))
 
-import argparse  # noqa: E402 - after the handler, on purpose
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, NoReturn, Optional, Sequence  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402 - after the handler, on purpose
 
 from launcher.errors import LaunchError  # noqa: E402
-from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
-from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
-
-if TYPE_CHECKING:
-    from launcher.job.options import LaunchOptions
 
 PROG = "launch-train"
 EARLY_EXIT_MESSAGE = f"{PROG}: interrupted before the job started; nothing was written"
@@ -226,243 +220,46 @@ def _checkpoint() -> None:
         raise _EarlyInterrupt()
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (the rule for every bad input), still exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{PROG}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
-        prog=PROG,
-        usage=f"{PROG} [options] [-- TRAINING ARGS]",
-        description=__doc__.split("\n\nWhere it runs")[0],
-        epilog="The full manual: python -m pydoc launcher.cli",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    where = p.add_argument_group("where it runs")
-    count = where.add_mutually_exclusive_group()
-    count.add_argument("--devices", type=int, metavar="N", help="devices (ranks) per host")
-    where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
-    where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
-    where.add_argument("--hostfile", type=Path, metavar="FILE",
-                       help="hosts, one per line: [user@]host[:port] [slots=N]; # comments")
-    where.add_argument("--platform", metavar="Ascend|GPU|CPU", help="default: detected")
-    where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
-    where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
-    where.add_argument("--hccn-conf", type=Path, default=Path("/etc/hccn.conf"), metavar="FILE")
-    where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
-    where.add_argument("--no-topology-check", dest="topology_check", action="store_false",
-                       help="accept rank tables with device sets HCCL does not support")
-    where.add_argument("--launcher", choices=("slurm", "ssh", "local"),
-                       help="who starts the ranks (default: slurm inside an allocation, else ssh/local by --hosts)")
-    what = p.add_argument_group("what each rank runs")
-    entry = what.add_mutually_exclusive_group()
-    entry.add_argument("--entry", type=Path, metavar="SCRIPT.py", help="run python SCRIPT.py")
-    entry.add_argument("--module", metavar="MOD", help="run python -m MOD (default deeplab.train)")
-    what.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
-    what.add_argument("--bind-cores", action=argparse.BooleanOptionalAction, default=True)
-    what.add_argument("--templates", type=Path, metavar="DIR", help="your own template directory")
-    sup = p.add_argument_group("supervision")
-    sup.add_argument("--job-dir", type=Path, metavar="DIR", help="default ./jobs/<job-id>")
-    sup.add_argument("--max-restarts", type=int, default=0, metavar="N")
-    sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
-    sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
-    sup.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT_S, metavar="S",
-                     help="a rank with no new training step for S seconds is hung (0: off)")
-    sup.add_argument("--first-step-timeout", type=float, default=DEFAULT_FIRST_STEP_TIMEOUT_S, metavar="S",
-                     help="time allowed until a rank's first step (compile, data start-up; 0: off)")
-    look_running = p.add_argument_group("looking at a running job")
-    looking = look_running.add_mutually_exclusive_group()
-    looking.add_argument("--status", type=Path, metavar="JOB_DIR", help="show the ranks of a (running) job and exit")
-    looking.add_argument("--stack", type=Path, metavar="JOB_DIR",
-                         help="dump every local rank's stack into LOG<rank>/stack.txt and exit")
-    look = p.add_argument_group("looking before starting")
-    look.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
-    look.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
-    return p
-
-
-def split_training_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Launcher options before the first ``--``, training args (unchanged) after it."""
-    argv = list(argv)
-    if "--" in argv:
-        cut = argv.index("--")
-        return argv[:cut], argv[cut + 1 :]
-    return argv, []
-
-
-def options_from_args(ns: argparse.Namespace, training_args: Sequence[str]) -> "LaunchOptions":
-    from launcher.cluster.submit_cli import SUBMITTED_FILES
-    from launcher.job.options import LaunchOptions, parse_env_assignment
-
-    visible = parse_device_list(ns.visible_devices) if ns.visible_devices is not None else None
-    return LaunchOptions(
-        args=tuple(training_args),
-        devices=ns.devices,
-        visible_devices=visible,
-        hosts=ns.hosts,
-        hostfile=ns.hostfile,
-        platform=ns.platform,
-        mode=ns.mode,
-        rank_table=ns.rank_table,
-        hccn_conf=ns.hccn_conf,
-        sched_port=ns.sched_port,
-        master_addr=ns.master_addr,
-        entry=ns.entry,
-        module=ns.module,
-        job_dir=ns.job_dir,
-        env=tuple(parse_env_assignment(item) for item in ns.env),
-        bind_cores=ns.bind_cores,
-        max_restarts=ns.max_restarts,
-        templates=ns.templates,
-        tee=ns.tee,
-        topology_check=ns.topology_check,
-        hang_timeout_s=ns.hang_timeout,
-        first_step_timeout_s=ns.first_step_timeout,
-        job_id=getattr(ns, "job_id", None),
-        prepared_files=SUBMITTED_FILES if getattr(ns, "from_submit", False) else (),
-    )
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """argv -> options -> run_job (or a look at a running job); the exit status."""
+    from launcher.job.arguments import parse_command_line
+
     try:
-        return _main(argv)
+        try:
+            command = parse_command_line(sys.argv[1:] if argv is None else argv, __doc__.split("\n\nWhere it runs")[0])
+            _checkpoint()
+            if command.options is None:
+                from launcher.job_view import show_stacks, show_status
+
+                return show_status(command.status, sys.stdout) if command.status else show_stacks(command.stack, sys.stdout)
+            return _run(command.options)
+        except LaunchError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     except (KeyboardInterrupt, _EarlyInterrupt):
         # Ctrl-C before the job's own handlers were in place: nothing was started or written.
         print(EARLY_EXIT_MESSAGE, file=sys.stderr)
         return 130
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
-    from launcher.cluster import submit_cli
-    from launcher.remote import hosts as remote_hosts
-
-    own, training_args = split_training_args(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    remote_hosts.add_arguments(parser)
-    submit_cli.add_arguments(parser)
-    ns = parser.parse_args(own)
-    _checkpoint()
-    if ns.json and not ns.dry_run:
-        print(f"{PROG}: error: --json: only with --dry-run", file=sys.stderr)
-        return 2
-    if not (0 < ns.status_interval <= 86400):  # NaN fails this too
-        print(f"{PROG}: error: --status-interval {ns.status_interval}: must be a number of seconds in (0, 86400]",
-              file=sys.stderr)
-        return 2
-    if ns.status is not None or ns.stack is not None:
-        from launcher.job_view import show_stacks, show_status
-
-        try:
-            if ns.status is not None:
-                return show_status(ns.status, sys.stdout)
-            return show_stacks(ns.stack, sys.stdout)
-        except LaunchError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
-    try:
-        if ns.submit == "slurm":
-            return submit_cli.submit_slurm(ns, own, training_args)
-        if ns.submit == "k8s":
-            return submit_cli.submit_k8s(ns, own, training_args)
-        if ns.from_env:
-            from launcher.cluster.pod_launch import launch_from_env
-
-            return launch_from_env(ns, options_from_args(ns, training_args))
-        return _run(ns, training_args)
-    except LaunchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(ns: argparse.Namespace, training_args: Sequence[str]) -> int:
-    import dataclasses
-
-    from launcher.cluster.slurm_launch import SlurmHosts, chosen_launcher
-    from launcher.job.hosts import host_entries
-    from launcher.job.resolve import resolve_spec, settle_platform
-    from launcher.launch import local_groups
-    from launcher.remote.hosts import RemoteHosts
-
-    if chosen_launcher(ns.launcher, hosts_given=bool(ns.hosts or ns.hostfile)) == "slurm":
-        slurm = SlurmHosts.from_environment()
-        # One task per node looks at every node while this process imports and plans (the flags it
-        # needs have the same names as the options).
-        slurm.start_probe(ns, check=not ns.dry_run)
-        try:
-            options = slurm.settle(options_from_args(ns, training_args))
-            found = slurm.prepare(options, check=not ns.dry_run)
-        finally:
-            slurm.abandon_probe()  # a no-op once prepare has read it
-        spec = resolve_spec(options, hosts=found.hosts, hccn_texts=found.hccn_texts,
-                            scheduler_port=found.scheduler_port, gpu_ids=found.gpu_ids)
-        return _start(ns, spec, slurm.rank_groups, slurm.dry_run_text)
-
-    options = options_from_args(ns, training_args)
-    _checkpoint()
-    try:
-        entries = host_entries(options.hosts, options.hostfile)
-    except ValueError as exc:
-        raise LaunchError(str(exc)) from None
-    remote = RemoteHosts.from_args(ns, entries)  # None when every host is this machine
-    if remote is None:
-        return _start(ns, resolve_spec(options), local_groups, None)
-    if ns.launcher == "local":
-        raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
-    settled = dataclasses.replace(settle_platform(options), python=ns.remote_python)
-    if options.platform is None and not entries[0].local:
-        print(f"{PROG}: warning: --platform not given: {settled.platform} detected on this machine, not on "
-              "the hosts; give --platform if they differ", file=sys.stderr)
-    # Pre-flight every remote host (not for dry runs): what it finds completes the job.
-    found = remote.prepare(settled, check=not ns.dry_run)
-    _checkpoint()
-    spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts, scheduler_port=found.scheduler_port,
-                        gpu_ids=found.gpu_ids)
-    return _start(ns, spec, remote.rank_groups, remote.dry_run_text)
-
-
-def _start(ns: argparse.Namespace, spec, factory, dry_run_text) -> int:
-    """Print the plan (--dry-run) or run the job with the launcher's group factory."""
-    from launcher.launch import launch, prepare
-
-    _checkpoint()
-    if ns.dry_run:
-        from launcher.job.dry_run import plan_json, plan_text
-
-        plan, files = prepare(spec)
-        sys.stdout.write(plan_json(plan, files) if ns.json else plan_text(plan, files))
-        if not ns.json and dry_run_text is not None:
-            sys.stdout.write(dry_run_text(plan))  # per host: how it is reached, what runs there
-        return 0
+def _run(options) -> int:
     from launcher.run.orphans import become_subreaper, kill_leftover_children
     from launcher.run.supervisor import Interrupt
+    from launcher.run_job import run_job
 
     interrupt = Interrupt()
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        # Our early handler: hand over to the job's Interrupt first, then carry over what it noted.
+        # Our early handler: hand over to the job's Interrupt (launch() installs its own handlers later).
         signal.signal(signal.SIGINT, lambda signum, frame: interrupt.trigger(signum))
     _checkpoint()
-
-    become_subreaper()  # what escapes a rank's keeper comes back here, not to init
-    from launcher.launch import LaunchInterrupted
-
+    if not options.dry_run:
+        become_subreaper()  # what escapes a rank's keeper comes back here, not to init
     try:
-        # From here launch()'s handlers own SIGINT/SIGTERM/SIGHUP; one that came meanwhile is passed on.
-        if _EARLY_SIGNALS:
-            interrupt.trigger(_EARLY_SIGNALS[0])
-        result = launch(spec, group_factory=factory, plain_interval=ns.status_interval, interrupt=interrupt)
-    except LaunchInterrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        # A group that could not start (e.g. a host that went away after pre-flight); every
-        # group was closed by the supervisor before this reaches here.
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        result = run_job(options, interrupt=interrupt)
     finally:
         kill_leftover_children()
+    if result.message:
+        print(f"{PROG}: {result.message}", file=sys.stderr)
     return result.exit_code
 
 

@@ -12,24 +12,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from launcher.errors import LaunchError
-from launcher.job.json_input import JsonInputError, load_file
+from launcher.job.job_record import JobFileError, load_job
 from launcher.log_format import LOSS_LINE
 from launcher.run.logs import tail_lines
 
 
 def _load(job_dir: Path) -> dict[str, Any]:
-    path = Path(job_dir) / "job.json"
+    """job.json through the one reader (launcher.job.job_record), as the document it checked."""
     try:
-        doc = load_file(path)
-    except FileNotFoundError:
-        raise LaunchError(f"{path}: no job.json here (is {job_dir} a job directory?)") from None
-    except OSError as err:
-        raise LaunchError(f"{path}: cannot read: {err.strerror or err}") from None
-    except JsonInputError as err:
-        raise LaunchError(f"{path}: {err}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("ranks"), list) or not isinstance(doc.get("hosts"), list):
-        raise LaunchError(f"{path}: not a launch-train job.json (no ranks / hosts)")
-    return doc
+        return load_job(Path(job_dir)).raw
+    except JobFileError as err:
+        raise LaunchError(str(err)) from None
 
 
 def _ranks(doc: dict) -> list[dict]:

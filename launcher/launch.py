@@ -5,8 +5,9 @@ plan (pure) -> render every file (pure; a template error stops here) -> check th
 directory and the scheduler port -> create the job directory, write job.json
 ("planned") and every rendered file -> start and supervise (job.json "running") ->
 restart the whole group up to ``max_restarts`` times -> job.json with every rank's
-outcome. Remote hosts are started by the ``group_factory`` the multi-host support
-passes in; the default handles this machine only.
+outcome. The groups come from ``group_factory``, a backend's ``groups`` (launcher/backends/);
+the default runs every rank on this machine. ``launcher.run_job.run_job(options)`` is the entry
+that chooses the backend and gets here.
 """
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ from launcher.run.failures import JobFailed, RankExit, RankFailure
 from launcher.atomic_write import write_atomic
 from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_job_json
 from launcher.console import LiveStatus
-from launcher.run.local import LocalGroup
-from launcher.run.mpirun import MpirunGroup
 from launcher.job.plan import Plan, plan_job, plan_restart
 from launcher.job.ports import check_port_free
 from launcher.job.resolve import check_job_dir_free
@@ -50,17 +49,23 @@ class LaunchInterrupted(Exception):
 class JobResult:
     """How a job ended. ``exit_code`` is what launch-train exits with."""
 
-    plan: Plan
+    plan: Optional[Plan]  # None: the job was submitted, or never started
     state: str
     exit_code: int
     restarts: int
     exits: tuple[RankExit, ...]
     first_failure: Optional[RankFailure] = None
     problem: Optional[str] = None
+    # For the person at the terminal when the supervisor did not say it already (a job that never started).
+    message: Optional[str] = None
+
+    @classmethod
+    def without_plan(cls, state: str, exit_code: int, message: Optional[str] = None) -> "JobResult":
+        return cls(plan=None, state=state, exit_code=exit_code, restarts=0, exits=(), message=message)
 
     @property
-    def job_dir(self) -> Path:
-        return self.plan.spec.job_dir
+    def job_dir(self) -> Optional[Path]:
+        return self.plan.spec.job_dir if self.plan is not None else None
 
     @property
     def succeeded(self) -> bool:
@@ -72,17 +77,6 @@ class JobResult:
             failures = [self.first_failure] if self.first_failure else []
             raise JobFailed(failures, None if failures else (self.problem or f"job {self.state}"))
         return self
-
-
-def local_groups(plan: Plan) -> list[ProcessGroup]:
-    """Groups for a job whose hosts are all this machine (launcher.remote.hosts.RemoteHosts.rank_groups otherwise)."""
-    remote = [h.host.name for h in plan.hosts if not h.host.local]
-    if remote:
-        raise LaunchError(f"--hosts {','.join(remote)}: not this machine; start such jobs with "
-                          "group_factory=RemoteHosts.rank_groups (launcher.remote.hosts)")
-    if plan.spec.mode == "mpirun":
-        return [MpirunGroup(plan)]
-    return [LocalGroup(plan, entry.host.name) for entry in plan.hosts]
 
 
 def prepare(spec: JobSpec) -> tuple[Plan, tuple[RenderedFile, ...]]:
@@ -181,7 +175,7 @@ def _write_into_prepared(plan: Plan, files: Sequence[RenderedFile]) -> None:
 def launch(
     spec: JobSpec,
     *,
-    group_factory: GroupFactory = local_groups,
+    group_factory: Optional[GroupFactory] = None,
     out: Optional[TextIO] = None,
     status_out: Optional[TextIO] = None,
     is_tty: Optional[bool] = None,
@@ -190,6 +184,10 @@ def launch(
     interrupt: Optional[Interrupt] = None,
 ) -> JobResult:
     """Run the job described by ``spec`` to the end; bad input raises LaunchError before anything starts."""
+    if group_factory is None:
+        from launcher.backends.local import LocalBackend
+
+        group_factory = LocalBackend().groups
     out = out if out is not None else sys.stdout
     status_out = status_out if status_out is not None else sys.stderr
     plan, files = prepare(spec)

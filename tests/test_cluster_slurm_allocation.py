@@ -106,17 +106,20 @@ def test_current_allocation_inside_a_real_salloc(slurm_no_jobs_left, tmp_path):
 
 
 def test_which_launcher_runs_the_job(tmp_path):
-    from launcher.cluster.slurm_launch import chosen_launcher
+    from launcher.backends import default_launcher, select_backend
+    from launcher.backends.local import LocalBackend
     from launcher.errors import LaunchError
+    from launcher.job.options import LaunchOptions
 
     srun = tmp_path / "srun"
     srun.write_text("#!/bin/sh\n")
     srun.chmod(0o755)
     inside = {"SLURM_JOB_ID": "7", "PATH": str(tmp_path)}
-    assert chosen_launcher(None, inside) == "slurm"
-    assert chosen_launcher(None, inside, hosts_given=True) == "ssh"  # hosts named by hand: SSH
-    assert chosen_launcher(None, {"SLURM_JOB_ID": "7", "PATH": "/nonexistent"}) == "ssh"  # no srun here
-    assert chosen_launcher(None, {"PATH": str(tmp_path)}) == "ssh"
-    assert chosen_launcher("local", inside) == "local"
+    plain = LaunchOptions()
+    assert default_launcher(plain, inside) == "slurm"
+    assert default_launcher(LaunchOptions(hosts="h1"), inside) == "ssh"  # hosts named by hand: SSH
+    assert default_launcher(plain, {"SLURM_JOB_ID": "7", "PATH": "/nonexistent"}) == "ssh"  # no srun here
+    assert default_launcher(plain, {"PATH": str(tmp_path)}) == "ssh"
+    assert isinstance(select_backend(LaunchOptions(launcher="local"), inside), LocalBackend)
     with pytest.raises(LaunchError, match="--launcher 'pbs'"):
-        chosen_launcher("pbs", inside)
+        select_backend(LaunchOptions(launcher="pbs"), inside)

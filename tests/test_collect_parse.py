@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.collect.errors import CollectInputError
 from launcher.collect.evalfile import parse_eval
-from launcher.collect.jobfile import load_job, newest_job_dir, parse_job
+from launcher.job.job_record import JobFileError, load_job, newest_job_dir, parse_job
 from launcher.collect.logparse import log_tail, parse_epoch_time_line, parse_loss_line, parse_miou_line, parse_training_log
 from launcher.collect.summary import batch_size_from_args
 from tests.fixtures.collect_jobs import RankSpec, make_job
@@ -117,7 +116,7 @@ def test_bad_job_json_is_one_clear_error(tmp_path: Path, mutate, message):
     doc = json.loads((job_dir / "job.json").read_text())
     mutate(doc)
     (job_dir / "job.json").write_text(json.dumps(doc))
-    with pytest.raises(CollectInputError, match=message) as err:
+    with pytest.raises(JobFileError, match=message) as err:
         load_job(job_dir)
     assert str(job_dir / "job.json") in str(err.value) and "\n" not in str(err.value)
 
@@ -135,7 +134,7 @@ def test_newest_job_by_created(tmp_path: Path):
         doc["created"] = created
         (job_dir / "job.json").write_text(json.dumps(doc))
     assert newest_job_dir(tmp_path) == newer
-    with pytest.raises(CollectInputError, match="no job directories"):
+    with pytest.raises(JobFileError, match="no job directories"):
         newest_job_dir(tmp_path / "empty")
 
 

@@ -97,7 +97,7 @@ def test_preflight_failure_table_names_host_and_check(sshd_hosts, ssh_options, t
 
 
 def test_preflight_checks_only_the_imports_the_job_needs(sshd_hosts, ssh_options, tmp_path):
-    from launcher.remote.hosts import preflight_imports
+    from launcher.backends.ssh import preflight_imports
 
     assert preflight_imports(Path("/x/train.py"), None) == ("launcher",)  # --entry: no deeplab needed
     assert preflight_imports(None, None) == ("launcher", "deeplab")

@@ -87,7 +87,7 @@ def test_submit_slurm_dry_run_prints_the_script_and_writes_nothing(tmp_path):
     exec_line = next(line for line in done.stdout.splitlines() if line.startswith("exec "))
     import shlex
     words = shlex.split(exec_line)
-    assert words[-2:] == ["--config", "it's"] and "--launcher" in words and "--submit" not in words
+    assert words[-2:] == ["--config", "it's"] and "--launcher=slurm" in words and "--submit" not in words
     assert "--dry-run" not in words and "--nodes" not in words
     assert not job_dir.exists()
 

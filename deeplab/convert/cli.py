@@ -76,7 +76,7 @@ def convert(config: str, source: Path, out: Path, overrides: Sequence[str] = (),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-convert",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-convert",
                                      description="Convert an official/ImageNet checkpoint to this project's layout.",
                                      epilog="See the module docstring (python -m pydoc deeplab.convert.cli).")
     parser.add_argument("--config", required=True, help="preset name or YAML file of the target model")

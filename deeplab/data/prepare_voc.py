@@ -255,7 +255,7 @@ def prepare_voc(voc_root: PathLike, out: PathLike, sbd_root: Optional[PathLike] 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab-prepare-voc",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="deeplab-prepare-voc",
                                      description="Index labels, split lists and MindRecord shards from VOC 2012 (+ SBD).")
     parser.add_argument("--voc-root", required=True, type=Path, help="VOCdevkit/VOC2012 (or a deeplab-synth output)")
     parser.add_argument("--sbd-root", type=Path, help="SBD benchmark_RELEASE/dataset, for train_aug.txt")

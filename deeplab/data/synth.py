@@ -238,7 +238,7 @@ def write_synthetic_voc(out_dir: "os.PathLike[str] | str", train: int = 300, val
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deeplab-synth", description=__doc__.split("\n\n", 1)[0].split(": ", 1)[-1],
+        allow_abbrev=False, prog="deeplab-synth", description=__doc__.split("\n\n", 1)[0].split(": ", 1)[-1],
         epilog="DIR becomes the VOC2012 root: JPEGImages/, SegmentationClass/, ImageSets/Segmentation/.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory (the VOC2012 root)")

@@ -66,11 +66,16 @@ from pathlib import Path
 from typing import Sequence
 
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
-from launcher.collect.errors import CollectInputError, CollectWriteError
+from launcher.collect.errors import CollectWriteError
+from launcher.job.job_record import JobFileError
 from launcher.collect.hashing import default_cache_path
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # an abbreviation is an error line, never a guess
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         sys.stderr.write(f"collect-results: {message}\n")
         raise SystemExit(2)
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         outcome = collect(request)
-    except CollectInputError as err:
+    except JobFileError as err:  # job.json unusable, or a CollectInputError
         sys.stderr.write(f"collect-results: {err}\n")
         return 2
     except CollectWriteError as err:

@@ -33,7 +33,7 @@ from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.evalfile import parse_eval
 from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Problem, gather
 from launcher.collect.hashing import HashCache, default_cache_path
-from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
+from launcher.job.job_record import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles

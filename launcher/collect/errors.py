@@ -1,8 +1,9 @@
 """Errors the user can cause when collecting; the message is the one line shown."""
+from launcher.job.job_record import JobFileError
 
 
-class CollectInputError(ValueError):
-    """Bad input (no job.json, unreadable job.json, destination exists): exit status 2."""
+class CollectInputError(JobFileError):
+    """Bad input (a destination that exists, ...): exit status 2; like job.json's own errors (JobFileError)."""
 
 
 class CollectWriteError(OSError):

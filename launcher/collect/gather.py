@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from launcher.collect.hashing import HashCache
-from launcher.collect.jobfile import HostEntry, JobRecord
+from launcher.job.job_record import JobHost, JobRecord
 from launcher.collect.listing import Listing, NotFollowed, Skipped
 from launcher.collect.sources import HostFiles, HostLost, SourceFile
 
@@ -123,7 +123,7 @@ class GatherResult:
 class GatherPlan:
     """Which directories and files to take from one host."""
 
-    host: HostEntry | None  # None: the launch host's job dir (job.json's own directory)
+    host: JobHost | None  # None: the launch host's job dir (job.json's own directory)
     rank_dirs: tuple[tuple[int, str, str], ...]  # (rank, "LOG<rank>", host name in job.json)
     job_files: bool
     scheduler: bool

@@ -6,7 +6,7 @@ host keys strictly (known_hosts; unknown keys rejected unless
 """
 from __future__ import annotations
 
-from launcher.collect.jobfile import HostEntry
+from launcher.job.job_record import JobHost
 from launcher.collect.sources import SftpFiles
 from launcher.job import hosts as job_hosts
 from launcher.remote.ssh import SshOptions, connection, describe_ssh_error, open_sftp, resolve_hosts
@@ -16,12 +16,12 @@ class HostUnreachable(ConnectionError):
     """A host could not be connected to; the message is one line saying why."""
 
 
-def host_uri(host: HostEntry, user: str | None = None) -> str:
+def host_uri(host: JobHost, user: str | None = None) -> str:
     user = user or host.user
     return f"ssh://{user + '@' if user else ''}{host.address}:{host.port}"
 
 
-def open_host_files(host: HostEntry, options: SshOptions) -> SftpFiles:
+def open_host_files(host: JobHost, options: SshOptions) -> SftpFiles:
     """SftpFiles over a fresh connection to host; HostUnreachable when that fails."""
     entry = job_hosts.HostEntry(host=host.address, user=host.user or None, port=host.port, source=f"job.json host {host.name}")
     try:

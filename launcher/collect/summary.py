@@ -11,7 +11,7 @@ from typing import Any
 
 from launcher.collect.evalfile import EvalResult
 from launcher.collect.gather import ManifestEntry, Problem
-from launcher.collect.jobfile import JobRecord, RankEntry
+from launcher.job.job_record import JobRecord, RankEntry
 from launcher.collect.logparse import TrainingLog, log_tail
 
 SUMMARY_SCHEMA = 1

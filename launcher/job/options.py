@@ -1,17 +1,21 @@
 """LaunchOptions: what a user can ask launch-train for, before anything is looked up.
 
-One field per flag (see launcher.cli for each); None means "the default". Parsing the
-flags' small languages (``--env KEY=VALUE``, ``--tee 0,2-3``) lives here too. Turning
-options into a JobSpec (looking at the machine and the hosts) is launcher.job.resolve.
+One field per flag (see launcher.cli for each); None means "the default". Each field that
+has a flag says so in its metadata, which is how ``to_argv()`` rebuilds the command line
+that runs the same job inside a Slurm allocation or a pod: from the parsed options, never
+by filtering the raw argv. Parsing the flags' small languages (``--env KEY=VALUE``,
+``--tee 0,2-3``) lives here too. Turning options into a JobSpec (looking at the machine and
+the hosts) is launcher.job.resolve; which backend runs it, launcher.backends.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from launcher.errors import LaunchError
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
@@ -19,6 +23,15 @@ from launcher.job.platforms import DEFAULT_HCCN_CONF
 from launcher.job.ports import check_port
 from launcher.job.safe_text import check_env_value, refuse_control, visible
 from launcher.job.spec import check_env_name
+
+# What --submit leaves in the job dir before the job itself runs there (Slurm keeps its output open).
+SUBMITTED_FILES = ("submit.sbatch", "slurm-*.out")
+
+
+def flag(name: str, **extra: Any) -> dict:
+    """Field metadata: the command-line flag that sets this option (for to_argv)."""
+    return {"flag": name, **extra}
+
 
 MAX_RESTARTS = 1000
 MAX_TEE_RANK = 1 << 20
@@ -29,31 +42,52 @@ class LaunchOptions:
     """What a user can ask for; None means "the default" (see launcher.cli for each)."""
 
     args: tuple[str, ...] = ()
-    devices: Optional[int] = None
-    visible_devices: Optional[tuple[int, ...]] = None
-    hosts: Optional[str] = None
-    hostfile: Optional[Path] = None
-    platform: Optional[str] = None
-    mode: Optional[str] = None
-    rank_table: Optional[Path] = None
-    hccn_conf: Path = DEFAULT_HCCN_CONF
-    sched_port: Optional[int] = None
-    master_addr: Optional[str] = None
-    entry: Optional[Path] = None
-    module: Optional[str] = None
-    job_dir: Optional[Path] = None
-    env: tuple[tuple[str, str], ...] = ()
-    bind_cores: bool = True
-    max_restarts: int = 0
-    templates: Optional[Path] = None
-    tee: str = "0"
-    python: Optional[str] = None
-    topology_check: bool = True
-    hang_timeout_s: Optional[float] = DEFAULT_HANG_TIMEOUT_S
-    first_step_timeout_s: Optional[float] = DEFAULT_FIRST_STEP_TIMEOUT_S
+    devices: Optional[int] = field(default=None, metadata=flag("--devices"))
+    visible_devices: Optional[tuple[int, ...]] = field(default=None, metadata=flag("--visible-devices"))
+    hosts: Optional[str] = field(default=None, metadata=flag("--hosts"))
+    hostfile: Optional[Path] = field(default=None, metadata=flag("--hostfile"))
+    platform: Optional[str] = field(default=None, metadata=flag("--platform"))
+    mode: Optional[str] = field(default=None, metadata=flag("--mode"))
+    rank_table: Optional[Path] = field(default=None, metadata=flag("--rank-table"))
+    hccn_conf: Path = field(default=DEFAULT_HCCN_CONF, metadata=flag("--hccn-conf"))
+    sched_port: Optional[int] = field(default=None, metadata=flag("--sched-port"))
+    master_addr: Optional[str] = field(default=None, metadata=flag("--master-addr"))
+    entry: Optional[Path] = field(default=None, metadata=flag("--entry"))
+    module: Optional[str] = field(default=None, metadata=flag("--module"))
+    job_dir: Optional[Path] = field(default=None, metadata=flag("--job-dir"))
+    env: tuple[tuple[str, str], ...] = field(default=(), metadata=flag("--env"))
+    bind_cores: bool = field(default=True, metadata=flag("--bind-cores"))
+    max_restarts: int = field(default=0, metadata=flag("--max-restarts"))
+    templates: Optional[Path] = field(default=None, metadata=flag("--templates"))
+    tee: str = field(default="0", metadata=flag("--tee"))
+    # The ranks' interpreter (--remote-python: the same path on every host); None: this one's.
+    python: Optional[str] = field(default=None, metadata=flag("--remote-python"))
+    topology_check: bool = field(default=True, metadata=flag("--topology-check"))
+    hang_timeout_s: Optional[float] = field(default=DEFAULT_HANG_TIMEOUT_S, metadata=flag("--hang-timeout"))
+    first_step_timeout_s: Optional[float] = field(default=DEFAULT_FIRST_STEP_TIMEOUT_S,
+                                                  metadata=flag("--first-step-timeout"))
+    status_interval_s: float = field(default=30.0, metadata=flag("--status-interval"))
+    # Who starts the ranks (launcher.backends.select_backend; None: chosen from the environment).
+    launcher: Optional[str] = field(default=None, metadata=flag("--launcher"))
+    # SSH hosts (launcher.remote): how they are reached and how long their agents wait for us.
+    ssh_config: Optional[Path] = field(default=None, metadata=flag("--ssh-config"))
+    ssh_key: Optional[Path] = field(default=None, metadata=flag("--ssh-key"))
+    ssh_timeout_s: float = field(default=10.0, metadata=flag("--ssh-timeout"))
+    ssh_known_hosts: Optional[Path] = field(default=None, metadata=flag("--ssh-known-hosts"))
+    ssh_accept_unknown_host_keys: bool = field(default=False, metadata=flag("--ssh-accept-unknown-host-keys"))
+    heartbeat_timeout_s: float = field(default=30.0, metadata=flag("--heartbeat-timeout"))
+    # In a pod (--from-env): whose variables to read, how long to wait for the mounted rank table.
+    from_env: bool = field(default=False, metadata=flag("--from-env"))
+    k8s_kind: Optional[str] = field(default=None, metadata=flag("--k8s-kind"))
+    rank_table_timeout_s: float = field(default=600.0, metadata=flag("--rank-table-timeout"))
     # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
-    job_id: Optional[str] = None
-    prepared_files: tuple[str, ...] = ()
+    job_id: Optional[str] = field(default=None, metadata=flag("--job-id"))
+    from_submit: bool = field(default=False, metadata=flag("--from-submit"))
+    # Print the plan instead of running it (never passed on: the job inside must run).
+    dry_run: bool = False
+    json: bool = False
+    # --submit slurm|k8s and what only the submission uses (never passed on either).
+    submit: Optional["SubmitOptions"] = None
 
     def __post_init__(self) -> None:
         if self.entry is not None and self.module is not None:
@@ -81,8 +115,74 @@ class LaunchOptions:
                 refuse_control(self.master_addr, "--master-addr")
                 if not re.fullmatch(r"[A-Za-z0-9_.:%-]+", self.master_addr):
                     raise ValueError(f"--master-addr {self.master_addr[:80]!r}: not a host name or IP address")
+            for name, value, high in (("--status-interval", self.status_interval_s, 86400),
+                                      ("--heartbeat-timeout", self.heartbeat_timeout_s, 86400),
+                                      ("--ssh-timeout", self.ssh_timeout_s, 86400)):
+                if not 0 < value <= high:  # NaN and inf fail this too
+                    raise ValueError(f"{name} {value}: must be a number of seconds in (0, {high}]")
+            if not 0 <= self.rank_table_timeout_s <= 7 * 86400:
+                raise ValueError(f"--rank-table-timeout {self.rank_table_timeout_s}: must be a number of seconds "
+                                 f"in [0, {7 * 86400}]")
+            if self.launcher is not None:
+                refuse_control(self.launcher, "--launcher")
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
+        if self.json and not self.dry_run:
+            raise LaunchError("--json: only with --dry-run")
+
+    @property
+    def prepared_files(self) -> tuple[str, ...]:
+        """Files the job dir may already hold: what --submit left there."""
+        return SUBMITTED_FILES if self.from_submit else ()
+
+    def to_argv(self) -> list[str]:
+        """The launch-train arguments that ask for this same job (inverse of the parser).
+
+        Every option that differs from its default, as ``--flag=value`` (so a value that starts
+        with '-' stays a value), then ``--`` and the training arguments unchanged. Never the
+        submit-only options, --dry-run or --json: this is the job that runs.
+        """
+        words: list[str] = []
+        for item in dataclasses.fields(self):
+            name = item.metadata.get("flag")
+            value = getattr(self, item.name)
+            if name is None or value == item.default:
+                continue
+            if value is None:
+                words.append(f"{name}=0")  # a timeout that is on by default, turned off
+            elif isinstance(value, bool):
+                # A flag whose default is on is turned off by its --no- form (--no-bind-cores, --no-topology-check).
+                words.append(name if value else "--no-" + name[2:])
+            elif item.name == "env":
+                words.extend(f"{name}={key}={val}" for key, val in value)
+            elif item.name == "visible_devices":
+                words.append(f"{name}={','.join(map(str, value))}")
+            elif isinstance(value, float):
+                words.append(f"{name}={value!r}")
+            else:
+                words.append(f"{name}={value}")
+        return [*words, "--", *self.args]
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """--submit slurm|k8s: what only the submission uses; the job itself is the LaunchOptions."""
+
+    target: str  # slurm | k8s
+    nodes: int = 1
+    partition: Optional[str] = None
+    time: Optional[str] = None
+    account: Optional[str] = None
+    slurm_args: tuple[str, ...] = ()
+    wait: bool = False
+    image: Optional[str] = None
+    namespace: str = "default"
+    k8s_set: tuple[str, ...] = ()
+    apply: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target not in ("slurm", "k8s"):
+            raise LaunchError(f"--submit {self.target!r}: use slurm or k8s")
 
 
 def new_job_id() -> str:

@@ -16,7 +16,6 @@ from launcher.errors import LaunchError
 
 PLATFORMS = ("Ascend", "GPU", "CPU")
 MODES = ("rank-table", "mpirun", "dynamic")
-DEFAULT_MODE = {"Ascend": "rank-table", "GPU": "mpirun", "CPU": "dynamic"}
 DEFAULT_HCCN_CONF = Path("/etc/hccn.conf")
 
 _GPU_LINE = re.compile(r"^GPU (\d+):", re.MULTILINE)
@@ -33,6 +32,19 @@ def gpu_ids() -> tuple[int, ...]:
     if done.returncode != 0:
         return ()
     return tuple(int(m) for m in _GPU_LINE.findall(done.stdout))
+
+
+def default_mode(platform: str, *, mpirun_spans_hosts: bool = True, rank_table: bool = True) -> str:
+    """The one rule for the start mode when --mode is not given.
+
+    Ascend -> rank-table (dynamic where no rank table can be had), GPU -> mpirun (dynamic where
+    one mpirun cannot reach every host: pods), CPU -> dynamic.
+    """
+    if platform == "Ascend" and rank_table:
+        return "rank-table"
+    if platform == "GPU" and mpirun_spans_hosts:
+        return "mpirun"
+    return "dynamic"
 
 
 def detect_platform(hccn_conf: Path = DEFAULT_HCCN_CONF) -> str:

@@ -4,7 +4,7 @@ One resolver for one host or many. This is where the launcher looks at the machi
 detects the platform, lists devices, reads hccn.conf or the rank table, picks or checks
 the scheduler port, checks the entry script. Remote hosts arrive already resolved
 (address through the ssh config, cores and CPU flags, their hccn.conf text and a free
-scheduler port from pre-flight: launcher.remote.hosts); this machine is probed here.
+scheduler port from pre-flight: launcher/backends/); this machine is probed here.
 Every problem is a LaunchError naming the flag or file; nothing is written.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, host_entries
 from launcher.job.job_json import utc_now
 from launcher.job.options import LaunchOptions, new_job_id, parse_tee
 from launcher.job.platforms import (
-    DEFAULT_MODE,
     MODES,
     check_platform,
     choose_devices,
+    default_mode,
     detect_platform,
     usable_cpus,
     visible_gpu_ids,
@@ -49,7 +49,7 @@ def _warn(message: str) -> None:
 def settle_platform(options: LaunchOptions) -> LaunchOptions:
     """The options with platform and start mode decided (detected on this machine when not given)."""
     platform = check_platform(options.platform) if options.platform else detect_platform(options.hccn_conf)
-    mode = options.mode or DEFAULT_MODE[platform]
+    mode = options.mode or default_mode(platform)
     if mode not in MODES:
         raise LaunchError(f"--mode {mode!r}: unknown start mode (use rank-table, mpirun or dynamic)")
     if mode == "rank-table" and platform != "Ascend":
@@ -80,7 +80,7 @@ def local_hosts(options: LaunchOptions) -> tuple[Host, ...]:
     remote = [entry.label for entry in entries if not entry.local]
     if remote:
         raise LaunchError(f"--hosts {','.join(remote)}: not this machine; remote hosts are resolved and "
-                          "pre-flighted first (launcher.remote.hosts.RemoteHosts.prepare), then passed as hosts=")
+                          "pre-flighted first (launcher.backends.ssh.SshBackend.discover), then passed as hosts=")
     return tuple(entry.local_host() for entry in entries)
 
 
@@ -203,7 +203,7 @@ def _with_addresses(hosts: tuple[Host, ...], master_addr: Optional[str]) -> tupl
     """``--master-addr`` names the first host's (the scheduler's) address outright; the others stay.
 
     (Whoever made the hosts chose their addresses: this machine's 127.0.0.1 for a job of its own,
-    its primary address once SSH hosts must reach it (launcher.remote.hosts), the pods' addresses
+    its primary address once SSH hosts must reach it (launcher.backends.ssh), the pods' addresses
     from the operator's environment.)
     """
     if master_addr is None or master_addr == hosts[0].address:

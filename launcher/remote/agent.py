@@ -4,8 +4,8 @@ The controller (``launch-train --hosts ...``) pushes the job's files to every ho
 first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
 runs one agent per host over SSH. The agent starts that host's ranks (and the
 scheduler, on the first host of a dynamic job) with the same local supervision code a
-local launch uses (launcher.run.local.LocalGroup, or MpirunGroup on the first host of an
-mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
+local launch uses (launcher.backends.local.host_group: a LocalGroup, or MpirunGroup on the first
+host of an mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
 
 Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
 scheduler may still be waiting for other hosts) until the controller, which alone knows
@@ -24,7 +24,6 @@ one file, and only the controller owns it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -34,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
-from launcher.job.job_json import plan_from_job_document
 from launcher.remote.protocol import ALIVE_INTERVAL_S, encode_event, progress_event
 
 
@@ -145,22 +143,18 @@ class EventWriter:
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
               poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
-    from launcher.run.local import SCHEDULER_LISTEN_TIMEOUT_S, LocalGroup
+    from launcher.backends.local import host_group
+    from launcher.job.job_record import load_job
 
-    document = json.loads((job_dir / "job.json").read_text())
-    plan = plan_from_job_document(document)
+    plan = load_job(job_dir).plan()
     runs_mpirun = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
     if not runs_mpirun and not plan.ranks_on(host) and (plan.scheduler is None or plan.scheduler.host != host):
         emit("error", message=f"job.json of {job_dir} has no ranks on host {host!r}")
         emit("done", reason="error", code=2)
         return 2
-    if plan.spec.mode == "mpirun":
-        # One mpirun on the first host starts every rank (over ssh on the others).
-        from launcher.run.mpirun import MpirunGroup
-
-        group = MpirunGroup(plan)
-    else:
-        group = LocalGroup(plan, host, remote_scheduler_wait_s=SCHEDULER_LISTEN_TIMEOUT_S)
+    # The same group a local launch runs on this host (mpirun mode: one mpirun for every rank, which
+    # reaches the other hosts over ssh itself); a scheduler elsewhere is waited for.
+    group = host_group(plan, host, remote_scheduler=True)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
     exits: dict[int, Any] = {}
     helper_reported = False
@@ -213,7 +207,7 @@ def _exit_fields(rank_exit: Any, group: Any) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
     parser.add_argument("--host", required=True, help="this host's name in job.json")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
@@ -244,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
         return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError) as error:  # JobFileError is a ValueError
         # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")
         emit("done", reason="error", code=2)

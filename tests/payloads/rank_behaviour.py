@@ -27,7 +27,7 @@ def rank_number() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=0)
     parser.add_argument("--step-time", type=float, default=0.0)
     parser.add_argument("--sleep", type=float, default=0.0)

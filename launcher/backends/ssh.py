@@ -1,59 +1,41 @@
-"""The remote hosts of a job: the SSH flags, the ssh config, pre-flight, and their groups.
+"""The ssh backend: hosts reached over SSH, one agent per host (launcher/remote/), this machine too.
 
-launcher.cli adds the flags with ``add_arguments(parser)`` (--ssh-config, --ssh-key,
+``SshBackend.from_options(options)`` checks the SSH options (--ssh-config, --ssh-key,
 --ssh-timeout, --ssh-known-hosts, --ssh-accept-unknown-host-keys, --remote-python,
---master-addr, --heartbeat-timeout; --hosts/--hostfile are the launcher's own). When a
-host is not this machine, ``RemoteHosts.from_args`` gives the object that, before
+--master-addr, --heartbeat-timeout; the hosts come from --hosts/--hostfile). Before
 anything is written or started,
 
-  ``prepare(options, check=...)``  resolves every remote host through the ssh config and
-                                   pre-flights all of them in parallel (exit 2 with one table
-                                   if anything fails, nothing started); returns what the one
-                                   resolver (launcher.job.resolve) needs: the hosts as plan
-                                   hosts (address, user, port, cores, CPU flags), their
-                                   hccn.conf text (Ascend) and a scheduler port free on a
-                                   remote first host
+  ``discover(options, check=...)``  resolves every remote host through the ssh config and
+                                    pre-flights all of them in parallel (exit 2 with one table
+                                    if anything fails, nothing started); the hosts as plan
+                                    hosts (address, user, port, cores, CPU flags), their
+                                    hccn.conf text (Ascend) and a scheduler port free on a
+                                    remote first host
 
 and, once the plan exists,
 
-  ``rank_groups(plan)``            remote hosts run their ranks through agents over SSH
-  ``dry_run_text(plan)``           per host: how it is reached, what runs there
+  ``groups(plan)``                  remote hosts run their ranks through agents over SSH, this
+                                    machine's through the local backend's group
+  ``describe(plan)``                per host: how it is reached, what runs there
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from launcher.backends.base import Backend, Discovered
 from launcher.errors import LaunchError
-from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, PreparedHosts
+from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, PreparedHosts, host_entries
 from launcher.job.options import LaunchOptions
 
 if TYPE_CHECKING:  # fabric/paramiko load only when a job really has remote hosts
     from launcher.job.plan import Plan
     from launcher.remote.preflight import HostReport
     from launcher.remote.ssh import RemoteHost, SshOptions
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The SSH flags (documented in launcher.cli's docstring and the README)."""
-    group = parser.add_argument_group("several hosts (SSH)")
-    group.add_argument("--ssh-config", type=Path, metavar="FILE", help="OpenSSH client config (default ~/.ssh/config)")
-    group.add_argument("--ssh-key", type=Path, metavar="FILE", help="private key for every host")
-    group.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S", help="connect timeout (default 10)")
-    group.add_argument("--ssh-known-hosts", type=Path, metavar="FILE",
-                       help="known_hosts to check host keys against (default: ssh config, ~/.ssh/known_hosts)")
-    group.add_argument("--ssh-accept-unknown-host-keys", action="store_true",
-                       help="accept host keys that are not in known_hosts (not recommended)")
-    group.add_argument("--remote-python", metavar="PATH", default=sys.executable,
-                       help="interpreter on the remote hosts (default: this one's path)")
-    group.add_argument("--master-addr", metavar="ADDR",
-                       help="address of the first host that the others reach (dynamic-mode scheduler)")
-    group.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="S",
-                       help="agents stop their ranks when the controller is silent this long (default 30)")
 
 
 def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str, ...]:
@@ -69,31 +51,40 @@ def preflight_imports(entry: Optional[Path], module: Optional[str]) -> tuple[str
 
 
 @dataclass
-class RemoteHosts:
+class SshBackend(Backend):
     entries: tuple[HostEntry, ...]
     ssh: "SshOptions"
     remote_python: str
     heartbeat_timeout_s: float = 30.0
+    name = "ssh"
 
     def __post_init__(self) -> None:
         self.remote: "dict[str, RemoteHost]" = {}  # by plan host name
         self.reports: "dict[str, HostReport]" = {}
 
     @classmethod
-    def from_args(cls, ns: argparse.Namespace, entries: Sequence[HostEntry]) -> Optional["RemoteHosts"]:
-        """None when every host is this machine (the launcher then runs everything itself)."""
-        if all(entry.local for entry in entries):
-            return None
+    def from_options(cls, options: LaunchOptions, entries: Optional[Sequence[HostEntry]] = None) -> "SshBackend":
         from launcher.remote.ssh import SshOptions
 
+        if entries is None:
+            entries = hosts_of(options)
         try:
-            ssh = SshOptions(config_file=ns.ssh_config, key_file=ns.ssh_key, timeout_s=ns.ssh_timeout,
-                             known_hosts=ns.ssh_known_hosts, accept_unknown_host_keys=ns.ssh_accept_unknown_host_keys)
+            ssh = SshOptions(config_file=options.ssh_config, key_file=options.ssh_key, timeout_s=options.ssh_timeout_s,
+                             known_hosts=options.ssh_known_hosts,
+                             accept_unknown_host_keys=options.ssh_accept_unknown_host_keys)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
-        if not 0 < ns.heartbeat_timeout <= 86400:  # NaN and inf fail this too
-            raise LaunchError(f"--heartbeat-timeout {ns.heartbeat_timeout}: must be a number of seconds in (0, 86400]")
-        return cls(tuple(entries), ssh, ns.remote_python, ns.heartbeat_timeout)
+        return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s)
+
+    def discover(self, options: LaunchOptions, *, check: bool = True) -> Discovered:
+        """Settle the platform (detected here unless given), then resolve and pre-flight the hosts."""
+        from launcher.job.resolve import settle_platform
+
+        settled = dataclasses.replace(settle_platform(options), python=self.remote_python)
+        if options.platform is None and not self.entries[0].local:
+            print(f"launch-train: warning: --platform not given: {settled.platform} detected on this machine, "
+                  "not on the hosts; give --platform if they differ", file=sys.stderr)
+        return Discovered(settled, self.prepare(settled, check=check))
 
     def prepare(self, options: LaunchOptions, *, check: bool = True) -> PreparedHosts:
         """Resolve the remote hosts (ssh config) and pre-flight them; ``options`` has platform and mode settled.
@@ -176,13 +167,13 @@ class RemoteHosts:
     def hccn_conf_path(host: "RemoteHost", path: str) -> str:
         return path.replace(HOST_PLACEHOLDER, host.host_name)
 
-    def rank_groups(self, plan: "Plan"):
+    def groups(self, plan: "Plan"):
         from launcher.remote.group import multi_host_groups
 
         return multi_host_groups(self.remote, self.ssh, self.remote_python,
                                  heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
 
-    def dry_run_text(self, plan: "Plan") -> str:
+    def describe(self, plan: "Plan") -> str:
         """Per host: how it is reached and what runs there."""
         from launcher.remote.session import agent_command
 
@@ -206,3 +197,11 @@ class RemoteHosts:
             lines.append(f"    (files pushed first: job.json, LOG<rank>/env.sh + run.sh of its ranks"
                          f"{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
         return "\n".join(lines) + "\n"
+
+
+def hosts_of(options: LaunchOptions) -> tuple[HostEntry, ...]:
+    """The job's hosts as the user wrote them (--hosts / --hostfile; this machine when neither)."""
+    try:
+        return host_entries(options.hosts, options.hostfile)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None

@@ -1,26 +1,23 @@
-"""launch-train inside a Slurm allocation (``--launcher slurm``): hosts from the allocation, one srun step.
+"""The slurm backend: launch-train inside a Slurm allocation; hosts are its nodes, ranks one srun step.
 
-The CLI asks ``chosen_launcher(flag, environ)`` which launcher runs the job (slurm by
-default when SLURM_JOB_ID is set and srun exists). For slurm, ``SlurmHosts`` has the same
-shape as the SSH support's ``launcher.remote.hosts.RemoteHosts``; all before anything is
-written or started:
+``select_backend`` picks it when SLURM_JOB_ID is set and srun exists (and no --hosts/--hostfile
+name the hosts), or with ``--launcher slurm``. All before anything is written or started:
 
-  ``start_probe(ns)``           one probe task per node, started early (the launcher imports
-                                and plans meanwhile)
-  ``settle(options)``           platform (the nodes' Gres when not given), start mode, --devices
-                                from SLURM_NTASKS_PER_NODE or the Gres, no core binding of our own
-  ``prepare(options, check=)``  what the one resolver (launcher.job.resolve.resolve_spec) needs:
-                                the nodes as plan hosts (name = node name, address = NodeAddr:
-                                what the other nodes reach it by), each node's hccn.conf text
-                                (Ascend), a scheduler port free on the first node, the GPU ids
-                                Slurm allocated; the probe checked the job dir is visible on
-                                every node
+  ``from_options(options)``      starts one probe task per node at once (the launcher imports
+                                 and plans meanwhile)
+  ``discover(options, check=)``  platform (the nodes' Gres when not given), start mode, --devices
+                                 from SLURM_NTASKS_PER_NODE or the Gres, no core binding of our
+                                 own; then the nodes as plan hosts (name = node name, address =
+                                 NodeAddr: what the other nodes reach it by), each node's
+                                 hccn.conf text (Ascend), a scheduler port free on the first node,
+                                 the GPU ids Slurm allocated; the probe checked the job dir is
+                                 visible on every node
 
 and, once the plan exists,
 
-  ``rank_groups(plan)``         ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun,
-                                which Open MPI starts through the allocation itself)
-  ``dry_run_text(plan)``        the srun command lines
+  ``groups(plan)``               ONE SlurmStepGroup (launcher/run/slurm.py; mpirun mode: one mpirun,
+                                 which Open MPI starts through the allocation itself)
+  ``describe(plan)``             the srun command lines
 """
 from __future__ import annotations
 
@@ -35,29 +32,19 @@ from typing import Mapping, Optional
 from launcher.cluster.slurm_allocation import SlurmAllocation
 from launcher.cluster.slurm_probe import NodeProbe, ProbeError, ProbeRun
 from launcher.cluster.slurm_query import SlurmQueryError, current_allocation
+from launcher.backends.base import Backend, Discovered
 from launcher.errors import LaunchError
 from launcher.job.hosts import Host, PreparedHosts
 
-LAUNCHERS = ("slurm", "ssh", "local")
+def in_allocation(environ: Mapping[str, str]) -> bool:
+    """Inside a Slurm allocation with srun on PATH: where the slurm backend is the default."""
+    job = environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID")
+    return bool(job) and shutil.which("srun", path=environ.get("PATH")) is not None
 
 
-def chosen_launcher(flag: Optional[str], environ: Optional[Mapping[str, str]] = None,
-                    hosts_given: bool = False) -> str:
-    """--launcher as given; else slurm inside an allocation with srun on PATH (unless --hosts/--hostfile
-    name the hosts), else ssh/local by --hosts."""
-    environ = os.environ if environ is None else environ
-    if flag is not None:
-        if flag not in LAUNCHERS:
-            raise LaunchError(f"--launcher {flag!r}: use one of {', '.join(LAUNCHERS)}")
-        return flag
-    if hosts_given:
-        return "ssh"
-    if (environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID")) and shutil.which("srun", path=environ.get("PATH")):
-        return "slurm"
-    return "ssh"  # the SSH support decides: every host this machine -> a local launch
+class SlurmBackend(Backend):
+    name = "slurm"
 
-
-class SlurmHosts:
     def __init__(self, allocation: SlurmAllocation, environ: Optional[Mapping[str, str]] = None,
                  python: str = sys.executable) -> None:
         self.allocation = allocation
@@ -68,11 +55,24 @@ class SlurmHosts:
         self._probe_key: Optional[tuple] = None
 
     @classmethod
-    def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> "SlurmHosts":
+    def from_options(cls, options, environ: Optional[Mapping[str, str]] = None) -> "SlurmBackend":
+        """The current allocation; its per-node probe starts now (read by discover)."""
         try:
-            return cls(current_allocation(environ), environ)
+            backend = cls(current_allocation(environ), environ)
         except SlurmQueryError as exc:
             raise LaunchError(str(exc)) from None
+        backend.start_probe(options, check=not options.dry_run)
+        return backend
+
+    def discover(self, options, *, check: bool = True) -> Discovered:
+        settled = self.settle(options)
+        try:
+            return Discovered(settled, self.prepare(settled, check=check))
+        finally:
+            self.abandon_probe()  # a no-op once prepare has read it
+
+    def close(self) -> None:
+        self.abandon_probe()
 
     # -- the per-node probe ------------------------------------------------------------
     def _wants(self, options, check: bool):
@@ -195,7 +195,7 @@ class SlurmHosts:
         return tuple(out)
 
     # -- once the plan exists -----------------------------------------------------------
-    def rank_groups(self, plan):
+    def groups(self, plan):
         if plan.spec.mode == "mpirun":
             from launcher.run.mpirun import MpirunGroup
 
@@ -204,7 +204,7 @@ class SlurmHosts:
 
         return [SlurmStepGroup(plan, self.environ)]
 
-    def dry_run_text(self, plan) -> str:
+    def describe(self, plan) -> str:
         from launcher.run.slurm import rank_step_argv, scheduler_step_argv
 
         lines = ["", f"Slurm job {self.allocation.job_id}: nodes {', '.join(self.allocation.node_names)}"]

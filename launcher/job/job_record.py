@@ -1,8 +1,11 @@
-"""Read the launcher's job.json (schema 1, written by launcher/job/job_json.py) into typed records.
+"""The one reader of job.json (schema 1, written by launcher/job/job_json.py): a typed JobRecord.
 
-Only what collecting needs is typed; the whole document is kept as `raw` so the
-summary can quote the status verbatim. Missing optional parts (a job still running
-has no exit codes) are None, not errors; a file that is not a schema-1 job is.
+collect-results, ``launch-train --status``/``--stack`` and the SSH agent all read a job through
+``load_job``: strictly (a FIFO, a hostile number, nesting or encoding is one line, never a
+hang or a traceback). Hosts, ranks and their exits are typed; the whole document is kept as
+``raw`` so the summary can quote the status verbatim, and ``plan()`` rebuilds the Plan that
+was written (what an agent runs). Missing optional parts (a job still running has no exit
+codes) are None, not errors; a file that is not a schema-1 job is.
 """
 from __future__ import annotations
 
@@ -10,14 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.collect.errors import CollectInputError
 from launcher.job.json_input import JsonInputError, load_file
 
 JOB_FILE = "job.json"
 
 
+class JobFileError(ValueError):
+    """job.json is missing or unusable; the message is one line naming the file."""
+
+
 @dataclass(frozen=True)
-class HostEntry:
+class JobHost:
+    """A host as job.json records it, with where it keeps its LOG<rank> dirs."""
+
     name: str
     address: str
     user: str | None
@@ -55,7 +63,7 @@ class RankEntry:
 class JobRecord:
     job_id: str
     job_dir: str
-    hosts: tuple[HostEntry, ...]
+    hosts: tuple[JobHost, ...]
     ranks: tuple[RankEntry, ...]
     args: tuple[str, ...]
     scheduler_host: str | None
@@ -75,12 +83,21 @@ class JobRecord:
             if rank.host not in names:
                 raise ValueError(f"rank {rank.rank} runs on host {rank.host!r}, which is not in hosts")
 
-    def host(self, name: str) -> HostEntry:
+    def host(self, name: str) -> JobHost:
         return next(h for h in self.hosts if h.name == name)
 
     @property
     def status(self) -> dict[str, Any]:
         return self.raw.get("status") or {}
+
+    def plan(self):
+        """The Plan the controller wrote (launcher.job.job_json.plan_from_job_document), nothing re-decided."""
+        from launcher.job.job_json import plan_from_job_document
+
+        try:
+            return plan_from_job_document(self.raw)
+        except (KeyError, TypeError, ValueError) as err:
+            raise JobFileError(f"{self.job_dir}/{JOB_FILE}: not a plan this launcher can run ({err})") from None
 
 
 # Bounds that no real job reaches and that keep every later int()/range() cheap.
@@ -125,10 +142,10 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _host(entry: Any, job_dir: str, index: int) -> HostEntry:
+def _host(entry: Any, job_dir: str, index: int) -> JobHost:
     entry = _object(entry, f"hosts[{index}]")
     port = entry.get("port")
-    return HostEntry(
+    return JobHost(
         name=str(entry["name"]),
         address=str(entry.get("address") or entry["name"]),
         user=None if entry.get("user") is None else str(entry["user"]),
@@ -186,35 +203,35 @@ def parse_job(doc: Any) -> JobRecord:
 
 
 def load_job(job_dir: Path) -> JobRecord:
-    """Read <job_dir>/job.json; CollectInputError (one line naming the file) when unusable.
+    """Read <job_dir>/job.json; JobFileError (one line naming the file) when unusable.
 
     Never blocks (a FIFO named job.json is refused without being opened for a blocking
     read) and never lets a hostile number, nesting or encoding escape as a traceback.
     """
     path = job_dir / JOB_FILE
     if not job_dir.is_dir():
-        raise CollectInputError(f"{job_dir}: not a directory")
+        raise JobFileError(f"{job_dir}: not a directory")
     try:
         doc = load_file(path)
     except FileNotFoundError:
-        raise CollectInputError(f"{path}: no job.json here; JOB_DIR must be a job directory made by launch-train") from None
+        raise JobFileError(f"{path}: no job.json here; JOB_DIR must be a job directory made by launch-train") from None
     except OSError as err:
-        raise CollectInputError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise JobFileError(f"{path}: cannot read: {err.strerror or err}") from None
     except JsonInputError as err:
-        raise CollectInputError(f"{path}: {err}") from None
+        raise JobFileError(f"{path}: {err}") from None
     try:
         return parse_job(doc)
     except KeyError as err:
-        raise CollectInputError(f"{path}: missing field {err.args[0]!r}") from None
+        raise JobFileError(f"{path}: missing field {err.args[0]!r}") from None
     except (TypeError, ValueError) as err:
-        raise CollectInputError(f"{path}: {err}") from None
+        raise JobFileError(f"{path}: {err}") from None
 
 
 def newest_job_dir(jobs_root: Path) -> Path:
     """The most recently created job under jobs_root (by job.json 'created', then mtime)."""
     candidates = [p.parent for p in jobs_root.glob(f"*/{JOB_FILE}")] if jobs_root.is_dir() else []
     if not candidates:
-        raise CollectInputError(f"{jobs_root}: no job directories (with job.json) found; pass JOB_DIR")
+        raise JobFileError(f"{jobs_root}: no job directories (with job.json) found; pass JOB_DIR")
 
     def created(job_dir: Path) -> tuple[str, float]:
         # A broken or hostile job.json among many only loses its place in the order here;

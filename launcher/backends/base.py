@@ -1,0 +1,77 @@
+"""Backend: where the ranks of a job run (this machine, SSH hosts, a Slurm allocation, a pod).
+
+Every backend answers the same three questions, so run_job (launcher/backends/run.py)
+is the same for all of them:
+
+  ``discover(options, check=)``  look at the hosts before anything is written or started
+                                 (pre-flight, an allocation's nodes, the operator's
+                                 variables): the options settled for this place (platform,
+                                 mode, ranks per host) and the hosts as the resolver needs them
+  ``groups(plan)``               the process groups that run the plan there (launcher/run/group.py)
+  ``describe(plan)``             what a dry run adds to the plan: how each host is reached
+
+and, where it applies, ``submit(options)`` (a batch script or manifests instead of a start) or
+its own ``launch(spec, ...)`` (a pod that only runs the scheduler). ``close()`` gives back
+whatever discover held (a probe step). Adding a place is one file here and one line in
+``select_backend`` (launcher/backends/__init__.py).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from launcher.errors import LaunchError
+from launcher.job.hosts import PreparedHosts
+from launcher.job.options import LaunchOptions
+
+if TYPE_CHECKING:
+    from launcher.job.plan import Plan
+    from launcher.job.spec import JobSpec
+    from launcher.launch import JobResult
+    from launcher.run.group import ProcessGroup
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """What discover found: the options settled for the place, and its hosts (None: options.hosts, this machine)."""
+
+    options: LaunchOptions
+    hosts: Optional[PreparedHosts] = None
+
+    def resolver_inputs(self) -> dict[str, Any]:
+        """Keyword arguments of launcher.job.resolve.resolve_spec."""
+        if self.hosts is None:
+            return {}
+        return {"hosts": self.hosts.hosts, "hccn_texts": self.hosts.hccn_texts,
+                "scheduler_port": self.hosts.scheduler_port, "gpu_ids": self.hosts.gpu_ids}
+
+
+class Backend(ABC):
+    """One place where ranks run; see the module docstring."""
+
+    name: str = "?"
+
+    def discover(self, options: LaunchOptions, *, check: bool = True) -> Discovered:
+        """Default: the hosts are what the options say (this machine); nothing to look at."""
+        return Discovered(options)
+
+    @abstractmethod
+    def groups(self, plan: "Plan") -> Sequence["ProcessGroup"]:
+        """The process groups that run ``plan`` here (one per host, or one for the whole job)."""
+
+    def describe(self, plan: "Plan") -> str:
+        """What --dry-run prints after the plan: how each host is reached, what runs there."""
+        return ""
+
+    def launch(self, spec: "JobSpec", **supervision: Any) -> "JobResult":
+        """Run the job to its end under the supervisor (launcher.launch.launch) with this backend's groups."""
+        from launcher.launch import launch
+
+        return launch(spec, group_factory=self.groups, **supervision)
+
+    def submit(self, options: LaunchOptions) -> int:
+        raise LaunchError(f"--submit: the {self.name} backend starts jobs, it does not submit them")
+
+    def close(self) -> None:
+        """Give back what discover held (default: nothing)."""
