@@ -90,6 +90,9 @@ class LaunchOptions:
     submit: Optional["SubmitOptions"] = None
 
     def __post_init__(self) -> None:
+        for name in ("hang_timeout_s", "first_step_timeout_s"):
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, None)  # 0 and None both turn the watchdog's check off
         if self.entry is not None and self.module is not None:
             raise LaunchError("--entry and --module: give one of them, not both")
         if not 0 <= self.max_restarts <= MAX_RESTARTS:
