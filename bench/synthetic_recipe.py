@@ -1,11 +1,11 @@
-"""Benchmark the README's synthetic recipe end to end: deeplab-synth, deeplab-train, deeplab-eval.
+"""Benchmark the synthetic recipe of docs/training.md end to end: deeplab-synth, deeplab-train, deeplab-eval.
 Prints one JSON document.
 
     .venv/bin/python bench/synthetic_recipe.py [--config tiny_synthetic] [--dir DIR] [--keep]
                                                 [--train-steps N] [--synth-arg=--train=300 ...]
                                                 [--set key=value ...]
 
-Runs the three commands as the README shows them (real processes, the machine's default
+Runs the three commands as docs/training.md shows them (real processes, the machine's default
 threads), timing each, and reports the val mIoU from eval.json, the training steps and
 per-step time, and the load average before/after, because on a shared machine the wall time
 says little without it. The target the recipe is tuned for: val mIoU >= 0.90 in 15 minutes
