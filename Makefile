@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd
 DEMO_DIR ?= demo
 
-.PHONY: test demo install system-deps clean
+.PHONY: test test-fast demo install system-deps clean
 
 install: $(STAMP)
 
@@ -35,6 +35,18 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest
+
+# The inner loop: pure logic (plan, options, hosts, manifests, rank tables, parsers), rendering and
+# the docs' flag check; no MindSpore, sshd or Slurm. Under 90 s on 2 cores. `make test` is the whole suite.
+FAST_TESTS := tests/test_launcher_plan.py tests/test_launcher_cli.py tests/test_launcher_watchdog.py \
+	tests/test_launcher_atomic_write.py tests/test_launcher_layout.py tests/test_backends.py tests/test_docs.py \
+	tests/test_multihost_hosts.py tests/test_cluster_pod_env.py tests/test_cluster_k8s_manifests.py \
+	tests/test_cluster_slurm_submit.py tests/test_collect_parse.py tests/test_deeplab_config.py \
+	tests/test_hccl_cli.py tests/test_hccl_hccn_conf.py tests/test_hccl_rank_table.py \
+	tests/faults/test_quoting.py tests/faults/test_hccl_faults.py
+
+test-fast: install
+	$(PY) -m pytest $(FAST_TESTS)
 
 # The demo: synthetic VOC-layout data (made once), a 2-rank CPU data-parallel training of
 # tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint,
