@@ -75,9 +75,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from deeplab import runtime
+from deeplab import checkpoints, runtime
 from deeplab.checkpoints import CheckpointError
 from deeplab.config import ConfigError
 from deeplab.data.errors import DataError
@@ -187,11 +187,34 @@ def should_log(step: int, step_in_epoch: int, steps_per_epoch: int, total_steps:
     return every <= 1 or step % every == 0 or step_in_epoch == steps_per_epoch or step == total_steps
 
 
-def train(opts: TrainOptions) -> TrainResult:
-    """Train as the options say; usable from Python and tests without argv."""
-    from deeplab.config import load_config
+@dataclass
+class Training:
+    """Everything build_training made for one run: config, where this rank stands, data, network, saver."""
+
+    opts: TrainOptions
+    cfg: Any
+    start: Any  # deeplab.distributed's view of this rank (joined)
+    ms: Any  # the mindspore module, imported once the CPU tuning is in place
+    dataset: Any
+    steps_per_epoch: int
+    total_steps: int
+    network: Any
+    train_step: Any  # the network with loss, optimizer and gradient reducer: one call is one step
+    saver: Optional[checkpoints.CheckpointSaver]
+    prefix: str
+    evaluator: Any = None
+    eval_split: str = ""
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.opts.ckpt_dir)
+
+
+def build_training(opts: TrainOptions) -> Training:
+    """Config, distributed start, MindSpore, data, model, optimizer, evaluator and saver; no step run yet."""
     from deeplab import distributed
     from deeplab.batch_plan import plan_batch
+    from deeplab.config import load_config
 
     cfg = load_config(opts.config, overrides=opts.overrides)
     start = distributed.detect()
@@ -200,26 +223,22 @@ def train(opts: TrainOptions) -> TrainResult:
     # The resolved config: what this rank really runs (config.yaml and collect-results read it).
     cfg = cfg.replace(batch_size=batch_plan.per_rank_batch, lr_reference_batch=batch_plan.reference_batch,
                       num_parallel_workers=data_workers(cfg.num_parallel_workers, threads))
-    # MindSpore is imported only now: the CPU tuning must be in the environment first.
+    # MindSpore is imported only now: the CPU tuning must be in the environment first. So are the
+    # modules below, which import it.
     ms = runtime.start_mindspore(opts.device_target, threads, seed=cfg.seed)
     from mindspore import nn
 
-    from deeplab import checkpoints, compile_cache
+    from deeplab import compile_cache
     from deeplab.data.pipeline import build_train_dataset
     from deeplab.loss import NetWithLoss, SoftmaxCrossEntropyLoss
     from deeplab.lr_schedule import schedule_from_config
     from deeplab.model import build_model
-    from deeplab.train_eval import TrainingEvaluator, eval_due, format_eval_line, is_better
+    from deeplab.train_eval import TrainingEvaluator
 
     start = distributed.join(start, opts.device_target)
     saves = cfg.enable_save_ckpt and (start.rank_id == 0 or cfg.save_ckpt_all_ranks)
     prefix = checkpoints.checkpoint_prefix(start.rank_id, cfg.save_ckpt_all_ranks)
     ckpt_dir = Path(opts.ckpt_dir)
-
-    # Every rank resumes from the checkpoints of the rank(s) that save: the prefix of a rank
-    # that does not save is rank 0's, so all ranks load the same weights when they share
-    # --ckpt-dir; _agree_on_start_step refuses a run whose ranks found different steps.
-    resume_from = checkpoints.newest_checkpoint(ckpt_dir, prefix) if opts.resume else None
     if not opts.resume and saves and checkpoints.list_checkpoints(ckpt_dir, prefix):
         raise UsageError(
             f"--ckpt-dir {ckpt_dir}: already holds checkpoints ({checkpoints.newest_checkpoint(ckpt_dir, prefix).name}); "
@@ -234,9 +253,6 @@ def train(opts: TrainOptions) -> TrainResult:
             f"{cfg.batch_size} per rank over {start.rank_size} rank(s)"
         )
     total_steps = opts.train_steps or cfg.epoch_size * steps_per_epoch
-    # Rank 0 alone evaluates (the others wait for it in the next step's all-reduce).
-    eval_split = opts.eval_split or cfg.val_split
-    evaluates = cfg.eval_every_epochs > 0 and start.rank_id == 0
     cache = None
     if cfg.compile_cache:
         key = compile_cache.cache_key(cfg.to_dict(), total_steps, start.rank_size, opts.device_target, ms.__version__)
@@ -253,7 +269,7 @@ def train(opts: TrainOptions) -> TrainResult:
 
     network = build_model(cfg)
     train_net = NetWithLoss(network, SoftmaxCrossEntropyLoss(cfg.seg_num_classes, cfg.ignore_label))
-    if cfg.ckpt_pre_trained and resume_from is None:
+    if cfg.ckpt_pre_trained and not (opts.resume and checkpoints.newest_checkpoint(ckpt_dir, prefix)):
         _load_pretrained(train_net, Path(cfg.ckpt_pre_trained))
     rates = schedule_from_config(cfg, total_steps, steps_per_epoch, lr_scale=batch_plan.lr_scale).rates()
     # BN gamma/beta are left out of weight decay by MindSpore's default filter (as in the reference).
@@ -271,64 +287,106 @@ def train(opts: TrainOptions) -> TrainResult:
 
         train_step.grad_reducer = FusedGradReducer(optimizer.parameters, start.rank_size)
     train_step.set_train(True)
+    # Rank 0 alone evaluates (the others wait for it in the next step's all-reduce).
+    eval_split = opts.eval_split or cfg.val_split
+    evaluates = cfg.eval_every_epochs > 0 and start.rank_id == 0
     evaluator = TrainingEvaluator(cfg, network, Path(opts.data_root), eval_split) if evaluates else None
+    saver = checkpoints.CheckpointSaver(ckpt_dir, keep=cfg.save_checkpoint_num, prefix=prefix) if saves else None
+    return Training(opts=opts, cfg=cfg, start=start, ms=ms, dataset=dataset, steps_per_epoch=steps_per_epoch,
+                    total_steps=total_steps, network=network, train_step=train_step, saver=saver, prefix=prefix,
+                    evaluator=evaluator, eval_split=eval_split)
 
+
+def resume(training: Training) -> int:
+    """The step to continue from: the newest checkpoint's with --resume (every rank the same), else 0.
+
+    Every rank resumes from the checkpoints of the rank(s) that save: the prefix of a rank that
+    does not save is rank 0's, so all ranks load the same weights when they share --ckpt-dir;
+    _agree_on_start_step refuses a run whose ranks found different steps.
+    """
+    opts, ckpt_dir = training.opts, training.ckpt_dir
+    resume_from = checkpoints.newest_checkpoint(ckpt_dir, training.prefix) if opts.resume else None
     start_step = 0
     if resume_from is not None:
-        state = checkpoints.restore_training(train_step, resume_from)
+        state = checkpoints.restore_training(training.train_step, resume_from)
         start_step = state.step
         _print(f"resumed from {resume_from} at step {start_step}")
     elif opts.resume:
         _print(f"no checkpoint in {ckpt_dir}; starting from step 0")
-    if start.is_distributed:
+    if training.start.is_distributed:
         _agree_on_start_step(start_step, ckpt_dir)
-    if start_step > total_steps:
-        raise UsageError(f"--train-steps {total_steps}: the checkpoint {resume_from} is already at step {start_step}")
+    if start_step > training.total_steps:
+        raise UsageError(f"--train-steps {training.total_steps}: the checkpoint {resume_from} is already at step "
+                         f"{start_step}")
+    return start_step
 
-    saver = checkpoints.CheckpointSaver(ckpt_dir, keep=cfg.save_checkpoint_num, prefix=prefix) if saves else None
-    if saver is not None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump_yaml(ckpt_dir / "config.yaml")
+
+def train_one_epoch(training: Training, batches, epoch: int, first_in_epoch: int, steps_to_run: int, step: int,
+                    result: TrainResult) -> int:
+    """``steps_to_run`` steps of ``epoch`` from global step ``step``: log, checkpoint; the step reached."""
+    cfg, saver = training.cfg, training.saver
+    epoch_start = time.perf_counter()
+    for offset in range(steps_to_run):
+        images, labels = next(batches)
+        loss_tensor = training.train_step(images, labels)
+        step += 1
+        result.final_step = step
+        in_epoch = first_in_epoch + offset
+        # Reading the loss back waits for the step to finish; skipping it lets the host
+        # fetch the next batch meanwhile. Step numbers in the line stay exact.
+        if should_log(step, in_epoch, training.steps_per_epoch, training.total_steps, cfg.log_every_steps):
+            loss = float(loss_tensor.asnumpy())
+            result.losses.append(loss)
+            _print(format_step_line(epoch, in_epoch, loss))
+        if saver is not None and (step % cfg.save_checkpoint_steps == 0 or step == training.total_steps):
+            result.checkpoints.append(saver.save(training.train_step, step=step, epoch=epoch))
+    _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
+    return step
+
+
+def evaluate(training: Training, epoch: int, step: int, best: Optional[float], result: TrainResult) -> Optional[float]:
+    """Rank 0's mIoU on the eval split now; keeps deeplab-best.ckpt when it beats ``best``; the best so far."""
+    from deeplab.train_eval import format_eval_line, is_better
+
+    eval_start = time.perf_counter()
+    miou, images_seen = training.evaluator.evaluate()
+    training.train_step.set_train(True)
+    result.evaluations.append((step, miou))
+    _print(format_eval_line(step, epoch, training.eval_split, images_seen, training.evaluator.scale,
+                            time.perf_counter() - eval_start, miou))
+    if training.saver is not None and is_better(miou, best):
+        best = miou
+        path = training.saver.save_best(training.train_step, step=step, epoch=epoch, miou=miou)
+        _print(f"best so far (step {step}): saved {path}")
+    return best
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train as the options say; usable from Python and tests without argv."""
+    from deeplab.train_eval import eval_due
+
+    training = build_training(opts)
+    start_step = resume(training)
+    if training.saver is not None:
+        training.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        training.cfg.dump_yaml(training.ckpt_dir / "config.yaml")
     # A resumed run only replaces deeplab-best.ckpt with a better one.
-    best = checkpoints.best_miou(ckpt_dir, prefix) if (evaluator is not None and saver is not None) else None
-
-    result = TrainResult(final_step=start_step, start_step=start_step, rank_id=start.rank_id,
-                         rank_size=start.rank_size)
-    plan = plan_epochs(start_step, total_steps, steps_per_epoch)
-    if not plan:
-        _print(f"already at the final step {total_steps}; nothing to train")
+    best = (checkpoints.best_miou(training.ckpt_dir, training.prefix)
+            if (training.evaluator is not None and training.saver is not None) else None)
+    result = TrainResult(final_step=start_step, start_step=start_step, rank_id=training.start.rank_id,
+                         rank_size=training.start.rank_size)
+    epochs = plan_epochs(start_step, training.total_steps, training.steps_per_epoch)
+    if not epochs:
+        _print(f"already at the final step {training.total_steps}; nothing to train")
         return result
-    batches = _endless_batches(dataset)
+    batches = _endless_batches(training.dataset)
     step = start_step
-    for epoch, first_in_epoch, steps_to_run in plan:
-        epoch_start = time.perf_counter()
-        for offset in range(steps_to_run):
-            images, labels = next(batches)
-            loss_tensor = train_step(images, labels)
-            step += 1
-            result.final_step = step
-            in_epoch = first_in_epoch + offset
-            # Reading the loss back waits for the step to finish; skipping it lets the host
-            # fetch the next batch meanwhile. Step numbers in the line stay exact.
-            if should_log(step, in_epoch, steps_per_epoch, total_steps, cfg.log_every_steps):
-                loss = float(loss_tensor.asnumpy())
-                result.losses.append(loss)
-                _print(format_step_line(epoch, in_epoch, loss))
-            if saver is not None and (step % cfg.save_checkpoint_steps == 0 or step == total_steps):
-                result.checkpoints.append(saver.save(train_step, step=step, epoch=epoch))
-        _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
-        epoch_ends = first_in_epoch + steps_to_run - 1 == steps_per_epoch
-        if evaluator is not None and eval_due(epoch, step, epoch_ends, total_steps, cfg.eval_every_epochs):
-            eval_start = time.perf_counter()
-            miou, images_seen = evaluator.evaluate()
-            train_step.set_train(True)
-            result.evaluations.append((step, miou))
-            _print(format_eval_line(step, epoch, eval_split, images_seen, evaluator.scale,
-                                    time.perf_counter() - eval_start, miou))
-            if saver is not None and is_better(miou, best):
-                best = miou
-                path = saver.save_best(train_step, step=step, epoch=epoch, miou=miou)
-                _print(f"best so far (step {step}): saved {path}")
+    for epoch, first_in_epoch, steps_to_run in epochs:
+        step = train_one_epoch(training, batches, epoch, first_in_epoch, steps_to_run, step, result)
+        epoch_ends = first_in_epoch + steps_to_run - 1 == training.steps_per_epoch
+        if training.evaluator is not None and eval_due(epoch, step, epoch_ends, training.total_steps,
+                                                       training.cfg.eval_every_epochs):
+            best = evaluate(training, epoch, step, best, result)
     return result
 
 
