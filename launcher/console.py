@@ -90,6 +90,9 @@ class LiveStatus:
         self._drawn_lines = 0
         self._last_draw = time.monotonic()
 
+    def ended(self, group: ProcessGroup, rank_exit) -> None:
+        """Every exit, as the supervisor saw it (mark() has already said it here)."""
+
     def mark(self, rank: int, state: str) -> None:
         self.states[rank] = state
 

@@ -45,16 +45,20 @@ class ControllerLink:
     stop_reason: Optional[str] = None
 
     def __post_init__(self) -> None:
+        from launcher.run.supervisor import Interrupt
+
         if not self.heartbeat_timeout_s > 0:
             raise ValueError(f"--heartbeat-timeout {self.heartbeat_timeout_s}: must be positive")
         self.last_heard = time.monotonic()
-        self.stop_requested = threading.Event()
+        # What ends the agent's attempt (the supervisor sleeps on its event): a stop, a lost link, a signal.
+        self.interrupt = Interrupt()
+        self.stop_requested = self.interrupt.event
         self.stack_requests: list[tuple[list[int], str]] = []
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.stop_requested.set()
+        self.interrupt.trigger(0)
 
     def listen(self, stream: TextIO) -> None:
         """Read controller lines until EOF (run in a daemon thread)."""
@@ -140,11 +144,61 @@ class EventWriter:
         self._writer.join(timeout=timeout_s)
 
 
+class AgentReporter:
+    """This host's supervision, told to the controller: the ``status`` of the agent's run_attempt.
+
+    Every rank exit becomes an "exited" event, progress lines (and every line of the --tee
+    ranks) "progress"/"line" events, a failed or finished scheduler one "helper" event; each
+    tick also checks the controller's heartbeat and answers its stack requests.
+    """
+
+    def __init__(self, emit: "EventWriter", link: ControllerLink, forward_ranks: frozenset = frozenset()) -> None:
+        self.emit, self.link, self.forward_ranks = emit, link, forward_ranks
+        self.exits: dict[int, Any] = {}
+        self._started = False
+        self._helper_reported = False
+
+    def ended(self, group: Any, rank_exit: Any) -> None:
+        self.exits[rank_exit.rank] = rank_exit
+        self.emit("exited", **_exit_fields(rank_exit, group))
+
+    def mark(self, rank: int, state: str) -> None:
+        """The controller's console shows states; the agent has none."""
+
+    def tick(self, groups: Sequence[Any], lines: Sequence[tuple[int, str]] = ()) -> None:
+        (group,) = groups
+        if not self._started:
+            self._started = True
+            for rank in group.ranks:
+                self.emit("started", rank=rank)
+        self.link.check_heartbeat()
+        while self.link.stack_requests:
+            ranks, title = self.link.stack_requests.pop(0)
+            looks = group.look_at(ranks, title)
+            self.emit("stacks", ranks={str(rank): {"state": look.state, "waiting_in": look.waiting_in,
+                                                   "stack": look.stack, "pids": list(look.pids)}
+                                       for rank, look in looks.items()})
+        for number, line in lines or ():
+            fields = progress_event(number, line)
+            if fields is not None:
+                self.emit("progress", **fields)
+            elif number in self.forward_ranks:
+                self.emit("line", rank=number, line=line)
+        problem = group.helper_problem()
+        if not self._helper_reported and (problem is not None or group.helpers_done()):
+            self._helper_reported = True
+            self.emit("helper", problem=problem, done=group.helpers_done())
+
+    def finish(self, groups: Sequence[Any]) -> None:
+        """Nothing to draw: the "done" event follows."""
+
+
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
               poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
     from launcher.backends.local import host_group
     from launcher.job.job_record import load_job
+    from launcher.run.supervisor import AttemptPolicy, run_attempt
 
     plan = load_job(job_dir).plan()
     runs_mpirun = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
@@ -156,42 +210,16 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
     # reaches the other hosts over ssh itself); a scheduler elsewhere is waited for.
     group = host_group(plan, host, remote_scheduler=True)
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
-    exits: dict[int, Any] = {}
-    helper_reported = False
+    reporter = AgentReporter(emit, link, forward_ranks)
     try:
-        try:
-            group.start()
-        except OSError as error:
-            emit("error", message=f"cannot start ranks on {host}: {error}")
-            link.request_stop("error")
-        else:
-            for rank in group.ranks:
-                emit("started", rank=rank)
-        while not link.stop_requested.wait(poll_interval_s):
-            link.check_heartbeat()
-            while link.stack_requests:
-                ranks, title = link.stack_requests.pop(0)
-                looks = group.look_at(ranks, title)
-                emit("stacks", ranks={str(rank): {"state": look.state, "waiting_in": look.waiting_in,
-                                                  "stack": look.stack, "pids": list(look.pids)}
-                                      for rank, look in looks.items()})
-            for number, line in group.new_log_lines():
-                fields = progress_event(number, line)
-                if fields is not None:
-                    emit("progress", **fields)
-                elif number in forward_ranks:
-                    emit("line", rank=number, line=line)
-            for rank_exit in group.poll():
-                exits[rank_exit.rank] = rank_exit
-                emit("exited", **_exit_fields(rank_exit, group))
-            problem = group.helper_problem()
-            if not helper_reported and (problem is not None or group.helpers_done()):
-                helper_reported = True
-                emit("helper", problem=problem, done=group.helpers_done())
-    finally:
-        for rank_exit in group.close(grace=link.grace_s):
-            exits[rank_exit.rank] = rank_exit
-            emit("exited", **_exit_fields(rank_exit, group))
+        # The supervisor's own attempt, but it ends only when the controller says so (or is lost):
+        # a failed rank is reported, and the controller decides what the whole job does.
+        run_attempt([group], status=reporter, interrupt=link.interrupt, grace=lambda: link.grace_s,
+                    poll_interval=poll_interval_s, policy=AttemptPolicy.observe_only())
+    except OSError as error:  # the ranks could not start; every process of the group is stopped by now
+        emit("error", message=f"cannot start ranks on {host}: {error}")
+        link.request_stop("error")
+    exits = reporter.exits
     failed = any(not rank_exit.ok for rank_exit in exits.values() if not rank_exit.stopped_by_launcher)
     code = 1 if failed or len(exits) < len(group.ranks) else 0
     emit("done", reason=link.stop_reason or "finished", code=code)

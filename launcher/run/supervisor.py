@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from launcher.console import LiveStatus
 from launcher.job.hang_policy import HangPolicy
@@ -51,6 +51,21 @@ class AttemptOutcome:
     hang: Optional[HangReport] = None
 
 
+@dataclass(frozen=True)
+class AttemptPolicy:
+    """When an attempt ends by itself. The controller's (the default): at the first failed rank, a
+    failed helper, or once every rank has exited. An SSH agent's (``observe_only``): only when told
+    to stop, because the controller alone knows when the whole job is over."""
+
+    fail_fast: bool = True
+    stop_on_helper_problem: bool = True
+    end_when_all_exited: bool = True
+
+    @classmethod
+    def observe_only(cls) -> "AttemptPolicy":
+        return cls(fail_fast=False, stop_on_helper_problem=False, end_when_all_exited=False)
+
+
 class Interrupt:
     """Set from a signal handler; the supervisor sleeps on it so it wakes at once."""
 
@@ -69,11 +84,17 @@ def run_attempt(
     *,
     status: Optional[LiveStatus] = None,
     interrupt: Optional[Interrupt] = None,
-    grace: float = STOP_GRACE_S,
+    grace: "float | Callable[[], float]" = STOP_GRACE_S,
     poll_interval: float = POLL_INTERVAL_S,
     hang: Optional[HangPolicy] = None,
     restarts_left: int = 0,
+    policy: AttemptPolicy = AttemptPolicy(),
 ) -> AttemptOutcome:
+    """Start ``groups`` and watch them until the attempt ends (``policy``); close every group.
+
+    ``status`` sees every exit (``ended``), every tick's new log lines and the end; ``grace`` may
+    be a callable, read when the groups are closed (an agent learns it with the stop request).
+    """
     interrupt = interrupt or Interrupt()
     total = sum(len(g.ranks) for g in groups)
     exits: dict[int, RankExit] = {}
@@ -97,10 +118,12 @@ def run_attempt(
                         watchdog.ended(exit_.rank)
                     if status is not None:
                         status.mark(exit_.rank, "done" if exit_.ok else "FAILED")
-                    if not exit_.ok and first is None:
+                        status.ended(group, exit_)
+                    if not exit_.ok and first is None and policy.fail_fast:
                         first, first_group = exit_, group
-                problem = problem or group.helper_problem()
-            if len(exits) == total and first is None:
+                if policy.stop_on_helper_problem:
+                    problem = problem or group.helper_problem()
+            if len(exits) == total and first is None and policy.end_when_all_exited:
                 _wait_for_helpers(groups, interrupt)
                 break
             lines = [item for group in groups for item in group.new_log_lines()]
@@ -118,11 +141,13 @@ def run_attempt(
             if hung is None:
                 interrupt.event.wait(poll_interval)
     finally:
+        grace_s = grace() if callable(grace) else grace
         for group in groups:
-            for exit_ in group.close(grace):
+            for exit_ in group.close(grace_s):
                 exits.setdefault(exit_.rank, exit_)
                 if status is not None:
                     status.mark(exit_.rank, "stopped")
+                    status.ended(group, exit_)
         if status is not None:
             status.finish(groups)
 
