@@ -64,7 +64,12 @@ configuration is written to <ckpt-dir>/config.yaml by the ranks that save checkp
 
 Exit status: 0 done; 2 bad input (missing data root, bad label file, unknown config key,
 corrupt checkpoint, unusable distributed environment), one line on stderr; 143 stopped by
-SIGTERM (130 by Ctrl-C) - the launcher stops ranks with SIGTERM.
+SIGTERM (130 by Ctrl-C) - the launcher stops ranks with SIGTERM. SIGUSR1 asks for "save and
+stop" (launch-train sends it on a preemption): the current step is finished, every rank stops at
+the same step, the ranks that save write a checkpoint of it, and the program exits 0 after
+"deeplab-train: saved and stopped at step N ..."; a later --resume (or launch-train restart,
+launch-train --resume JOB_DIR) continues at step N + 1. Checkpoints are also written every
+save_checkpoint_seconds (when > 0), so a crash loses half that interval on average.
 """
 from __future__ import annotations
 
@@ -128,6 +133,7 @@ class TrainResult:
     start_step: int
     rank_id: int
     rank_size: int
+    stopped_at: Optional[int] = None  # the step a "save and stop" request (SIGUSR1) ended the run at
     losses: list[float] = field(default_factory=list)  # the logged ones (every log_every_steps)
     checkpoints: list[Path] = field(default_factory=list)
     evaluations: list[tuple[int, float]] = field(default_factory=list)  # (step, mIoU) during training
@@ -187,6 +193,35 @@ def should_log(step: int, step_in_epoch: int, steps_per_epoch: int, total_steps:
     return every <= 1 or step % every == 0 or step_in_epoch == steps_per_epoch or step == total_steps
 
 
+class SaveAndStop:
+    """SIGUSR1 asks for "save a checkpoint and stop" (launch-train sends it before a preemption).
+
+    The step under way is finished; then every rank must stop at the same step, or a rank still
+    training would wait forever in the next all-reduce for one that left: in a distributed run
+    the ranks vote after every step (one all-reduce of one number), and all stop when any was asked.
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._vote = None
+
+    def __call__(self, signum, frame) -> None:
+        self.asked = True
+
+    def agreed(self, distributed: bool) -> bool:
+        if not distributed:
+            return self.asked
+        if self._vote is None:
+            self._vote = _AllSum()
+        import numpy as np
+        import mindspore as ms
+
+        return float(self._vote(ms.Tensor(np.array([1.0 if self.asked else 0.0], dtype=np.float32))).asnumpy()[0]) > 0
+
+
+SAVE_AND_STOP = SaveAndStop()
+
+
 @dataclass
 class Training:
     """Everything build_training made for one run: config, where this rank stands, data, network, saver."""
@@ -205,9 +240,20 @@ class Training:
     evaluator: Any = None
     eval_split: str = ""
 
+    last_save: float = field(default_factory=time.monotonic)
+
     @property
     def ckpt_dir(self) -> Path:
         return Path(self.opts.ckpt_dir)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """Every save_checkpoint_steps steps, every save_checkpoint_seconds (when > 0), and at the end."""
+        cfg = self.cfg
+        due = step % cfg.save_checkpoint_steps == 0 or step == self.total_steps or (
+            cfg.save_checkpoint_seconds > 0 and time.monotonic() - self.last_save >= cfg.save_checkpoint_seconds)
+        if due:
+            self.last_save = time.monotonic()
+        return due
 
 
 def build_training(opts: TrainOptions) -> Training:
@@ -338,8 +384,18 @@ def train_one_epoch(training: Training, batches, epoch: int, first_in_epoch: int
             loss = float(loss_tensor.asnumpy())
             result.losses.append(loss)
             _print(format_step_line(epoch, in_epoch, loss))
-        if saver is not None and (step % cfg.save_checkpoint_steps == 0 or step == training.total_steps):
-            result.checkpoints.append(saver.save(training.train_step, step=step, epoch=epoch))
+        saved = None
+        if saver is not None and training.checkpoint_due(step):
+            saved = saver.save(training.train_step, step=step, epoch=epoch)
+            result.checkpoints.append(saved)
+        if SAVE_AND_STOP.agreed(training.start.is_distributed):
+            if saver is not None and saved is None:
+                saved = saver.save(training.train_step, step=step, epoch=epoch)
+                result.checkpoints.append(saved)
+            result.stopped_at = step
+            where = f": {saved}" if saved is not None else " (this rank saves no checkpoints)"
+            _print(f"deeplab-train: saved and stopped at step {step} as asked (SIGUSR1){where}")
+            return step
     _print(format_epoch_line((time.perf_counter() - epoch_start) * 1000.0, steps_to_run))
     return step
 
@@ -383,6 +439,8 @@ def train(opts: TrainOptions) -> TrainResult:
     step = start_step
     for epoch, first_in_epoch, steps_to_run in epochs:
         step = train_one_epoch(training, batches, epoch, first_in_epoch, steps_to_run, step, result)
+        if result.stopped_at is not None:
+            break
         epoch_ends = first_in_epoch + steps_to_run - 1 == training.steps_per_epoch
         if training.evaluator is not None and eval_due(epoch, step, epoch_ends, training.total_steps,
                                                        training.cfg.eval_every_epochs):
@@ -390,14 +448,11 @@ def train(opts: TrainOptions) -> TrainResult:
     return result
 
 
-def _agree_on_start_step(step: int, ckpt_dir: Path) -> None:
-    """All ranks must continue from the same step (and so the same checkpoint)."""
-    import numpy as np
-    import mindspore as ms
+def _AllSum():
+    """A cell that sums a tensor over every rank (MindSpore's CPU AllReduce only sums)."""
     from mindspore import nn, ops
-    from mindspore.communication import get_group_size
 
-    class AllSum(nn.Cell):  # MindSpore's CPU AllReduce only sums
+    class AllSum(nn.Cell):
         def __init__(self):
             super().__init__()
             self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
@@ -405,7 +460,16 @@ def _agree_on_start_step(step: int, ckpt_dir: Path) -> None:
         def construct(self, values):
             return self.all_reduce(values)
 
-    all_sum = AllSum()
+    return AllSum()
+
+
+def _agree_on_start_step(step: int, ckpt_dir: Path) -> None:
+    """All ranks must continue from the same step (and so the same checkpoint)."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore.communication import get_group_size
+
+    all_sum = _AllSum()
     mean = float(all_sum(ms.Tensor(np.array([step], dtype=np.float32))).asnumpy()[0]) / get_group_size()
     # Every rank sees the same spread, so either all continue or all stop here.
     spread = float(all_sum(ms.Tensor(np.array([(step - mean) ** 2], dtype=np.float32))).asnumpy()[0])
@@ -494,6 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_terminated)
+    signal.signal(signal.SIGUSR1, SAVE_AND_STOP)
     try:
         opts = options_from_args(args)
         result = train(opts)
@@ -503,7 +568,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Terminated as stop:
         print(f"deeplab-train: stopped by {stop}", file=sys.stderr, flush=True)
         return 128 + stop.signum
-    _print(f"training done at step {result.final_step}")
+    if result.stopped_at is None:
+        _print(f"training done at step {result.final_step}")
     return 0
 
 

@@ -92,7 +92,7 @@ class JobDirWriteError(OSError):
     """The job dir could not be written (disk full, read-only); nothing of it was kept. One line."""
 
 
-def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
+def write_job_files(plan: Plan, files: Sequence[RenderedFile], status: JobStatus = JobStatus()) -> None:
     """Create the job directory whole or not at all: job.json, every rendered file, the disk reserve.
 
     Everything is written into a hidden sibling and renamed into place at the end, so a
@@ -106,7 +106,7 @@ def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
 
     job_dir = plan.spec.job_dir
     if job_dir.is_dir() and any(job_dir.iterdir()):
-        _write_into_prepared(plan, files)
+        _write_into_prepared(plan, files, status)
         return
     try:
         job_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def write_job_files(plan: Plan, files: Sequence[RenderedFile]) -> None:
         raise JobDirWriteError(f"--job-dir {job_dir}: cannot create it: {exc.strerror or exc}; nothing was written") from None
     try:
         os.chmod(stage, 0o755)
-        _write_all(plan, files, stage, [])
+        _write_all(plan, files, stage, [], status)
         if job_dir.exists():
             job_dir.rmdir()  # checked empty before; a file that appeared since makes this fail
         os.rename(stage, job_dir)
@@ -133,14 +133,16 @@ class _WriteFailed(Exception):
         self.what, self.reason = what, reason
 
 
-def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list[Path]) -> None:
+def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list[Path],
+               status: JobStatus = JobStatus()) -> None:
     """job.json, the rendered files and the reserve under root; every path created is appended to made."""
     from launcher.job.disk_space import RESERVE_FILE, write_reserve
 
     current = "job.json"
     try:
-        made.append(root / "job.json")
-        write_job_json(root, job_document(plan))
+        if not (root / "job.json").exists():
+            made.append(root / "job.json")
+        write_job_json(root, job_document(plan, status))
         for item in files:
             current = item.path
             target = root / item.path
@@ -148,7 +150,8 @@ def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list
                 if not (root / parent).exists():
                     (root / parent).mkdir()
                     made.append(root / parent)
-            made.append(target)
+            if not target.exists():
+                made.append(target)
             write_atomic(target, item.text, executable=item.executable)
         current = "a reserve for job.json"
         made.append(root / RESERVE_FILE)
@@ -157,11 +160,11 @@ def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list
         raise _WriteFailed(current, exc.strerror or str(exc)) from None
 
 
-def _write_into_prepared(plan: Plan, files: Sequence[RenderedFile]) -> None:
+def _write_into_prepared(plan: Plan, files: Sequence[RenderedFile], status: JobStatus) -> None:
     job_dir = plan.spec.job_dir
     made: list[Path] = []
     try:
-        _write_all(plan, files, job_dir, made)
+        _write_all(plan, files, job_dir, made, status)
     except _WriteFailed as failed:
         for path in reversed(made):  # files first, then the directories made for them
             try:
@@ -191,7 +194,10 @@ def launch(
     out = out if out is not None else sys.stdout
     status_out = status_out if status_out is not None else sys.stderr
     plan, files = prepare(spec)
-    check_job_dir_free(spec.job_dir, spec.prepared_files)
+    resuming = spec.first_attempt > 0
+    earlier = _earlier_launches(spec.job_dir) if resuming else ()
+    if not resuming:
+        check_job_dir_free(spec.job_dir, spec.prepared_files)
     if plan.scheduler is not None and spec.hosts[0].local:
         check_port_free(plan.scheduler.port, plan.scheduler.address)
     interrupt = interrupt or Interrupt()
@@ -200,7 +206,7 @@ def launch(
     try:
         groups = group_factory(plan)  # may raise LaunchError (e.g. an unreachable host) before files exist
         if interrupt.signal is None:
-            write_job_files(plan, files)
+            write_job_files(plan, files, JobStatus(earlier_launches=earlier))
             written = True
     except BaseException:
         restore()
@@ -216,18 +222,22 @@ def launch(
     hangs: list[dict] = []
     restarts = 0
     try:
-        write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started)))
+        if resuming:
+            _mark_logs(plan, f"resume (attempt {plan.attempt})")
+        write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started,
+                                                                  earlier_launches=earlier)))
         while True:
             status = LiveStatus(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
             try:
                 outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
-                                      restarts_left=spec.max_restarts - restarts)
+                                      restarts_left=spec.max_restarts - restarts, save_grace_s=spec.save_grace_s)
             except OSError:
                 # A group could not start (every group is closed by now): job.json must not say "running".
                 failed = JobStatus(state="failed", started=started, ended=utc_now(), exit_code=1, restarts=restarts,
-                                   wall_time_s=round(time.monotonic() - t0, 3), rank_exits=all_exits)
+                                   wall_time_s=round(time.monotonic() - t0, 3), rank_exits=all_exits,
+                                   earlier_launches=earlier)
                 write_job_json(spec.job_dir, job_document(plan, failed))
                 raise
             all_exits = merge_exits(all_exits, outcome.exits)
@@ -243,7 +253,7 @@ def launch(
             _say(status_out, f"{what}; restarting the whole job ({restarts} of {spec.max_restarts})")
             next_plan = plan_restart(plan)
             try:
-                _rewrite_rank_scripts(next_plan, restarts, started)
+                _rewrite_rank_scripts(next_plan, restarts, started, earlier)
             except OSError as exc:  # a full disk: end with the failure we have, and say why there is no restart
                 restarts -= 1
                 _say(status_out, f"cannot restart: {exc.filename or spec.job_dir}: {exc.strerror or exc}")
@@ -261,6 +271,8 @@ def launch(
             rank_exits=all_exits,
             first_failure=result.first_failure,
             hang=_hang_status(hangs),
+            preempted=outcome.preempted,
+            earlier_launches=earlier,
         )
         try:
             write_job_json(spec.job_dir, job_document(plan, final))
@@ -339,14 +351,33 @@ def _say(stream: TextIO, message: str) -> None:
     stream.flush()
 
 
-def _rewrite_rank_scripts(plan: Plan, attempt: int, started: str) -> None:
+def _rewrite_rank_scripts(plan: Plan, restarts: int, started: str, earlier: Sequence[dict] = ()) -> None:
     job_dir = plan.spec.job_dir
     for item in render_rank_files(plan):  # env.sh carries the new LAUNCH_TRAIN_RESTART_COUNT
         write_atomic(job_dir / item.path, item.text, executable=item.executable)
+    _mark_logs(plan, f"restart {restarts}")
+    write_job_json(job_dir, job_document(plan, JobStatus(state="running", started=started, restarts=restarts,
+                                                         earlier_launches=tuple(earlier))))
+
+
+def _mark_logs(plan: Plan, what: str) -> None:
+    """A line in every rank's log where a new attempt's output starts (logs are appended to)."""
     for rank in plan.ranks:
-        with open(job_dir / rank.log_dir / "log.txt", "a", encoding="utf-8") as log:
-            log.write(f"==== launch-train: restart {attempt}: {' '.join(rank.command)} ====\n")
-    write_job_json(job_dir, job_document(plan, JobStatus(state="running", started=started, restarts=attempt)))
+        with open(plan.spec.job_dir / rank.log_dir / "log.txt", "a", encoding="utf-8") as log:
+            log.write(f"==== launch-train: {what}: {' '.join(rank.command)} ====\n")
+
+
+def _earlier_launches(job_dir: Path) -> tuple[dict, ...]:
+    """The status of every earlier launch of this job dir (launch-train --resume keeps them in order)."""
+    from launcher.job.job_record import JobFileError, load_job
+
+    try:
+        status = dict(load_job(job_dir).status)
+    except JobFileError:
+        return ()
+    before = tuple(status.pop("earlier_launches", None) or ())
+    status.pop("ranks", None)  # every rank's exit is in the rank logs; the record stays small
+    return (*before, status)
 
 
 def _install_signal_handlers(interrupt: Interrupt) -> Callable[[], None]:
@@ -355,7 +386,8 @@ def _install_signal_handlers(interrupt: Interrupt) -> Callable[[], None]:
         return lambda: None
     # SIGHUP (the terminal or the SSH session went away) stops the job like SIGTERM: left at its
     # default it would kill the launcher and leave the ranks running and job.json "running".
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # SIGUSR1: Slurm's --signal=B:USR1@T and similar "you will be preempted" notices: save and stop.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)}
     for sig in previous:
         signal.signal(sig, lambda signum, frame: interrupt.trigger(signum))
 

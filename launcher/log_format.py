@@ -8,6 +8,8 @@ one line per logged step, one per epoch, one per evaluation:
     mIoU = 0.65049
     eval at step 370 (epoch 10, 'val', 60 images, scale 1.5, 2.1 s): mIoU = 0.81234
         (an evaluation during training: one point of the mIoU curve)
+    deeplab-train: saved and stopped at step 412 as asked (SIGUSR1): .../deeplab-step000412.ckpt
+        (the answer to launch-train's "save and stop" before a preemption)
 
 The live status (launcher.console), the agent's progress events
 (launcher.remote.protocol) and collect-results (launcher.collect.logparse) all parse
@@ -23,6 +25,7 @@ LOSS_LINE = re.compile(r"epoch:\s*(\d+)\s+step:\s*(\d+),\s*loss is\s*" + _NUMBER
 EPOCH_TIME_LINE = re.compile(r"Epoch time:\s*" + _NUMBER + r",\s*per step time:\s*" + _NUMBER + r"\s*$")
 MIOU_LINE = re.compile(r"mIoU\s*=\s*" + _NUMBER + r"\s*$")
 EVAL_AT_STEP = re.compile(r"^eval at step (\d+)\b")
+SAVED_AND_STOPPED = re.compile(r"\bsaved and stopped at step (\d{1,12})\b")
 
 
 def parse_loss_line(line: str) -> Optional[tuple[int, int, float]]:
@@ -50,4 +53,10 @@ def parse_miou_line(line: str) -> Optional[float]:
 def parse_eval_step(line: str) -> Optional[int]:
     """``eval at step N (...): mIoU = M`` -> N, the global step of an evaluation during training."""
     match = EVAL_AT_STEP.match(line)
+    return None if match is None else int(match.group(1))
+
+
+def parse_saved_and_stopped(line: str) -> Optional[int]:
+    """``... saved and stopped at step N ...`` -> N, the step a rank saved before it stopped as asked."""
+    match = SAVED_AND_STOPPED.search(line)
     return None if match is None else int(match.group(1))

@@ -82,6 +82,7 @@ class Config:
     enable_save_ckpt: bool = True
     save_checkpoint_steps: int = 1000
     save_checkpoint_num: int = 1
+    save_checkpoint_seconds: float = 0.0  # > 0: also a checkpoint whenever this long has passed since the last
     save_ckpt_all_ranks: bool = False
     ckpt_pre_trained: str = ""
     num_parallel_workers: int = 0  # data workers per rank; 0: one per thread of the rank (see train.py)
@@ -167,7 +168,8 @@ def _range_problems(cfg: Config) -> typing.Iterator[tuple[str, str]]:
         if getattr(cfg, name) <= 0:
             yield name, "must be > 0"
     for name in ("end_lr", "warmup_steps", "warmup_epochs", "weight_decay", "threads", "ignore_label",
-                 "global_batch_size", "lr_reference_batch", "eval_every_epochs", "num_parallel_workers"):
+                 "global_batch_size", "lr_reference_batch", "eval_every_epochs", "num_parallel_workers",
+                 "save_checkpoint_seconds"):
         if getattr(cfg, name) < 0:
             yield name, "must be >= 0"
     if cfg.warmup_steps > 0 and cfg.warmup_epochs > 0:

@@ -89,6 +89,7 @@ def submit_slurm(options: LaunchOptions) -> int:
     try:
         request = SbatchRequest(job_id=job_id, job_name=f"launch-train-{job_id}", job_dir=job_dir, nodes=submit.nodes,
                                 tasks_per_node=options.devices or 1, launch_command=tuple(command),
+                                resume_command=(sys.executable, "-m", "launcher.cli", "--resume", str(job_dir)),
                                 partition=submit.partition, time=submit.time, account=submit.account,
                                 slurm_args=tuple(submit.slurm_args))
         text = render_sbatch(request, template_environment(templates))

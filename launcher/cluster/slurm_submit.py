@@ -33,6 +33,8 @@ class SbatchRequest:
     nodes: int
     tasks_per_node: int
     launch_command: tuple[str, ...]
+    # What a requeued run of the script does instead: continue the job in its job dir.
+    resume_command: tuple[str, ...] = ()
     partition: Optional[str] = None
     time: Optional[str] = None
     account: Optional[str] = None
@@ -58,6 +60,7 @@ class SbatchRequest:
         if not self.launch_command:
             raise SubmitError("launch command: empty")
         object.__setattr__(self, "launch_command", tuple(str(w) for w in self.launch_command))
+        object.__setattr__(self, "resume_command", tuple(str(w) for w in self.resume_command))
         object.__setattr__(self, "slurm_args", tuple(self.slurm_args))
 
 

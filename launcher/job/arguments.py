@@ -80,6 +80,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
                      help="seconds between status blocks when stderr is not a terminal (default 30)")
     sup.add_argument("--hang-timeout", dest="hang_timeout_s", type=float, metavar="S",
                      help=f"a rank with no new training step for S seconds is hung (default {DEFAULT_HANG_TIMEOUT_S:g}; 0: off)")
+    sup.add_argument("--grace", dest="grace_s", type=float, metavar="S",
+                     help="on SIGTERM/SIGUSR1 every rank may save a checkpoint and stop within S seconds (default 60; 0: stop at once)")
     sup.add_argument("--first-step-timeout", dest="first_step_timeout_s", type=float, metavar="S",
                      help=f"time allowed until a rank's first step (default {DEFAULT_FIRST_STEP_TIMEOUT_S:g}; 0: off)")
     ssh = p.add_argument_group("several hosts (SSH)")
@@ -123,6 +125,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     looking.add_argument("--status", type=Path, metavar="JOB_DIR", help="show the ranks of a (running) job and exit")
     looking.add_argument("--stack", type=Path, metavar="JOB_DIR",
                          help="dump every local rank's stack into LOG<rank>/stack.txt and exit")
+    looking.add_argument("--resume", type=Path, metavar="JOB_DIR",
+                         help="continue a stopped, failed or preempted job in its job dir from its newest checkpoint")
     look = p.add_argument_group("looking before starting")
     look.add_argument("--dry-run", action="store_true", default=None, help="print the plan, start nothing")
     look.add_argument("--json", action="store_true", default=None, help="with --dry-run: print it as JSON")
@@ -144,7 +148,7 @@ _SUBMIT_FIELDS = tuple(f.name for f in dataclasses.fields(SubmitOptions) if f.na
 def options_from_namespace(ns: argparse.Namespace, training_args: Sequence[str]) -> LaunchOptions:
     """The parsed flags as LaunchOptions (LaunchError on a bad value); flags not given keep the defaults."""
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(LaunchOptions)
-             if f.name not in ("args", "submit") and getattr(ns, f.name, None) is not None}
+             if f.name not in ("args", "submit", "resume") and getattr(ns, f.name, None) is not None}
     if "visible_devices" in given:
         given["visible_devices"] = parse_device_list(given["visible_devices"])
     if "env" in given:
@@ -162,4 +166,8 @@ def parse_command_line(argv: Sequence[str], description: str = "") -> CommandLin
     ns = build_parser(description).parse_args(own)
     if ns.status is not None or ns.stack is not None:
         return CommandLine(None, status=ns.status, stack=ns.stack)
+    if ns.resume is not None:
+        from launcher.job.resume import resume_options
+
+        return CommandLine(resume_options(ns.resume, options_from_namespace(ns, training_args)))
     return CommandLine(options_from_namespace(ns, training_args))

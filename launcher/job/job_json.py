@@ -39,6 +39,10 @@ class JobStatus:
     rank_exits: tuple[RankExit, ...] = ()
     first_failure: Optional[RankFailure] = None
     hang: Optional[dict] = None  # the hang watchdog's record (launcher/run/hang.py), JSON-ready
+    # A save-and-stop before a preemption: {signal, requested, grace_s, saved_step, all_saved}.
+    preempted: Optional[dict] = None
+    # Earlier launches of this job dir (launch-train --resume): their status documents, oldest first.
+    earlier_launches: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -78,6 +82,8 @@ def job_document(plan: Plan, status: JobStatus = JobStatus()) -> dict[str, Any]:
         ],
         "entry": spec.entry.to_json(),
         "args": list(spec.args),
+        # The launch-train arguments of this job: what `launch-train --resume JOB_DIR` runs again.
+        "argv": list(spec.argv),
         "rank_size": plan.rank_size,
         "env": dict(spec.env),
         "scheduler": scheduler,
@@ -137,6 +143,8 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "ranks": ranks,
         "first_failure": failure,
         "hang": status.hang,
+        "preempted": status.preempted,
+        "earlier_launches": list(status.earlier_launches),
     }
 
 

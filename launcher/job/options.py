@@ -67,6 +67,8 @@ class LaunchOptions:
     first_step_timeout_s: Optional[float] = field(default=DEFAULT_FIRST_STEP_TIMEOUT_S,
                                                   metadata=flag("--first-step-timeout"))
     status_interval_s: float = field(default=30.0, metadata=flag("--status-interval"))
+    # SIGTERM/SIGUSR1 to launch-train: every rank is asked to save a checkpoint and stop, and given this long.
+    grace_s: float = field(default=60.0, metadata=flag("--grace"))
     # Who starts the ranks (launcher.backends.select_backend; None: chosen from the environment).
     launcher: Optional[str] = field(default=None, metadata=flag("--launcher"))
     # SSH hosts (launcher.remote): how they are reached and how long their agents wait for us.
@@ -83,6 +85,9 @@ class LaunchOptions:
     # Set by --submit for the launch inside the batch job: the same job id, and the files it left.
     job_id: Optional[str] = field(default=None, metadata=flag("--job-id"))
     from_submit: bool = field(default=False, metadata=flag("--from-submit"))
+    # launch-train --resume JOB_DIR: this job dir's job, continued as its attempt number ``first_attempt``.
+    resume: bool = False
+    first_attempt: int = 0
     # Print the plan instead of running it (never passed on: the job inside must run).
     dry_run: bool = False
     json: bool = False
@@ -123,6 +128,8 @@ class LaunchOptions:
                                       ("--ssh-timeout", self.ssh_timeout_s, 86400)):
                 if not 0 < value <= high:  # NaN and inf fail this too
                     raise ValueError(f"{name} {value}: must be a number of seconds in (0, {high}]")
+            if not 0 <= self.grace_s <= 86400:
+                raise ValueError(f"--grace {self.grace_s}: must be a number of seconds in [0, 86400] (0: stop at once)")
             if not 0 <= self.rank_table_timeout_s <= 7 * 86400:
                 raise ValueError(f"--rank-table-timeout {self.rank_table_timeout_s}: must be a number of seconds "
                                  f"in [0, {7 * 86400}]")
@@ -132,6 +139,8 @@ class LaunchOptions:
             raise LaunchError(str(exc)) from None
         if self.json and not self.dry_run:
             raise LaunchError("--json: only with --dry-run")
+        if not 0 <= self.first_attempt <= MAX_RESTARTS * 100:
+            raise LaunchError(f"attempt {self.first_attempt}: out of range")
 
     @property
     def prepared_files(self) -> tuple[str, ...]:

@@ -127,8 +127,10 @@ def split_cores(cpus: Sequence[int], ranks: int) -> list[tuple[int, ...]]:
     return out
 
 
-def plan_job(spec: JobSpec, attempt: int = 0) -> Plan:
-    """JobSpec -> Plan of attempt ``attempt`` (0: the first). Pure: no files, no processes, no clock."""
+def plan_job(spec: JobSpec, attempt: Optional[int] = None) -> Plan:
+    """JobSpec -> Plan of attempt ``attempt`` (default: the spec's first). Pure: no files, no processes, no clock."""
+    if attempt is None:
+        attempt = spec.first_attempt
     command = spec.entry.argv(spec.python) + spec.args
     per_host = len(spec.devices)
     rank_size = spec.rank_size
@@ -179,7 +181,8 @@ def plan_restart(plan: Plan) -> Plan:
 def _launch_env(spec: JobSpec, attempt: int, host_index: int, local_index: int, device_id: int, rank: int,
                 size: int) -> dict:
     env = {
-        **job_env(spec.job_dir, platform=spec.platform, attempt=attempt, max_restarts=spec.max_restarts),
+        **job_env(spec.job_dir, platform=spec.platform, attempt=attempt, max_restarts=spec.max_restarts,
+                  save_on_signal=spec.save_grace_s > 0),
         "RANK_ID": str(rank),
         "RANK_SIZE": str(size),
         "DEVICE_ID": str(device_id),

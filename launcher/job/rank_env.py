@@ -13,6 +13,8 @@ being restarted; it reads these variables (deeplab-train does; an ``--entry`` sc
 | LAUNCH_TRAIN_MAX_RESTARTS    | --max-restarts                                                      |
 | LAUNCH_TRAIN_CKPT_DIR        | where the job's checkpoints go: <job-dir>/LOG0/ckpt for every rank, |
 |                              | so every rank resumes from the same files after a restart          |
+| LAUNCH_TRAIN_SAVE_SIGNAL     | SIGUSR1 when --grace > 0: the signal that asks a rank to save a     |
+|                              | checkpoint and stop (before a preemption); unset with --grace 0     |
 
 plus the start mode's own variables (MS_* for the dynamic cluster, RANK_TABLE_FILE and
 SERVER_ID for a rank table; Open MPI adds OMPI_COMM_WORLD_* under mpirun). The launcher
@@ -32,6 +34,8 @@ GROUP_MARKER_VAR = "LAUNCH_TRAIN_GROUP"
 RESTART_COUNT_VAR = "LAUNCH_TRAIN_RESTART_COUNT"
 MAX_RESTARTS_VAR = "LAUNCH_TRAIN_MAX_RESTARTS"
 CKPT_DIR_VAR = "LAUNCH_TRAIN_CKPT_DIR"
+SAVE_SIGNAL_VAR = "LAUNCH_TRAIN_SAVE_SIGNAL"
+SAVE_SIGNAL = "SIGUSR1"
 # Rank 0's working directory: collect-results, `make demo` and the README find checkpoints there.
 CKPT_SUBDIR = "LOG0/ckpt"
 
@@ -41,9 +45,10 @@ def checkpoint_dir(job_dir: Path) -> Path:
     return Path(job_dir) / CKPT_SUBDIR
 
 
-def job_env(job_dir: Path, *, platform: str, attempt: int, max_restarts: int) -> dict[str, str]:
+def job_env(job_dir: Path, *, platform: str, attempt: int, max_restarts: int, save_on_signal: bool = False
+            ) -> dict[str, str]:
     """The variables every rank of a job gets, whatever its start mode."""
-    return {
+    env = {
         JOB_MARKER_VAR: str(job_dir),
         DEVICE_TARGET_VAR: platform,
         RESTART_COUNT_VAR: str(attempt),
@@ -51,3 +56,6 @@ def job_env(job_dir: Path, *, platform: str, attempt: int, max_restarts: int) ->
         CKPT_DIR_VAR: str(checkpoint_dir(job_dir)),
         "PYTHONUNBUFFERED": "1",  # log lines reach log.txt (and the live status) as they are printed
     }
+    if save_on_signal:
+        env[SAVE_SIGNAL_VAR] = SAVE_SIGNAL
+    return env

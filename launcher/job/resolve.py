@@ -123,7 +123,8 @@ def resolve_spec(
     entry = _entry(options)
     job_id = options.job_id or new_job_id()
     job_dir = check_job_dir((options.job_dir if options.job_dir is not None else Path("jobs") / job_id).expanduser())
-    check_job_dir_free(job_dir, options.prepared_files)
+    if not options.resume:
+        check_job_dir_free(job_dir, options.prepared_files)
     templates = check_templates_dir(options.templates) if options.templates is not None else None
 
     rank_size = len(hosts) * len(devices)
@@ -159,6 +160,9 @@ def resolve_spec(
             rank_table_json=table_json,
             hang=hang,
             prepared_files=tuple(options.prepared_files),
+            save_grace_s=options.grace_s,
+            first_attempt=options.first_attempt,
+            argv=tuple(dataclasses.replace(options, job_dir=job_dir, job_id=job_id).to_argv()),
         )
     except ValueError as exc:
         raise LaunchError(str(exc)) from None

@@ -86,6 +86,12 @@ class JobSpec:
     # Files --submit put into the job dir before this launch (the batch script, Slurm's output):
     # names (fnmatch patterns) the launch keeps instead of refusing a non-empty job dir.
     prepared_files: tuple[str, ...] = ()
+    # On SIGTERM/SIGUSR1: how long every rank may take to save a checkpoint and stop (0: stop at once).
+    save_grace_s: float = 0.0
+    # The attempt number of this launch's first attempt: 0, or more when it continues a job (--resume).
+    first_attempt: int = 0
+    # The launch-train arguments of this job (LaunchOptions.to_argv()): what --resume runs again.
+    argv: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9_.-]+\Z", self.job_id):

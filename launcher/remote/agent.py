@@ -12,7 +12,8 @@ scheduler may still be waiting for other hosts) until the controller, which alon
 when the whole job is over, says ``stop``.
 
 It reads stdin: ``ping`` lines (heartbeats), ``stop`` (the controller stops the job),
-``stack RANKS TITLE`` (dump those ranks' stacks: the controller's hang watchdog).
+``stack RANKS TITLE`` (dump those ranks' stacks: the controller's hang watchdog), ``save``
+(ask every rank to save a checkpoint and stop: the controller was told of a preemption).
 It stops its ranks and exits when asked to, when stdin closes (the SSH session or the
 controller went away), when no line arrives within ``--heartbeat-timeout`` seconds (a
 connection that died without closing), and on SIGTERM / SIGHUP / SIGINT. So an agent
@@ -54,6 +55,7 @@ class ControllerLink:
         self.interrupt = Interrupt()
         self.stop_requested = self.interrupt.event
         self.stack_requests: list[tuple[list[int], str]] = []
+        self.save_requested = False  # "save": pass "save a checkpoint and stop" to the ranks (once)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -71,6 +73,8 @@ class ControllerLink:
                 except ValueError:
                     continue
                 self.stack_requests.append((ranks, line.split(None, 2)[2].strip() if len(words) > 2 else "stack"))
+            if words and words[0] == "save":
+                self.save_requested = True
             if words and words[0] == "stop":
                 if len(words) > 1:
                     try:
@@ -157,6 +161,7 @@ class AgentReporter:
         self.exits: dict[int, Any] = {}
         self._started = False
         self._helper_reported = False
+        self._save_passed = False
 
     def ended(self, group: Any, rank_exit: Any) -> None:
         self.exits[rank_exit.rank] = rank_exit
@@ -172,6 +177,9 @@ class AgentReporter:
             for rank in group.ranks:
                 self.emit("started", rank=rank)
         self.link.check_heartbeat()
+        if self.link.save_requested and not self._save_passed:
+            self._save_passed = True
+            group.save_and_stop()
         while self.link.stack_requests:
             ranks, title = self.link.stack_requests.pop(0)
             looks = group.look_at(ranks, title)

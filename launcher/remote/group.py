@@ -242,6 +242,13 @@ class RemoteHostGroup(ProcessGroup):
                                    str(item.get("state") or "?"), item.get("waiting_in"), item.get("stack"))
         return looks
 
+    def _ask_to_save(self) -> bool:
+        """The agent passes "save and stop" to its ranks (its own group's save_and_stop)."""
+        if not self._agent_started or self._stop_sent or self._problem is not None:
+            return False
+        self.session.send("save")
+        return True
+
     def request_stop(self, grace: float) -> None:
         """Tell the agent to stop its ranks (SIGTERM, ``grace`` s, SIGKILL); returns at once."""
         if self._agent_started and not self._stop_sent:

@@ -17,6 +17,8 @@ started, observed and stopped (template method):
                              (default: killed by SIGTERM)
     _helper_problem()        a helper process (the scheduler) that failed, else None
     _helpers_done()          True once no helper process runs
+    _ask_to_save()           pass "save a checkpoint and stop" (SIGUSR1) to every running rank;
+                             False when the group cannot (default)
 
 and, for a group whose logs are not files on this machine (a remote host):
 ``_read_lines()``, ``_tail(rank, lines)``, ``_where(rank)``.
@@ -118,6 +120,13 @@ class ProcessGroup(ABC):
         """Where the rank's log is, as the user should look for it (host:path for remote hosts)."""
         return self._where(rank)
 
+    def save_and_stop(self) -> bool:
+        """Ask every running rank to save a checkpoint and stop (SIGUSR1, launch-train's preemption
+        request); returns at once, False when this kind of group cannot pass it on."""
+        if self._closed:
+            return False
+        return self._ask_to_save()
+
     def look_at(self, ranks: Sequence[int], title: str) -> dict:
         """Dump the stacks of these ranks into their LOG<rank>/stack.txt: {rank: RankLook} (hang watchdog)."""
         ranks = [rank for rank in ranks if rank in self._rank_plans]
@@ -188,6 +197,10 @@ class ProcessGroup(ABC):
 
     def _helper_problem(self) -> Optional[str]:
         return None
+
+    def _ask_to_save(self) -> bool:
+        """Default: a group whose ranks cannot be signalled one by one (one mpirun/srun) stops as usual."""
+        return False
 
     def _helpers_done(self) -> bool:
         return True

@@ -13,6 +13,8 @@ So the keeper always knows the rank's whole tree, and:
     or killed by the same signal), so the launcher sees the rank's own status;
   * SIGTERM / SIGINT / SIGHUP to the keeper are passed to COMMAND and then handled as
     above;
+  * SIGUSR1 (launch-train's "save a checkpoint and stop", before a preemption) is passed to
+    COMMAND only: the rank decides when it is done;
   * when the launcher dies, even by SIGKILL, the kernel sends the keeper SIGTERM
     (PR_SET_PDEATHSIG), and the same clean-up runs.
 
@@ -31,6 +33,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 2.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SAVE_SIGNAL = signal.SIGUSR1
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -145,13 +148,20 @@ def main(argv: list[str]) -> None:
         except (ProcessLookupError, NameError):
             pass
 
+    def pass_on(signum: int, frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except (ProcessLookupError, NameError):
+            pass
+
     for sig in FORWARDED:
         signal.signal(sig, on_signal)
+    signal.signal(SAVE_SIGNAL, pass_on)
     if os.getppid() != parent:  # the launcher died before PDEATHSIG was armed
         os._exit(128 + signal.SIGTERM)
     child = os.fork()
     if child == 0:
-        for sig in FORWARDED:
+        for sig in (*FORWARDED, SAVE_SIGNAL):
             signal.signal(sig, signal.SIG_DFL)
         try:
             os.execvp(argv[0], argv)

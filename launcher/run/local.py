@@ -134,6 +134,18 @@ class LocalGroup(ProcessGroup):
             return super()._exit_after_stop(rank)
         return self.exit_from_returncode(rank, proc.wait())
 
+    def _ask_to_save(self) -> bool:
+        """SIGUSR1 to each running rank's keeper, which passes it to the rank (launcher/run/keeper.py)."""
+        asked = False
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGUSR1)
+                    asked = True
+                except ProcessLookupError:
+                    pass
+        return asked
+
     def _helper_problem(self) -> Optional[str]:
         proc = self._scheduler_proc
         if proc is None:

@@ -11,14 +11,15 @@ with a HangReport. Whatever happens, close() runs on every group: nothing is lef
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from launcher.console import LiveStatus
 from launcher.job.hang_policy import HangPolicy
-from launcher.log_format import parse_loss_line
+from launcher.log_format import parse_loss_line, parse_saved_and_stopped
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
 from launcher.run.watchdog import HangVerdict, Watchdog
@@ -49,6 +50,7 @@ class AttemptOutcome:
     helper_problem: Optional[str] = None
     signal_received: Optional[int] = None
     hang: Optional[HangReport] = None
+    preempted: Optional[dict] = None  # the save-and-stop record (job.json status.preempted)
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,45 @@ class Interrupt:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal: Optional[int] = None
+        self.count = 0  # a second signal while ranks save their checkpoints stops them at once
 
     def trigger(self, signum: int) -> None:
         if self.signal is None:
             self.signal = signum
+        self.count += 1
         self.event.set()
+
+
+# Signals that ask for "save a checkpoint and stop" first (a scheduler's preemption, Slurm's --signal,
+# a Kubernetes eviction); Ctrl-C and SIGHUP stop at once.
+SAVE_FIRST_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass
+class _Saving:
+    """Ranks were asked to save a checkpoint and stop; the attempt waits for them until ``until``."""
+
+    signal_name: str
+    requested: str
+    grace_s: float
+    until: float
+    steps: dict = field(default_factory=dict)  # rank -> the step it saved at (its "saved and stopped" line)
+
+    def record(self, exits: dict, total: int) -> dict:
+        done = [e for e in exits.values() if not e.stopped_by_launcher]
+        return {"signal": self.signal_name, "requested": self.requested, "grace_s": self.grace_s,
+                "saved_step": max(self.steps.values()) if self.steps else None,
+                "ranks_saved": len(self.steps), "all_stopped_in_time": len(done) == total}
+
+
+def _ask_to_save(groups: Sequence[ProcessGroup], interrupt: Interrupt, grace_s: float) -> Optional[_Saving]:
+    """Send "save and stop" to every group that can pass it on; None when none can (then stop at once)."""
+    from launcher.job.job_json import utc_now
+
+    asked = [group.save_and_stop() for group in groups]
+    if not any(asked):
+        return None
+    return _Saving(signal.Signals(interrupt.signal).name, utc_now(), grace_s, time.monotonic() + grace_s)
 
 
 def run_attempt(
@@ -89,11 +125,14 @@ def run_attempt(
     hang: Optional[HangPolicy] = None,
     restarts_left: int = 0,
     policy: AttemptPolicy = AttemptPolicy(),
+    save_grace_s: float = 0.0,
 ) -> AttemptOutcome:
     """Start ``groups`` and watch them until the attempt ends (``policy``); close every group.
 
     ``status`` sees every exit (``ended``), every tick's new log lines and the end; ``grace`` may
     be a callable, read when the groups are closed (an agent learns it with the stop request).
+    ``save_grace_s`` > 0: SIGTERM/SIGUSR1 first ask every rank to save a checkpoint and stop, and
+    wait that long for them (a second signal, or the time running out, stops them as usual).
     """
     interrupt = interrupt or Interrupt()
     total = sum(len(g.ranks) for g in groups)
@@ -110,7 +149,16 @@ def run_attempt(
             group.start()
         if hang is not None and hang.enabled:
             watchdog = Watchdog.start(hang, [(r, g.rank_host(r)) for g in groups for r in g.ranks], time.monotonic())
-        while first is None and problem is None and hung is None and interrupt.signal is None:
+        saving: Optional[_Saving] = None
+        while first is None and problem is None and hung is None:
+            if interrupt.signal is not None:
+                if saving is None and save_grace_s > 0 and interrupt.signal in SAVE_FIRST_SIGNALS \
+                        and interrupt.count == 1 and len(exits) < total:
+                    saving = _ask_to_save(groups, interrupt, save_grace_s)
+                    if saving is None:
+                        break
+                elif saving is None or interrupt.count > 1 or time.monotonic() > saving.until:
+                    break
             for group in groups:
                 for exit_ in group.poll():
                     exits[exit_.rank] = exit_
@@ -119,16 +167,19 @@ def run_attempt(
                     if status is not None:
                         status.mark(exit_.rank, "done" if exit_.ok else "FAILED")
                         status.ended(group, exit_)
-                    if not exit_.ok and first is None and policy.fail_fast:
+                    if not exit_.ok and first is None and policy.fail_fast and saving is None:
                         first, first_group = exit_, group
                 if policy.stop_on_helper_problem:
                     problem = problem or group.helper_problem()
-            if len(exits) == total and first is None and policy.end_when_all_exited:
+            if len(exits) == total and first is None and (policy.end_when_all_exited or saving is not None):
                 _wait_for_helpers(groups, interrupt)
                 break
             lines = [item for group in groups for item in group.new_log_lines()]
             now = time.monotonic()
-            if watchdog is not None:
+            if saving is not None:
+                saving.steps.update((rank, step) for rank, line in lines
+                                    if (step := parse_saved_and_stopped(line)) is not None)
+            elif watchdog is not None:
                 _feed(watchdog, lines, now)
                 verdict = watchdog.check(now) if first is None else None
                 if verdict is not None:
@@ -138,7 +189,9 @@ def run_attempt(
                             status.mark(rank, "HUNG")
             if status is not None:
                 status.tick(groups, lines=lines)
-            if hung is None:
+            if saving is not None:
+                time.sleep(poll_interval)  # the interrupt's event stays set: waiting on it would spin
+            elif hung is None:
                 interrupt.event.wait(poll_interval)
     finally:
         grace_s = grace() if callable(grace) else grace
@@ -168,7 +221,8 @@ def run_attempt(
     if problem is not None:
         return AttemptOutcome("failed", ordered, helper_problem=problem)
     if interrupt.signal is not None:
-        return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal)
+        return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal,
+                              preempted=saving.record(exits, total) if saving is not None else None)
     return AttemptOutcome("succeeded", ordered)
 
 

@@ -2,11 +2,13 @@
 
     python rank_behaviour.py [--steps N] [--step-time S] [--sleep S] [--fail-rank R --exit-code C]
                              [--kill-rank R --signal NAME] [--spawn-orphan] [--ignore-term]
-                             [--fail-attempts N] [extra args...]
+                             [--fail-attempts N] [--save-on-usr1 [--save-time S]] [extra args...]
 
 record.json (in the working directory): argv, cwd, environment, pid, CPU affinity.
 The rank number comes from RANK_ID, else OMPI_COMM_WORLD_RANK; the attempt from
 LAUNCH_TRAIN_RESTART_COUNT (--fail-attempts N: --fail-rank fails only in attempts 0..N-1).
+--save-on-usr1: SIGUSR1 ("save and stop") ends the step loop after the current step: the rank
+takes --save-time seconds "saving", prints "saved and stopped at step N" and exits 0.
 """
 from __future__ import annotations
 
@@ -38,7 +40,12 @@ def main() -> int:
     parser.add_argument("--spawn-orphan", action="store_true", help="leave a setsid'd grandchild running")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (needs SIGKILL)")
     parser.add_argument("--fail-attempts", type=int, default=None, help="--fail-rank fails only in the first N attempts")
+    parser.add_argument("--save-on-usr1", action="store_true", help="SIGUSR1: save (--save-time s) and stop")
+    parser.add_argument("--save-time", type=float, default=0.0)
     args, extra = parser.parse_known_args()
+    asked_to_save: list[int] = []
+    if args.save_on_usr1:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: asked_to_save.append(signum))
     rank = rank_number()
     attempt = int(os.environ.get("LAUNCH_TRAIN_RESTART_COUNT", "0"))
     if args.fail_attempts is not None and attempt >= args.fail_attempts:
@@ -63,6 +70,10 @@ def main() -> int:
     for step in range(1, args.steps + 1):
         time.sleep(args.step_time)
         print(f"epoch: 1 step: {step}, loss is {1.0 / step:.5f}", flush=True)
+        if asked_to_save:
+            time.sleep(args.save_time)
+            print(f"rank {rank}: saved and stopped at step {step}", flush=True)
+            return 0
     if args.fail_rank == rank:
         time.sleep(args.sleep)
         print(f"rank {rank} failing with exit code {args.exit_code}", flush=True)
