@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -152,3 +153,43 @@ def test_submit_k8s_bad_input_is_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "job").exists()
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_a_preempted_batch_job_saves_its_step_and_a_requeue_resumes_after_it(slurm_job):
+    """SIGTERM to the batch job's launch-train (what a preemption sends): every rank saves and stops;
+    the requeued script finds job.json and continues with launch-train --resume after the saved step."""
+    cluster, job_dir = slurm_job
+    done = cluster.run(LAUNCH_TRAIN, "--submit", "slurm", "--nodes", "2", "--platform", "CPU", "--entry", PAYLOAD,
+                       "--job-dir", str(job_dir), "--grace", "30", "--tee", "all", "--",
+                       "--save-on-usr1", "--steps", "60", "--step-time", "0.1", timeout=60)
+    slurm_id = done.stdout.split("submitted Slurm job ")[1].split(";")[0]
+    logs = [job_dir / f"LOG{rank}" / "log.txt" for rank in range(2)]
+    _wait_for(lambda: all(log.exists() and "step: 5," in log.read_text() for log in logs), 120, "no steps")
+    cluster.run("scancel", "--batch", "--signal=TERM", slurm_id)
+    _wait_for(lambda: cluster.job_state(slurm_id) in ("FAILED", "COMPLETED"), 60, "the job did not end")
+    status = json.loads((job_dir / "job.json").read_text())["status"]
+    preempted = status["preempted"]
+    assert status["state"] == "interrupted" and preempted["ranks_saved"] == 2 and preempted["all_stopped_in_time"]
+    saved = preempted["saved_step"]
+    assert 5 <= saved < 60
+    cluster.run("scontrol", "requeue", slurm_id)
+    _wait_for(lambda: cluster.job_state(slurm_id) == "PENDING", 60, "the job was not requeued")
+    time.sleep(1.0)  # let the requeue set its begin time first; then move it to now (no 2-minute wait)
+    cluster.run("scontrol", "update", f"JobId={slurm_id}", "StartTime=now")
+    _wait_for(lambda: "resume (attempt 1)" in logs[0].read_text() and cluster.job_state(slurm_id) == "COMPLETED",
+              120, f"the requeued job did not complete: {cluster.job_state(slurm_id)}")
+    document = json.loads((job_dir / "job.json").read_text())
+    assert document["status"]["state"] == "succeeded"
+    assert document["status"]["earlier_launches"][0]["preempted"]["saved_step"] == saved
+    for log in logs:
+        first, resumed = log.read_text().split("==== launch-train: resume (attempt 1):")
+        own = int(re.search(r"saved and stopped at step (\d+)", first).group(1))  # each rank's own "checkpoint"
+        assert re.search(r"resumed after step (\d+)", resumed).group(1) == str(own)
+        assert f"epoch: 1 step: {own + 1}," in resumed and "epoch: 1 step: 60," in resumed

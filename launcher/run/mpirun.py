@@ -9,6 +9,8 @@ The command's own output goes to <job-dir>/<name>.log. A new launcher of this ki
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Iterable, Optional
@@ -76,6 +78,17 @@ class OneCommandGroup(ProcessGroup):
 
     def _helpers_done(self) -> bool:
         return self._proc is None or self._proc.poll() is not None
+
+    def _ask_to_save(self) -> bool:
+        """SIGUSR1 to the command (through its keeper): mpirun and srun pass it to every task, whose
+        wrapper (mpi_rank.sh, slurm_rank.sh) passes it to its rank."""
+        if self._proc is None or self._proc.poll() is not None:
+            return False
+        try:
+            os.kill(self._proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _tail(self, rank: int, lines: int) -> str:
         return super()._tail(rank, lines) or tail_lines(self.job_dir / self.output, lines)

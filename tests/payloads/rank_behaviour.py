@@ -8,7 +8,9 @@ record.json (in the working directory): argv, cwd, environment, pid, CPU affinit
 The rank number comes from RANK_ID, else OMPI_COMM_WORLD_RANK; the attempt from
 LAUNCH_TRAIN_RESTART_COUNT (--fail-attempts N: --fail-rank fails only in attempts 0..N-1).
 --save-on-usr1: SIGUSR1 ("save and stop") ends the step loop after the current step: the rank
-takes --save-time seconds "saving", prints "saved and stopped at step N" and exits 0.
+takes --save-time seconds "saving", writes the step to saved_step.txt (its "checkpoint"), prints
+"saved and stopped at step N" and exits 0; a later attempt (LAUNCH_TRAIN_RESTART_COUNT > 0)
+that finds saved_step.txt continues after that step ("resumed after step N").
 """
 from __future__ import annotations
 
@@ -67,11 +69,18 @@ def main() -> int:
     print(f"rank {rank} started pid {os.getpid()} attempt {attempt}", flush=True)
     if args.spawn_orphan:
         subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
-    for step in range(1, args.steps + 1):
+    first = 1
+    if args.save_on_usr1 and attempt > 0 and os.path.exists("saved_step.txt"):
+        with open("saved_step.txt") as handle:
+            first = int(handle.read()) + 1
+        print(f"rank {rank} resumed after step {first - 1}", flush=True)
+    for step in range(first, args.steps + 1):
         time.sleep(args.step_time)
         print(f"epoch: 1 step: {step}, loss is {1.0 / step:.5f}", flush=True)
         if asked_to_save:
             time.sleep(args.save_time)
+            with open("saved_step.txt", "w") as handle:
+                handle.write(str(step))
             print(f"rank {rank}: saved and stopped at step {step}", flush=True)
             return 0
     if args.fail_rank == rank:
