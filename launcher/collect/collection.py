@@ -38,6 +38,7 @@ from launcher.collect.logparse import log_tail, parse_training_log
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
 from launcher.collect.summary import Checkpoint, RankInputs, build_summary
+from launcher.collect.timeline import build_timeline, timeline_summary
 
 if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is collected
     from launcher.remote.ssh import SshOptions
@@ -263,7 +264,10 @@ def collect(request: CollectRequest) -> CollectOutcome:
         logs = {r: i.log for r, i in ranks.items() if i.log is not None}
         tails = {r: log_tail(i.log_text, request.tail_lines) for r, i in ranks.items() if i.log_text is not None}
         stacks = {r: i.stack_text for r, i in ranks.items() if i.stack_text is not None}
-        report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks)
+        job_timeline = build_timeline(job.raw, [(r, c.path, c.mtime) for r, i in ranks.items() for c in i.checkpoints])
+        summary["timeline"] = timeline_summary(job_timeline)
+        report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks,
+                               job_timeline=job_timeline)
         for name, write in ((MANIFEST, lambda p: _write_json(p, {"job_id": job.job_id, "files": [e.__dict__ for e in entries]})),
                             (SUMMARY, lambda p: _write_json(p, summary)), (REPORT, lambda p: _write_text(p, report))):
             try:
