@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd
+APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd chromium
 DEMO_DIR ?= demo
 
 .PHONY: test demo install system-deps clean
@@ -17,7 +17,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # Debian packages the tests use (real sshd hosts, real mpirun, a real two-node Slurm cluster:
-# tests/fixtures/slurm.py); installed only when root, tests skip what is missing.
+# tests/fixtures/slurm.py; a headless browser that opens report.html: tests/test_collect_predictions.py);
+# installed only when root, tests skip what is missing.
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
@@ -28,6 +29,7 @@ system-deps:
 	  test -x /usr/sbin/slurmd || missing="$$missing slurmd"; \
 	  command -v srun >/dev/null || missing="$$missing slurm-client"; \
 	  dpkg -s slurm-wlm >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  fi; \

@@ -35,6 +35,7 @@ from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Pro
 from launcher.collect.hashing import HashCache, default_cache_path
 from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
+from launcher.collect.predictions import DEFAULT_SAMPLES, make_predictions
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
 from launcher.collect.summary import Checkpoint, RankInputs, build_summary
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is col
     from launcher.remote.ssh import SshOptions
 
 MANIFEST = "manifest.json"
+MAX_PREDICT = 100
 SUMMARY = "summary.json"
 REPORT = "report.html"
 
@@ -59,10 +61,13 @@ class CollectRequest:
     hash_cache: Path | None = field(default_factory=default_cache_path)
     allow_links: bool = True
     tail_lines: int = 30
+    predict: int = DEFAULT_SAMPLES  # sample predictions in the report (0: none); needs an evaluation
 
     def __post_init__(self) -> None:
         if self.tail_lines < 1:
             raise ValueError(f"tail_lines must be at least 1, got {self.tail_lines}")
+        if not 0 <= self.predict <= MAX_PREDICT:
+            raise ValueError(f"--predict {self.predict}: must be 0..{MAX_PREDICT}")
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,15 @@ def collect(request: CollectRequest) -> CollectOutcome:
         logs = {r: i.log for r, i in ranks.items() if i.log is not None}
         tails = {r: log_tail(i.log_text, request.tail_lines) for r, i in ranks.items() if i.log_text is not None}
         stacks = {r: i.stack_text for r, i in ranks.items() if i.stack_text is not None}
+        evaluation = summary["evaluation"] or {}
+        evaluated = next((result for inputs in ranks.values() for path, result in inputs.evals
+                          if path == evaluation.get("source")), None)
+        predictions = make_predictions(stage, evaluated, evaluation.get("source"),
+                                       (summary["best_checkpoint"] or {}).get("path"), request.predict,
+                                       list(evaluation.get("per_class_iou") or {}))
+        entries = entries + predictions.entries
+        summary["files"] = len(entries)
+        summary["predictions"] = predictions.to_summary()
         job_timeline = build_timeline(job.raw, [(r, c.path, c.mtime) for r, i in ranks.items() for c in i.checkpoints])
         summary["timeline"] = timeline_summary(job_timeline)
         report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks,
