@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from console_progress import progress
 from deeplab import runtime
 from deeplab.atomic_write import write_bytes_atomically
 from deeplab.checkpoints import CheckpointError
@@ -146,7 +147,7 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     write_bytes_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
+def evaluate(opts: EvalOptions, show_progress: bool = False) -> EvalResult:
     """Evaluate as the options say; usable from Python and tests without argv."""
     from deeplab.config import load_config
 
@@ -174,6 +175,8 @@ def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
     scores: list[ImageScore] = []
     files = sample_files(samples)
 
+    meter = progress(total, "images", "deeplab-eval", enabled=show_progress)
+
     def flush() -> None:
         nonlocal matrix, count
         for name, label, pred in zip(batch_names, batch_labels, predictor.predict(batch_images)):
@@ -182,8 +185,7 @@ def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
             image_path, label_path = files.get(name, (None, None))
             scores.append(ImageScore(name, mean_iou(per_class_iou(image_matrix)), image_path, label_path))
             count += 1
-        if count % 50 < len(batch_labels) or count == total:
-            progress(f"processed {count}/{total} images", flush=True)
+        meter.update(len(batch_labels))
         batch_images.clear()
         batch_labels.clear()
         batch_names.clear()
@@ -196,6 +198,7 @@ def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
             flush()
     if batch_images:
         flush()
+    meter.close()
     if count == 0:
         raise UsageError(f"--data-root {opts.data_root}: split {opts.split or cfg.val_split!r} has no images")
     iou = per_class_iou(matrix)
@@ -243,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            scales=tuple(args.scales) if args.scales else None, flip=args.flip,
                            output=args.output, force=args.force, overrides=tuple(args.overrides),
                            split=args.split, device_target=args.device_target)
-        result = evaluate(opts)
+        result = evaluate(opts, show_progress=True)
     except USER_ERRORS as err:
         print(f"deeplab-eval: {err}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT

@@ -46,6 +46,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from console_progress import progress
 from deeplab.data import voc
 from deeplab.data.errors import DataError
 from deeplab.data.output_dir import build_output_dir, check_output_dir
@@ -218,14 +219,16 @@ def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) 
     return sorted(p.name for p in directory.glob(f"{split}.mindrecord*") if not p.name.endswith(".db"))
 
 
-def _build(request: PrepareRequest, target: Path) -> PrepareResult:
+def _build(request: PrepareRequest, target: Path, show_progress: bool = False) -> PrepareResult:
     splits, entries = _plan_entries(request)
     (target / "JPEGImages").mkdir()
     (target / "SegmentationClassRaw").mkdir()
-    for entry in entries.values():
-        label = _load_label(entry)
-        (target / "SegmentationClassRaw" / f"{entry.name}.png").write_bytes(_index_png_bytes(label))
-        _link_or_copy(entry.image, target / "JPEGImages" / f"{entry.name}.jpg")
+    with progress(len(entries), "images", "deeplab-prepare-voc", enabled=show_progress) as meter:
+        for entry in entries.values():
+            label = _load_label(entry)
+            (target / "SegmentationClassRaw" / f"{entry.name}.png").write_bytes(_index_png_bytes(label))
+            _link_or_copy(entry.image, target / "JPEGImages" / f"{entry.name}.jpg")
+            meter.update()
     result = PrepareResult(out=request.out)
     for split, names in splits.items():
         (target / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
@@ -244,14 +247,14 @@ def _build(request: PrepareRequest, target: Path) -> PrepareResult:
 
 
 def prepare_voc(voc_root: PathLike, out: PathLike, sbd_root: Optional[PathLike] = None, mindrecord: bool = False,
-                shards: int = 1, force: bool = False) -> PrepareResult:
+                shards: int = 1, force: bool = False, show_progress: bool = False) -> PrepareResult:
     """Write the prepared data root at out (atomically); DataError on bad input."""
     request = PrepareRequest(Path(voc_root), Path(out).absolute(), Path(sbd_root) if sbd_root else None,
                              mindrecord, shards, force)
     if not request.voc_root.is_dir():
         raise DataError(f"{request.voc_root}: VOC root not found")
     check_output_dir(request.out, force)
-    return build_output_dir(request.out, lambda temp: _build(request, temp))
+    return build_output_dir(request.out, lambda temp: _build(request, temp, show_progress))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = prepare_voc(args.voc_root, args.out, sbd_root=args.sbd_root, mindrecord=args.mindrecord,
-                             shards=args.shards, force=args.force)
+                             shards=args.shards, force=args.force, show_progress=True)
     except DataError as error:
         print(f"deeplab-prepare-voc: error: {error}", file=sys.stderr)
         return 2

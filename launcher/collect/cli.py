@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssh=ssh,
             hash_cache=None if args.no_hash_cache else default_cache_path(),
             predict=args.predict,
+            show_progress=True,
         )
     except ValueError as err:  # names the flag
         sys.stderr.write(f"collect-results: {err}\n")

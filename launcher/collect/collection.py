@@ -62,6 +62,7 @@ class CollectRequest:
     allow_links: bool = True
     tail_lines: int = 30
     predict: int = DEFAULT_SAMPLES  # sample predictions in the report (0: none); needs an evaluation
+    show_progress: bool = False  # progress of hosts gathered and files hashed on stderr (the CLI's)
 
     def __post_init__(self) -> None:
         if self.tail_lines < 1:
@@ -257,7 +258,8 @@ def collect(request: CollectRequest) -> CollectOutcome:
     try:
         os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
         cache = HashCache(request.hash_cache)
-        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints)
+        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints,
+                        show_progress=request.show_progress)
         entries = result.entries
         stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
