@@ -160,3 +160,23 @@ def test_the_errors_panel_marks_wrong_pixels_red_and_ignored_ones_cream():
     assert tuple(panel[1, 6 + 4]) == (128, 0, 0) and tuple(panel[1, 2 * (6 + 4)]) == (0, 128, 0)
     with pytest.raises(ValueError, match="sizes differ"):
         compose_panel(image, label[:3], prediction, palette)
+
+
+def test_predict_n_without_an_evaluation_runs_deeplab_eval_first(two_rank_cpu_job, tmp_path):
+    assert not (two_rank_cpu_job / "LOG0" / "eval.json").exists()  # only the evaluation during training ran
+    plain = collect(CollectRequest(job_dir=two_rank_cpu_job, results_root=tmp_path / "plain", hash_cache=None))
+    assert plain.summary["predictions"]["samples"] == [] and not (plain.results_dir / "predictions").exists()
+
+    outcome = collect(CollectRequest(job_dir=two_rank_cpu_job, results_root=tmp_path / "asked", hash_cache=None,
+                                     predict=2))
+    evaluation = outcome.summary["evaluation"]
+    assert evaluation["source"] == "predictions/eval.json" and evaluation["scales"] == [1.0]
+    assert len(evaluation["confusion_matrix"]) == 21 and evaluation["num_images"] == 8
+    predictions = outcome.summary["predictions"]
+    assert predictions["checkpoint"] == "LOG0/ckpt/deeplab-best.ckpt" and len(predictions["samples"]) == 2
+    manifest = {e["path"]: e for e in json.loads((outcome.results_dir / "manifest.json").read_text())["files"]}
+    assert manifest["predictions/eval.json"]["method"] == "generated"
+    assert manifest["predictions/eval.json"]["sha256"] == sha256_of(outcome.results_dir / "predictions" / "eval.json")
+    html = outcome.report.read_text()
+    assert 'alt="Confusion matrix (rows: ground truth, normalised; %)"' in html
+    assert all(f'src="{s["path"]}"' in html for s in predictions["samples"])

@@ -45,7 +45,10 @@ Options:
     --into DIR                 collect into exactly DIR (must not exist)
     --no-checkpoints           skip *.ckpt files
     --json                     print summary.json to stdout instead of the human summary
-    --predict N                sample predictions in the report (default 6; 0: none; at most 100)
+    --predict N                N sample predictions in the report (at most 100; 0: none); without it,
+                               6 when an evaluation was collected. With it and no evaluation,
+                               deeplab-eval runs first (the job's --config and --data-root, the
+                               chosen checkpoint, single scale) into predictions/eval.json
     --ssh-config FILE          OpenSSH client config (default ~/.ssh/config, /etc/ssh/ssh_config)
     --ssh-key FILE             private key for the remote hosts (else IdentityFile / agent)
     --ssh-known-hosts FILE     known_hosts file (default: UserKnownHostsFile from the ssh
@@ -78,7 +81,6 @@ from typing import Sequence
 from launcher.collect.collection import CollectOutcome, CollectRequest, collect
 from launcher.collect.errors import CollectInputError, CollectWriteError
 from launcher.collect.hashing import default_cache_path
-from launcher.collect.predictions import DEFAULT_SAMPLES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument("--ssh-accept-unknown-host-keys", action="store_true")
     parser.add_argument("--no-hash-cache", action="store_true")
-    parser.add_argument("--predict", type=int, default=DEFAULT_SAMPLES, metavar="N")
+    parser.add_argument("--predict", type=int, default=None, metavar="N")
     return parser
 
 

@@ -35,10 +35,10 @@ from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Pro
 from launcher.collect.hashing import HashCache, default_cache_path
 from launcher.collect.jobfile import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
-from launcher.collect.predictions import DEFAULT_SAMPLES, make_predictions
+from launcher.collect.predictions import DEFAULT_SAMPLES, evaluate_for_samples, generated_entry, make_predictions
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
-from launcher.collect.summary import Checkpoint, RankInputs, build_summary
+from launcher.collect.summary import Checkpoint, RankInputs, best_checkpoint, build_summary
 from launcher.collect.timeline import build_timeline, timeline_summary
 
 if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is collected
@@ -61,13 +61,15 @@ class CollectRequest:
     hash_cache: Path | None = field(default_factory=default_cache_path)
     allow_links: bool = True
     tail_lines: int = 30
-    predict: int = DEFAULT_SAMPLES  # sample predictions in the report (0: none); needs an evaluation
+    # Sample predictions in the report: None: DEFAULT_SAMPLES when an evaluation was collected;
+    # N: N, running deeplab-eval first when none was; 0: none.
+    predict: int | None = None
     show_progress: bool = False  # progress of hosts gathered and files hashed on stderr (the CLI's)
 
     def __post_init__(self) -> None:
         if self.tail_lines < 1:
             raise ValueError(f"tail_lines must be at least 1, got {self.tail_lines}")
-        if not 0 <= self.predict <= MAX_PREDICT:
+        if self.predict is not None and not 0 <= self.predict <= MAX_PREDICT:
             raise ValueError(f"--predict {self.predict}: must be 0..{MAX_PREDICT}")
 
 
@@ -187,6 +189,19 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
     return ranks, problems
 
 
+def _evaluate_for_samples(stage: Path, job: JobRecord, ranks: dict[int, RankInputs], entries: list[ManifestEntry]
+                          ) -> tuple[str | None, list[ManifestEntry]]:
+    """--predict N without a collected evaluation: run one (deeplab-eval) and read it as rank 0's."""
+    checkpoint = (best_checkpoint(ranks) or {}).get("path")
+    relative, why_not = evaluate_for_samples(stage, job.args, checkpoint)
+    if relative is None:
+        return why_not, entries
+    result = parse_eval((stage / relative).read_text(encoding="utf-8"))
+    owner = min(ranks) if ranks else 0
+    ranks.setdefault(owner, RankInputs()).evals.append((relative, result))
+    return None, entries + [generated_entry(stage, relative, f"deeplab-eval {checkpoint}")]
+
+
 def _collection_facts(results_dir: Path, result: GatherResult, include_checkpoints: bool) -> dict[str, Any]:
     entries = result.entries
     return {
@@ -263,6 +278,9 @@ def collect(request: CollectRequest) -> CollectOutcome:
         entries = result.entries
         stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
+        evaluation_note = None
+        if request.predict and not any(r.per_image for i in ranks.values() for _, r in i.evals):
+            evaluation_note, entries = _evaluate_for_samples(stage, job, ranks, entries)
         summary, problems = build_summary(
             job, ranks, entries, result.problems + stage_problems + parse_problems,
             _collection_facts(final, result, request.include_checkpoints),
@@ -274,9 +292,15 @@ def collect(request: CollectRequest) -> CollectOutcome:
         evaluation = summary["evaluation"] or {}
         evaluated = next((result for inputs in ranks.values() for path, result in inputs.evals
                           if path == evaluation.get("source")), None)
-        predictions = make_predictions(stage, evaluated, evaluation.get("source"),
-                                       (summary["best_checkpoint"] or {}).get("path"), request.predict,
-                                       list(evaluation.get("per_class_iou") or {}))
+        count = DEFAULT_SAMPLES if request.predict is None else request.predict
+        if evaluation_note:
+            from launcher.collect.predictions import left_out
+
+            predictions = left_out(evaluation_note)
+        else:
+            predictions = make_predictions(stage, evaluated, evaluation.get("source"),
+                                           (summary["best_checkpoint"] or {}).get("path"), count,
+                                           list(evaluation.get("per_class_iou") or {}))
         entries = entries + predictions.entries
         summary["files"] = len(entries)
         summary["predictions"] = predictions.to_summary()

@@ -10,6 +10,11 @@ two collections of one job show the same images. Each sample becomes one PNG in
 image | ground truth | prediction | errors (red: wrong, grey: right, cream: ignored),
 in the VOC palette that deeplab-infer's masks carry.
 
+With ``collect-results --predict N`` and no such eval.json (the job only evaluated during
+training, or not at all), deeplab-eval is run first, as its own process too, on the job's
+--config and --data-root with the checkpoint collect-results chose, at a single scale; its
+eval.json goes into ``predictions/`` and counts as the job's evaluation.
+
 Choosing samples and drawing a panel are pure; ``make_predictions`` has the effects (reading
 the images, the subprocess, writing PNGs). Whatever is missing or unreadable leaves the section
 (or one sample) out with one line saying why; nothing here raises for bad input.
@@ -163,6 +168,62 @@ def infer_command(result: EvalResult, checkpoint: Path, images: Sequence[str], o
         command += ["--scales", *(repr(float(scale)) for scale in result.scales)]
     command += ["--flip" if result.flip else "--no-flip", "--", *images]
     return command
+
+
+def training_data_args(args: Sequence[str]) -> tuple[str | None, str | None, list[str]]:
+    """The --config, --data-root and --set values of deeplab-train's arguments (the last of each wins)."""
+    config = data_root = None
+    overrides: list[str] = []
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else None
+        for flag in ("--config", "--data-root", "--set"):
+            value = arg[len(flag) + 1:] if arg.startswith(flag + "=") else following if arg == flag else None
+            if value is None:
+                continue
+            if flag == "--config":
+                config = value
+            elif flag == "--data-root":
+                data_root = value
+            else:
+                overrides.append(value)
+    return config, data_root, overrides
+
+
+EVAL_FOR_SAMPLES = f"{PREDICTIONS_DIR}/eval.json"
+
+
+def evaluate_for_samples(stage: Path, job_args: Sequence[str], checkpoint: str | None,
+                         python: str = sys.executable) -> tuple[str | None, str | None]:
+    """Run deeplab-eval (single scale) on the job's validation data into ``stage/predictions/eval.json``.
+
+    Returns (that results path, None), or (None, why not) when the job's arguments do not say
+    where its data is, the checkpoint was not collected or deeplab-eval fails.
+    """
+    config, data_root, overrides = training_data_args(job_args)
+    if not config or not data_root:
+        return None, "no evaluation ran, and the job's arguments name no --config and --data-root to run one"
+    if not os.path.isabs(data_root):
+        return None, f"no evaluation ran, and the job's --data-root {data_root} is not an absolute path"
+    if checkpoint is None or not (stage / checkpoint).is_file():
+        return None, "no evaluation ran, and no checkpoint was collected to run one"
+    (stage / PREDICTIONS_DIR).mkdir(exist_ok=True)
+    command = [python, "-m", "deeplab.eval", f"--config={config}", f"--data-root={data_root}",
+               f"--ckpt={stage / checkpoint}", "--scales", "1.0", "--no-flip", f"--output={stage / EVAL_FOR_SAMPLES}",
+               *(f"--set={override}" for override in overrides)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"deeplab-eval took longer than {INFER_TIMEOUT_S:.0f} s"
+    except OSError as err:
+        return None, f"deeplab-eval could not start ({err.strerror or err})"
+    if done.returncode != 0 or not (stage / EVAL_FOR_SAMPLES).is_file():
+        return None, f"deeplab-eval failed (exit {done.returncode}): {_last_error_line(done.stderr)}"
+    return EVAL_FOR_SAMPLES, None
+
+
+def generated_entry(stage: Path, relative: str, source: str) -> ManifestEntry:
+    data = (stage / relative).read_bytes()
+    return ManifestEntry(relative, source, "generated", len(data), hashlib.sha256(data).hexdigest())
 
 
 def _last_error_line(text: str) -> str:
