@@ -39,8 +39,10 @@ test: install system-deps
 	$(PY) -m pytest
 
 # The demo: synthetic VOC-layout data (made once), a 2-rank CPU data-parallel training of
-# tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint,
-# then collect-results into $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html).
+# tiny_synthetic through launch-train (a few minutes), evaluation of its best checkpoint (the one
+# evaluation during training kept, else the last), then collect-results into
+# $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html: timeline, curves, IoU and
+# confusion matrix, 6 sample predictions made by deeplab-infer).
 # Every run is a new job under $(DEMO_DIR)/jobs/; $(DEMO_DIR)/latest points at the newest.
 # DEMO_STEPS=N stops training after N steps; by default the preset's 40 epochs run: global
 # batch 8 = 4 per rank, 1480 steps, evaluated every 5 epochs on rank 0 (LOG0/ckpt/deeplab-best.ckpt),
@@ -56,7 +58,7 @@ demo: install
 	$(DEMO_BIN)/launch-train --platform CPU --devices 2 --job-dir $$job --status-interval 20 -- \
 	  --config tiny_synthetic --data-root $(DEMO_DATA) $(if $(DEMO_STEPS),--train-steps $(DEMO_STEPS)); \
 	ln -sfn jobs/$$(basename $$job) $(DEMO_DIR)/latest; \
-	ckpt=$$(ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
+	ckpt=$$(ls $$job/LOG0/ckpt/deeplab-best.ckpt 2>/dev/null || ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
 	$(DEMO_BIN)/deeplab-eval --config tiny_synthetic --data-root $(DEMO_DATA) --ckpt $$ckpt --output $$job/LOG0/eval.json; \
 	echo; \
 	echo "demo data:    $(DEMO_DATA)"; \
