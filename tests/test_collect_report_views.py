@@ -152,3 +152,20 @@ def test_a_bad_confusion_matrix_is_a_problem_not_a_traceback(tmp_path):
     outcome = collected(job_dir, tmp_path)
     assert [p.kind for p in outcome.problems] == ["bad_eval_json"]
     assert "LOG0/eval.json" in outcome.problems[0].message and "square" in outcome.problems[0].message
+
+
+def test_odd_future_fields_are_drawn_or_dropped_never_raised():
+    doc = _big_job_document(1, 2)
+    doc["status"].update({
+        "excluded_hosts": "node000", "spare_hosts": [7, None, {"name": "node009"}],
+        "stragglers": [{"rank": [1]}, {"rank": True, "at": 5}, "node000"],
+        "hang": {"stuck_ranks": [[0], "1", 1], "ranks": "x", "detected": 12},
+        "attempts": [{"started": "2026-12-01T10:00:00Z", "ended": "2026-12-01T10:00:30Z", "cause": "rank 1 exit 4",
+                      "hosts": ["node000"]}, {"started": "2026-12-01T10:01:00Z"}],
+    })
+    tl = build_timeline(doc)
+    restart = next(e for e in tl.events if e.kind == "restart")
+    assert restart.at == 60 and restart.label == "restart 1: rank 1 exit 4"
+    assert [e.row for e in tl.events if e.kind == "hang"] == ["rank 1"]
+    assert timeline(tl) is not None
+    assert build_timeline({"status": "nonsense"}) is None and build_timeline({}) is None

@@ -13,7 +13,7 @@ hosts, and a rank's events are drawn on its host's row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -48,10 +48,7 @@ class Timeline:
     duration: float
     spans: tuple[Span, ...] = ()
     events: tuple[Event, ...] = ()
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def kinds(self) -> set[str]:
-        return {e.kind for e in self.events}
+    notes: tuple[str, ...] = ()
 
 
 def parse_time(value: Any) -> float | None:
@@ -72,6 +69,14 @@ def _entries(value: Any) -> list[dict[str, Any]]:
             if isinstance(item, (dict, str))]
 
 
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _outcome(rank_status: Mapping[str, Any], job_state: str | None) -> str:
     if rank_status.get("stopped_by_launcher"):
         return "stopped"
@@ -88,18 +93,19 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
 
     ``checkpoints``: (rank, results path, mtime in POSIX seconds) of each collected checkpoint.
     """
-    status = raw.get("status") or {}
+    status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
     origin = parse_time(status.get("started"))
     if origin is None:
         return None
     state = status.get("state")
-    ranks = [r for r in raw.get("ranks") or [] if isinstance(r, dict) and "rank" in r]
+    ranks = [r for r in _list(raw.get("ranks")) if isinstance(r, dict) and _is_rank(r.get("rank"))]
     host_of = {r["rank"]: str(r.get("host")) for r in ranks}
     by_host = len(ranks) > max_rank_rows
-    hosts = list(dict.fromkeys(str(h.get("name")) for h in raw.get("hosts") or [] if isinstance(h, dict)))
+    hosts = list(dict.fromkeys(str(h.get("name")) for h in _list(raw.get("hosts")) if isinstance(h, dict)))
 
     def row_of(rank: Any = None, host: Any = None) -> str | None:
-        if rank is not None and rank in host_of:
+        # Fields a future launcher adds are read defensively: a rank that is not a known int has no row.
+        if _is_rank(rank) and rank in host_of:
             return host_of[rank] if by_host else f"rank {rank}"
         if host is not None:
             return str(host) if by_host or str(host) in hosts else None
@@ -113,7 +119,7 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
     notes: list[str] = []
     spans: list[Span] = []
     events: list[Event] = []
-    rank_statuses = {s.get("rank"): s for s in status.get("ranks") or [] if isinstance(s, dict)}
+    rank_statuses = {s.get("rank"): s for s in _list(status.get("ranks")) if isinstance(s, dict) and _is_rank(s.get("rank"))}
     known_ends = [at(s.get("ended")) for s in rank_statuses.values()]
     end_of_job = ended if ended is not None else max([t for t in known_ends if t is not None] + [0.0])
 
@@ -146,16 +152,16 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
         stop = at(rank_status.get("ended"), end_of_job)
         spans.append(Span(row_of(rank["rank"]), start, max(stop, start), restarts, _outcome(rank_status, state)))
     failure = status.get("first_failure")
-    if isinstance(failure, dict) and failure.get("rank") in host_of:
+    if isinstance(failure, dict) and _is_rank(failure.get("rank")) and failure.get("rank") in host_of:
         stop = at(rank_statuses.get(failure["rank"], {}).get("ended"), end_of_job)
         how = f"signal {failure['signal']}" if failure.get("signal") else f"exit {failure.get('exit_code')}"
         events.append(Event(row_of(failure["rank"]), stop, "failure", f"rank {failure['rank']} failed ({how})"))
     hang = status.get("hang")
     if isinstance(hang, dict):
         detected = at(hang.get("detected"), end_of_job)
-        stuck = [r for r in hang.get("stuck_ranks") or [] if r in host_of]
+        stuck = [r for r in _list(hang.get("stuck_ranks")) if _is_rank(r) and r in host_of]
         for rank in stuck:
-            quiet = next((r.get("seconds_since_progress") for r in hang.get("ranks") or []
+            quiet = next((r.get("seconds_since_progress") for r in _list(hang.get("ranks"))
                           if isinstance(r, dict) and r.get("rank") == rank), None)
             since = f", quiet {quiet:.0f} s" if isinstance(quiet, (int, float)) else ""
             events.append(Event(row_of(rank), detected, "hang", f"rank {rank} hung ({hang.get('kind') or 'no progress'}{since})"))
@@ -171,12 +177,12 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
     for entry in _entries(status.get("stragglers")):
         moment = at(entry.get("at") or entry.get("detected") or entry.get("time"), end_of_job)
         row = row_of(entry.get("rank"), entry.get("host"))
-        who = f"rank {entry['rank']}" if entry.get("rank") is not None else str(entry.get("host"))
+        who = f"rank {entry['rank']}" if _is_rank(entry.get("rank")) else str(entry.get("host"))
         why = f" ({entry['reason']})" if entry.get("reason") else (
             f" ({entry['slowdown']:.1f}x slower)" if isinstance(entry.get("slowdown"), (int, float)) else "")
         events.append(Event(row, moment, "straggler", f"straggler {who}{why}"))
     for rank, path, mtime in checkpoints:
-        if rank in host_of:
+        if _is_rank(rank) and rank in host_of:
             # Rounded: with every rank saving, a host's ranks write the same step within moments.
             events.append(Event(row_of(rank), round(mtime - origin, 1), "checkpoint", path.rsplit("/", 1)[-1]))
     if by_host:
