@@ -136,7 +136,8 @@ def test_missing_inputs_leave_sections_out_with_one_line_notes(tmp_path):
     outcome = collected(job_dir, tmp_path)
     html = outcome.report.read_text()
     assert "Timeline left out: job.json has no start time" in html
-    assert "Evaluation, confusion matrix and sample predictions left out: no evaluation ran" in html
+    assert "Evaluation and confusion matrix left out: no evaluation ran" in html
+    assert "Sample predictions left out: no evaluation ran (deeplab-eval" in html
     assert outcome.summary["timeline"] is None
 
     # An older eval.json (no confusion matrix): the IoU bars stay, the matrix is a note.
@@ -169,3 +170,23 @@ def test_odd_future_fields_are_drawn_or_dropped_never_raised():
     assert [e.row for e in tl.events if e.kind == "hang"] == ["rank 1"]
     assert timeline(tl) is not None
     assert build_timeline({"status": "nonsense"}) is None and build_timeline({}) is None
+
+
+def test_predict_without_an_evaluation_says_why_none_could_be_run(tmp_path):
+    # The job's args name no --data-root: nothing to evaluate on.
+    job_dir = make_job(tmp_path / "jobs", [RankSpec(0, ckpts={"deeplab-step000004.ckpt": 64})])
+    outcome = collect(CollectRequest(job_dir=job_dir, results_root=tmp_path / "r1", hash_cache=None, predict=2))
+    assert outcome.summary["predictions"]["note"] == ("Sample predictions left out: no evaluation ran, and the job's "
+                                                      "arguments name no --config and --data-root to run one.")
+    assert "Sample predictions left out: no evaluation ran, and the job" in outcome.report.read_text()
+    # Its checkpoint's mtime (2023) is long before this job: not drawn, and said so.
+    assert [e for e in outcome.summary["timeline"]["events"] if e["kind"] == "checkpoint"] == []
+    assert "1 checkpoint(s) written outside this job's time" in outcome.summary["timeline"]["notes"][0]
+
+    # deeplab-eval runs (a real process) and refuses the data root: its one line is the note.
+    job_dir = make_job(tmp_path / "jobs2", [RankSpec(0, ckpts={"deeplab-step000004.ckpt": 64})],
+                       args=["--config", "tiny_synthetic", "--data-root", str(tmp_path / "gone")])
+    outcome = collect(CollectRequest(job_dir=job_dir, results_root=tmp_path / "r2", hash_cache=None, predict=2))
+    note = outcome.summary["predictions"]["note"]
+    assert note == f"Sample predictions left out: deeplab-eval failed (exit 2): deeplab-eval: --data-root {tmp_path / 'gone'}: no such directory."
+    assert not (outcome.results_dir / "predictions").exists() and outcome.exit_status == 0

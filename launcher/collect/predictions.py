@@ -210,14 +210,19 @@ def evaluate_for_samples(stage: Path, job_args: Sequence[str], checkpoint: str |
     command = [python, "-m", "deeplab.eval", f"--config={config}", f"--data-root={data_root}",
                f"--ckpt={stage / checkpoint}", "--scales", "1.0", "--no-flip", f"--output={stage / EVAL_FOR_SAMPLES}",
                *(f"--set={override}" for override in overrides)]
+    why_not = None
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        if done.returncode != 0 or not (stage / EVAL_FOR_SAMPLES).is_file():
+            why_not = f"deeplab-eval failed (exit {done.returncode}): {_last_error_line(done.stderr)}"
     except subprocess.TimeoutExpired:
-        return None, f"deeplab-eval took longer than {INFER_TIMEOUT_S:.0f} s"
+        why_not = f"deeplab-eval took longer than {INFER_TIMEOUT_S:.0f} s"
     except OSError as err:
-        return None, f"deeplab-eval could not start ({err.strerror or err})"
-    if done.returncode != 0 or not (stage / EVAL_FOR_SAMPLES).is_file():
-        return None, f"deeplab-eval failed (exit {done.returncode}): {_last_error_line(done.stderr)}"
+        why_not = f"deeplab-eval could not start ({err.strerror or err})"
+    if why_not is not None:
+        (stage / EVAL_FOR_SAMPLES).unlink(missing_ok=True)
+        (stage / PREDICTIONS_DIR).rmdir()
+        return None, why_not
     return EVAL_FOR_SAMPLES, None
 
 

@@ -45,13 +45,13 @@ def section_notes(summary: dict[str, Any], plots: dict[str, Plot]) -> dict[str, 
     if "timeline" not in plots:
         notes["timeline"] = "Timeline left out: job.json has no start time (the job never started)."
     if not evaluation:
-        notes["evaluation"] = ("Evaluation, confusion matrix and sample predictions left out: no evaluation ran "
+        notes["evaluation"] = ("Evaluation and confusion matrix left out: no evaluation ran "
                                "(deeplab-eval ... --output LOG0/eval.json writes one that collect-results reads).")
     elif "confusion" not in plots:
         notes["confusion"] = (f"Confusion matrix left out: {evaluation.get('source') or 'the evaluation'} has no "
                               "confusion_matrix (written by deeplab-eval --output).")
     predictions = summary.get("predictions") or {}
-    if evaluation and predictions.get("note"):
+    if predictions.get("note"):
         notes["predictions"] = predictions["note"]
     return notes
 

@@ -181,10 +181,18 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
         why = f" ({entry['reason']})" if entry.get("reason") else (
             f" ({entry['slowdown']:.1f}x slower)" if isinstance(entry.get("slowdown"), (int, float)) else "")
         events.append(Event(row, moment, "straggler", f"straggler {who}{why}"))
+    outside = 0
     for rank, path, mtime in checkpoints:
-        if _is_rank(rank) and rank in host_of:
-            # Rounded: with every rank saving, a host's ranks write the same step within moments.
-            events.append(Event(row_of(rank), round(mtime - origin, 1), "checkpoint", path.rsplit("/", 1)[-1]))
+        if not (_is_rank(rank) and rank in host_of):
+            continue
+        if not -1.0 <= mtime - origin <= end_of_job + 60.0:  # collected copies keep their source's mtime
+            outside += 1
+            continue
+        # Rounded: with every rank saving, a host's ranks write the same step within moments.
+        events.append(Event(row_of(rank), round(mtime - origin, 1), "checkpoint", path.rsplit("/", 1)[-1]))
+    if outside:
+        notes.append(f"{outside} checkpoint(s) written outside this job's time (an earlier job's, in the same "
+                     "directory?) are not drawn")
     if by_host:
         spans, events = _merge_by_row(spans), list(dict.fromkeys(events))
     rows = tuple(dict.fromkeys([*(s.row for s in spans), *(e.row for e in events if e.row is not None)]))
