@@ -74,10 +74,15 @@ def test_a_job_that_hung_and_restarted_shows_both_in_its_timeline(tmp_path, hccn
     kinds = [e["kind"] for e in events]
     assert kinds.count("restart") == 1
     hung = [e for e in events if e["kind"] == "hang"]
-    stuck = json.loads((job_dir / "job.json").read_text())["status"]["hang"]["stuck_ranks"]
-    assert stuck and sorted(e["row"] for e in hung) == [f"rank {r}" for r in sorted(stuck)]
-    restart_at = next(e["at_s"] for e in events if e["kind"] == "restart")
-    assert all(e["at_s"] > restart_at + 3 for e in hung)  # the recorded hang is the last attempt's
+    hang = json.loads((job_dir / "job.json").read_text())["status"]["hang"]
+    stuck = [r for record in (*hang["earlier"], hang) for r in record["stuck_ranks"]]
+    assert stuck and sorted(e["row"] for e in hung) == sorted(f"rank {r}" for r in stuck)
+    restart = next(e for e in events if e["kind"] == "restart")
+    assert restart["label"] == "1 restart before this attempt (after a hang)"
+    # Each attempt's hang: the first one before the restart, the last one after it.
+    before = [e for e in hung if e["at_s"] < restart["at_s"]]
+    after = [e for e in hung if e["at_s"] > restart["at_s"] + 3]
+    assert before and after and len(before) + len(after) == len(hung)
     assert all("hung (no new step, quiet" in e["label"] for e in hung)
     assert 'alt="Timeline per rank"' in outcome.report.read_text()
 

@@ -142,8 +142,13 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
         # the earlier attempts are one band up to the last attempt's start.
         for row in _all_rows(ranks, by_host):
             spans.append(Span(row, 0.0, last_attempt_start, None, "restarted"))
+        hang_record = status.get("hang") if isinstance(status.get("hang"), dict) else {}
+        after_hangs = sum(1 for h in _list(hang_record.get("earlier"))
+                          if isinstance(h, dict) and h.get("action") == "restarted")
+        cause = (" (after a hang)" if after_hangs == restarts == 1 else
+                 f" ({after_hangs} after a hang)" if after_hangs else "")
         events.append(Event(None, last_attempt_start, "restart",
-                            f"{restarts} restart{'s' if restarts != 1 else ''} before this attempt"))
+                            f"{restarts} restart{'s' if restarts != 1 else ''} before this attempt{cause}"))
         notes.append(f"{restarts} restart(s): job.json records their number, not their times or causes; "
                      "the earlier attempts are drawn as one band")
     for rank in ranks:
@@ -156,17 +161,20 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
         stop = at(rank_statuses.get(failure["rank"], {}).get("ended"), end_of_job)
         how = f"signal {failure['signal']}" if failure.get("signal") else f"exit {failure.get('exit_code')}"
         events.append(Event(row_of(failure["rank"]), stop, "failure", f"rank {failure['rank']} failed ({how})"))
-    hang = status.get("hang")
-    if isinstance(hang, dict):
-        detected = at(hang.get("detected"), end_of_job)
-        stuck = [r for r in _list(hang.get("stuck_ranks")) if _is_rank(r) and r in host_of]
+    hang = status.get("hang") if isinstance(status.get("hang"), dict) else None
+    # The launcher keeps the hangs of restarted attempts under the last one ("earlier").
+    hangs = [h for h in _list(hang.get("earlier")) if isinstance(h, dict)] + [hang] if hang else []
+    for record in hangs:
+        detected = at(record.get("detected"), end_of_job)
+        stuck = [r for r in _list(record.get("stuck_ranks")) if _is_rank(r) and r in host_of]
         for rank in stuck:
-            quiet = next((r.get("seconds_since_progress") for r in _list(hang.get("ranks"))
+            quiet = next((r.get("seconds_since_progress") for r in _list(record.get("ranks"))
                           if isinstance(r, dict) and r.get("rank") == rank), None)
             since = f", quiet {quiet:.0f} s" if isinstance(quiet, (int, float)) else ""
-            events.append(Event(row_of(rank), detected, "hang", f"rank {rank} hung ({hang.get('kind') or 'no progress'}{since})"))
+            events.append(Event(row_of(rank), detected, "hang",
+                                f"rank {rank} hung ({record.get('kind') or 'no progress'}{since})"))
         if not stuck:
-            events.append(Event(None, detected, "hang", f"hang ({hang.get('kind') or 'no progress'})"))
+            events.append(Event(None, detected, "hang", f"hang ({record.get('kind') or 'no progress'})"))
     for kind, key in (("excluded", "excluded_hosts"), ("spare", "spare_hosts")):
         for entry in _entries(status.get(key)):
             moment = at(entry.get("at") or entry.get("time") or entry.get("detected"), end_of_job)
