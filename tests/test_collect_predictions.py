@@ -16,7 +16,8 @@ from PIL import Image
 
 from launcher.collect import CollectRequest, collect
 from launcher.collect.evalfile import ImageScore
-from launcher.collect.predictions import PANEL_HEIGHT, VOID_RGB, WRONG_RGB, choose_samples, compose_panel
+from launcher.collect.panels import PANEL_HEIGHT, VOID_RGB, WRONG_RGB, compose_panel
+from launcher.collect.predictions import choose_samples
 from tests.fixtures.collect_jobs import sha256_of
 
 FAST = ["--set", "threads=1", "--set", "num_parallel_workers=1"]

@@ -196,7 +196,8 @@ def _index_png_bytes(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) -> list[str]:
+def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int, show_progress: bool = False
+                      ) -> list[str]:
     from mindspore.mindrecord import FileWriter  # MindSpore only for --mindrecord
 
     directory = out / "mindrecord"
@@ -204,7 +205,9 @@ def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) 
     writer = FileWriter(str(directory / f"{split}.mindrecord"), shard_num=shards)
     writer.add_schema(MINDRECORD_SCHEMA, f"VOC2012 {split}")
     rows = []
+    meter = progress(len(names), f"records ({split})", "deeplab-prepare-voc", enabled=show_progress)
     for name in names:
+        meter.update()
         rows.append({
             "file_name": f"{name}.jpg",
             "data": (out / "JPEGImages" / f"{name}.jpg").read_bytes(),
@@ -216,6 +219,7 @@ def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) 
     if rows:
         writer.write_raw_data(rows)
     writer.commit()
+    meter.close()
     return sorted(p.name for p in directory.glob(f"{split}.mindrecord*") if not p.name.endswith(".db"))
 
 
@@ -234,7 +238,7 @@ def _build(request: PrepareRequest, target: Path, show_progress: bool = False) -
         (target / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
         result.splits[split] = len(names)
         if request.mindrecord:
-            result.mindrecord_files[split] = _write_mindrecord(target, split, names, request.shards)
+            result.mindrecord_files[split] = _write_mindrecord(target, split, names, request.shards, show_progress)
     marker = {
         "format": "deeplab-prepare-voc", "schema": 1,
         "voc_root": str(request.voc_root.absolute()),

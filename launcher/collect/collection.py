@@ -20,11 +20,12 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -189,11 +190,21 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
     return ranks, problems
 
 
-def _evaluate_for_samples(stage: Path, job: JobRecord, ranks: dict[int, RankInputs], entries: list[ManifestEntry]
-                          ) -> tuple[str | None, list[ManifestEntry]]:
+def _announcer(request: CollectRequest) -> Callable[[str], None]:
+    """Where a step that takes a while says it started: stderr when showing progress, else nowhere."""
+    def announce(line: str) -> None:
+        if request.show_progress:
+            sys.stderr.write(f"collect-results: {line}\n")
+            sys.stderr.flush()
+
+    return announce
+
+
+def _evaluate_for_samples(stage: Path, job: JobRecord, ranks: dict[int, RankInputs], entries: list[ManifestEntry],
+                          announce: Callable[[str], None]) -> tuple[str | None, list[ManifestEntry]]:
     """--predict N without a collected evaluation: run one (deeplab-eval) and read it as rank 0's."""
     checkpoint = (best_checkpoint(ranks) or {}).get("path")
-    relative, why_not = evaluate_for_samples(stage, job.args, checkpoint)
+    relative, why_not = evaluate_for_samples(stage, job.args, checkpoint, announce=announce)
     if relative is None:
         return why_not, entries
     result = parse_eval((stage / relative).read_text(encoding="utf-8"))
@@ -280,7 +291,7 @@ def collect(request: CollectRequest) -> CollectOutcome:
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
         evaluation_note = None
         if request.predict and not any(r.per_image for i in ranks.values() for _, r in i.evals):
-            evaluation_note, entries = _evaluate_for_samples(stage, job, ranks, entries)
+            evaluation_note, entries = _evaluate_for_samples(stage, job, ranks, entries, _announcer(request))
         summary, problems = build_summary(
             job, ranks, entries, result.problems + stage_problems + parse_problems,
             _collection_facts(final, result, request.include_checkpoints),
@@ -300,7 +311,7 @@ def collect(request: CollectRequest) -> CollectOutcome:
         else:
             predictions = make_predictions(stage, evaluated, evaluation.get("source"),
                                            (summary["best_checkpoint"] or {}).get("path"), count,
-                                           list(evaluation.get("per_class_iou") or {}))
+                                           list(evaluation.get("per_class_iou") or {}), announce=_announcer(request))
         entries = entries + predictions.entries
         summary["files"] = len(entries)
         summary["predictions"] = predictions.to_summary()

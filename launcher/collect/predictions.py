@@ -15,7 +15,8 @@ training, or not at all), deeplab-eval is run first, as its own process too, on 
 --config and --data-root with the checkpoint collect-results chose, at a single scale; its
 eval.json goes into ``predictions/`` and counts as the job's evaluation.
 
-Choosing samples and drawing a panel are pure; ``make_predictions`` has the effects (reading
+Choosing samples is pure, and so is drawing a panel (launcher/collect/panels.py);
+``make_predictions`` has the effects (reading
 the images, the subprocess, writing PNGs). Whatever is missing or unreadable leaves the section
 (or one sample) out with one line saying why; nothing here raises for bad input.
 """
@@ -30,21 +31,17 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from launcher.collect.evalfile import EvalResult, ImageScore
 from launcher.collect.gather import ManifestEntry
+from launcher.collect.panels import IGNORE_INDEX, compose_panel, read_labels, read_mask
 
 DEFAULT_SAMPLES = 6
 PREDICTIONS_DIR = "predictions"
-PANEL_HEIGHT = 240  # pixels of each panel in the PNG; the page shows four side by side
-PANEL_GAP = 4
 INFER_TIMEOUT_S = 1800.0
-WRONG_RGB = (230, 30, 30)
-VOID_RGB = (224, 224, 192)  # VOC's colour of index 255 (boundaries, "difficult" regions)
-IGNORE_INDEX = 255
 
 
 @dataclass
@@ -81,64 +78,6 @@ def choose_samples(scores: Sequence[ImageScore], count: int) -> list[ImageScore]
         return ranked[:1]
     positions = sorted({round(i * (len(ranked) - 1) / (count - 1)) for i in range(count)})
     return [ranked[p] for p in positions]
-
-
-def _fit_height(panel: np.ndarray, height: int, nearest: bool) -> np.ndarray:
-    from PIL import Image
-
-    if panel.shape[0] == height:
-        return panel
-    width = max(1, round(panel.shape[1] * height / panel.shape[0]))
-    resample = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(panel).resize((width, height), resample))
-
-
-def compose_panel(image_rgb: np.ndarray, label: np.ndarray, prediction: np.ndarray, palette: np.ndarray,
-                  height: int = PANEL_HEIGHT) -> np.ndarray:
-    """image | ground truth | prediction | errors, each ``height`` pixels high, as one RGB array.
-
-    ``label`` and ``prediction`` are class indices (255: ignored) of the image's size; ``palette``
-    is (256, 3) RGB. Errors: wrong pixels red, right ones the image in dim grey, ignored ones cream.
-    """
-    if not (image_rgb.shape[:2] == label.shape == prediction.shape):
-        raise ValueError(f"sizes differ: image {image_rgb.shape[:2]}, ground truth {label.shape}, "
-                         f"prediction {prediction.shape}")
-    grey = image_rgb.astype(np.float32).mean(axis=2, keepdims=True) * 0.45 + 60.0
-    errors = np.repeat(grey, 3, axis=2).astype(np.uint8)
-    errors[(label != prediction) & (label != IGNORE_INDEX)] = WRONG_RGB
-    errors[label == IGNORE_INDEX] = VOID_RGB
-    panels = [_fit_height(image_rgb, height, nearest=False), _fit_height(palette[label], height, nearest=True),
-              _fit_height(palette[prediction], height, nearest=True), _fit_height(errors, height, nearest=True)]
-    gap = np.full((height, PANEL_GAP, 3), 255, dtype=np.uint8)
-    return np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)
-
-
-def read_labels(path: Path, palette: np.ndarray) -> np.ndarray:
-    """Class indices of a label PNG: a palette or grey PNG holds them; a colour PNG is mapped back
-    through the palette (a colour not in it counts as ignored)."""
-    from PIL import Image
-
-    with Image.open(path) as label:
-        if label.mode in ("P", "L", "I", "I;16"):
-            return np.asarray(label).astype(np.int64)
-        rgb = np.asarray(label.convert("RGB")).astype(np.int64)
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    codes = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
-    lookup = {int(code): index for index, code in reversed(list(enumerate(codes)))}
-    return np.vectorize(lambda code: lookup.get(int(code), IGNORE_INDEX), otypes=[np.int64])(packed)
-
-
-def read_mask(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """deeplab-infer's mask: class indices and the (256, 3) RGB palette it carries."""
-    from PIL import Image
-
-    with Image.open(path) as mask:
-        if mask.mode != "P" or not mask.getpalette():
-            raise ValueError(f"{path.name}: not a palette PNG")
-        colours = np.zeros((256, 3), dtype=np.uint8)
-        flat = np.asarray(mask.getpalette()[:768], dtype=np.uint8).reshape(-1, 3)
-        colours[: len(flat)] = flat
-        return np.asarray(mask).astype(np.int64), colours
 
 
 def _readable_image(path: str | None) -> str | None:
@@ -193,7 +132,8 @@ EVAL_FOR_SAMPLES = f"{PREDICTIONS_DIR}/eval.json"
 
 
 def evaluate_for_samples(stage: Path, job_args: Sequence[str], checkpoint: str | None,
-                         python: str = sys.executable) -> tuple[str | None, str | None]:
+                         python: str = sys.executable, announce: Callable[[str], None] = lambda line: None
+                         ) -> tuple[str | None, str | None]:
     """Run deeplab-eval (single scale) on the job's validation data into ``stage/predictions/eval.json``.
 
     Returns (that results path, None), or (None, why not) when the job's arguments do not say
@@ -211,6 +151,7 @@ def evaluate_for_samples(stage: Path, job_args: Sequence[str], checkpoint: str |
                f"--ckpt={stage / checkpoint}", "--scales", "1.0", "--no-flip", f"--output={stage / EVAL_FOR_SAMPLES}",
                *(f"--set={override}" for override in overrides)]
     why_not = None
+    announce(f"sample predictions: deeplab-eval of {checkpoint} on {data_root} first (no evaluation was collected)")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S, stdin=subprocess.DEVNULL)
         if done.returncode != 0 or not (stage / EVAL_FOR_SAMPLES).is_file():
@@ -241,7 +182,8 @@ def _safe_name(index: int, name: str) -> str:
 
 
 def make_predictions(stage: Path, result: EvalResult | None, eval_source: str | None, checkpoint: str | None,
-                     count: int, class_names: Sequence[str], python: str = sys.executable) -> Predictions:
+                     count: int, class_names: Sequence[str], python: str = sys.executable,
+                     announce: Callable[[str], None] = lambda line: None) -> Predictions:
     """Write the sample panels into ``stage/predictions/``; the summary entry says what was shown or why not."""
     if count <= 0:
         return left_out("turned off (--predict 0)")
@@ -272,6 +214,7 @@ def make_predictions(stage: Path, result: EvalResult | None, eval_source: str | 
         return Predictions(note="Sample predictions left out: two chosen images share a file name.", skipped=skipped)
     with tempfile.TemporaryDirectory(prefix=".predict-", dir=stage.parent) as scratch:
         command = infer_command(result, stage / checkpoint, [s.image for s in usable], Path(scratch) / "masks", python)
+        announce(f"sample predictions: deeplab-infer on {len(usable)} image(s) with {checkpoint}")
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S,
                                   stdin=subprocess.DEVNULL)
