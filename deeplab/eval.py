@@ -207,7 +207,8 @@ def evaluate(opts: EvalOptions, show_progress: bool = False) -> EvalResult:
     return EvalResult(miou=mean_iou(iou), per_class_iou=per_class, ckpt=str(Path(opts.ckpt).resolve()),
                       scales=scales, flip=flip, num_images=count,
                       confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix), per_image=tuple(scores),
-                      config=config_reference(opts.config), overrides=opts.overrides, data_root=str(Path(opts.data_root).resolve()), split=samples.split)
+                      config=config_reference(opts.config), overrides=opts.overrides,
+                      data_root=str(Path(opts.data_root).resolve()), split=samples.split)
 
 
 def config_reference(config: str) -> str:

@@ -193,5 +193,6 @@ def test_predict_without_an_evaluation_says_why_none_could_be_run(tmp_path):
                        args=["--config", "tiny_synthetic", "--data-root", str(tmp_path / "gone")])
     outcome = collect(CollectRequest(job_dir=job_dir, results_root=tmp_path / "r2", hash_cache=None, predict=2))
     note = outcome.summary["predictions"]["note"]
-    assert note == f"Sample predictions left out: deeplab-eval failed (exit 2): deeplab-eval: --data-root {tmp_path / 'gone'}: no such directory."
+    assert note == ("Sample predictions left out: deeplab-eval failed (exit 2): "
+                    f"deeplab-eval: --data-root {tmp_path / 'gone'}: no such directory.")
     assert not (outcome.results_dir / "predictions").exists() and outcome.exit_status == 0

@@ -103,7 +103,8 @@ def class_iou(per_class: dict[str, float | None]) -> Plot | None:
     if not known:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.28 * len(known) + 0.8)))  # half the page: the confusion matrix is beside it
+    # Half the page wide: the confusion matrix is beside it.
+    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.28 * len(known) + 0.8)))
     names, values = zip(*known)
     bars = ax.barh(names, values, color="tab:green")
     # Values on the bars: a class at 0.00 has no visible bar otherwise.

@@ -153,7 +153,8 @@ def evaluate_for_samples(stage: Path, job_args: Sequence[str], checkpoint: str |
     why_not = None
     announce(f"sample predictions: deeplab-eval of {checkpoint} on {data_root} first (no evaluation was collected)")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=INFER_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
         if done.returncode != 0 or not (stage / EVAL_FOR_SAMPLES).is_file():
             why_not = f"deeplab-eval failed (exit {done.returncode}): {_last_error_line(done.stderr)}"
     except subprocess.TimeoutExpired:

@@ -32,7 +32,8 @@ def make_plots(summary: dict[str, Any], logs: dict[int, TrainingLog], job_timeli
         "step_time": step_times(logs),
         "miou_curve": miou_curve(summary.get("training_evaluation")),
         "class_iou": class_iou(evaluation.get("per_class_iou") or {}),
-        "confusion": confusion_matrix(evaluation.get("confusion_matrix") or [], list(evaluation.get("per_class_iou") or {})),
+        "confusion": confusion_matrix(evaluation.get("confusion_matrix") or [],
+                                      list(evaluation.get("per_class_iou") or {})),
         "timeline": timeline(job_timeline),
     }
     return {name: plot for name, plot in candidates.items() if plot is not None}

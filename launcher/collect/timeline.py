@@ -119,7 +119,8 @@ def build_timeline(raw: Mapping[str, Any], checkpoints: Iterable[tuple[int, str,
     notes: list[str] = []
     spans: list[Span] = []
     events: list[Event] = []
-    rank_statuses = {s.get("rank"): s for s in _list(status.get("ranks")) if isinstance(s, dict) and _is_rank(s.get("rank"))}
+    rank_statuses = {s.get("rank"): s for s in _list(status.get("ranks"))
+                     if isinstance(s, dict) and _is_rank(s.get("rank"))}
     known_ends = [at(s.get("ended")) for s in rank_statuses.values()]
     end_of_job = ended if ended is not None else max([t for t in known_ends if t is not None] + [0.0])
 
