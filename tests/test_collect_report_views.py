@@ -196,3 +196,14 @@ def test_predict_without_an_evaluation_says_why_none_could_be_run(tmp_path):
     assert note == ("Sample predictions left out: deeplab-eval failed (exit 2): "
                     f"deeplab-eval: --data-root {tmp_path / 'gone'}: no such directory.")
     assert not (outcome.results_dir / "predictions").exists() and outcome.exit_status == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "101"])
+def test_a_predict_count_out_of_range_is_one_line_and_exit_2(tmp_path, capsys, value):
+    from launcher.collect.cli import main
+
+    job_dir = make_job(tmp_path / "jobs", [RankSpec(0)])
+    assert main([str(job_dir), "-o", str(tmp_path / "results"), "--predict", value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"collect-results: --predict {value}: must be 0..100\n"
+    assert not (tmp_path / "results").exists()
