@@ -48,6 +48,7 @@ def test_summary_numbers_are_the_logged_ones_and_hashes_match(good_job: Path, tm
     assert status == 0, err
     final = results / "job-20261126-0001"
     assert out.strip().splitlines()[-1] == f"report: {final / 'report.html'}"
+    assert "\n  Sample predictions left out: no evaluation ran (deeplab-eval" in out
     summary = json.loads((final / "summary.json").read_text())
     rank0, rank1 = summary["ranks"]
     assert (rank0["final_loss"], rank1["final_loss"]) == (0.32, 0.31)

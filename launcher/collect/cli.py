@@ -126,6 +126,11 @@ def human_summary(outcome: CollectOutcome) -> str:
         lines.append(f"  mIoU {s['evaluation']['mIoU']:.4f}")
     if s["best_checkpoint"]:
         lines.append(f"  best checkpoint: {s['best_checkpoint']['path']} ({s['best_checkpoint']['reason']})")
+    predictions = s.get("predictions") or {}
+    if predictions.get("samples"):
+        lines.append(f"  sample predictions: {len(predictions['samples'])} in {outcome.results_dir / 'predictions'}")
+    elif predictions.get("note"):
+        lines.append(f"  {predictions['note']}")
     if outcome.problems:
         lines.append(f"  {len(outcome.problems)} problem(s), see summary.json: "
                      + "; ".join(p.message for p in outcome.problems[:3]) + (" ..." if len(outcome.problems) > 3 else ""))
