@@ -13,15 +13,28 @@ or a pipe, \\r-redrawn bars would fill a log with one endless line: instead one 
 
     deeplab-synth: images 140/1464 (9.6/s, 2:18 left)
 
-at most every ``LINE_INTERVAL_S`` seconds, and one when the work ends.
+at most every ``LINE_INTERVAL_S`` seconds (``CONSOLE_PROGRESS_INTERVAL_S`` in the environment
+sets another), and one when the work ends - unless it ended before the first was due: work
+that takes a moment needs no progress, and a failing tool's stderr stays its one error line.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO, Optional
 
 LINE_INTERVAL_S = 5.0
+INTERVAL_VAR = "CONSOLE_PROGRESS_INTERVAL_S"
+
+
+def line_interval_s() -> float:
+    """Seconds between lines in a log: $CONSOLE_PROGRESS_INTERVAL_S if it is a number >= 0, else 5."""
+    try:
+        value = float(os.environ.get(INTERVAL_VAR, LINE_INTERVAL_S))
+    except ValueError:
+        return LINE_INTERVAL_S
+    return value if value >= 0 else LINE_INTERVAL_S
 
 
 class LineProgress:
@@ -36,6 +49,7 @@ class LineProgress:
         self.done = 0
         self._started = time.monotonic()
         self._last_line = self._started
+        self._lines = 0
         self._closed = False
 
     def update(self, count: int = 1) -> None:
@@ -59,11 +73,14 @@ class LineProgress:
         self.stream.write(f"{self.prefix}{self.what} {counted} ({tail})\n")
         self.stream.flush()
         self._last_line = now
+        self._lines += 1
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._write(time.monotonic())
+            now = time.monotonic()
+            if self._lines or now - self._started >= self.interval_s:
+                self._write(now)
 
     def __enter__(self) -> "LineProgress":
         return self
@@ -92,7 +109,7 @@ class NoProgress:
 
 
 def progress(total: Optional[int], what: str, prog: str = "", stream: Optional[IO[str]] = None,
-             interval_s: float = LINE_INTERVAL_S, enabled: bool = True):
+             interval_s: Optional[float] = None, enabled: bool = True):
     """A progress meter for ``total`` items (None: unknown) named ``what``; use as a context manager.
 
     ``prog`` (the tool's name) starts each line in a log, where several tools may write.
@@ -108,4 +125,4 @@ def progress(total: Optional[int], what: str, prog: str = "", stream: Optional[I
 
         return tqdm(total=total, desc=f"{prefix}{what}", unit=" " + what.split()[0] if what else "it",
                     file=stream, dynamic_ncols=True, leave=True)
-    return LineProgress(total, what, prefix, stream, interval_s)
+    return LineProgress(total, what, prefix, stream, line_interval_s() if interval_s is None else interval_s)

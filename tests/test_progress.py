@@ -73,12 +73,16 @@ def test_deeplab_synth_and_prepare_voc_show_a_bar_on_a_terminal(tmp_path):
 
 
 def test_in_a_log_progress_is_a_plain_line(tmp_path):
+    # Interval 0: a line after every image (the default, 5 s, prints none for work this short).
     done = subprocess.run([*tool("deeplab-synth"), "--out", str(tmp_path / "synth"), "--train", "4", "--val", "2",
-                           "--size", "64"], capture_output=True, text=True, timeout=300, env=_env())
+                           "--size", "64"], capture_output=True, text=True, timeout=300,
+                          env={**_env(), "CONSOLE_PROGRESS_INTERVAL_S": "0"})
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "%|" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("deeplab-synth: images")]
-    assert lines and re.fullmatch(r"deeplab-synth: images 6/6 \([\d.]+/s, took \d\d:\d\d\)", lines[-1]), done.stderr
+    assert [line.split()[2] for line in lines] == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "6/6"], done.stderr
+    assert re.fullmatch(r"deeplab-synth: images 3/6 \([\d.]+/s, \d\d:\d\d left\)", lines[2]), lines[2]
+    assert re.fullmatch(r"deeplab-synth: images 6/6 \([\d.]+/s, took \d\d:\d\d\)", lines[-1]), lines[-1]
 
 
 def test_collect_results_shows_hosts_and_hashing_on_a_terminal(tmp_path):
