@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd
+APT_PKGS := openssh-server openmpi-bin slurm-wlm munge slurm-client slurmctld slurmd chromium
 DEMO_DIR ?= demo
 
 .PHONY: test test-fast demo install system-deps clean
@@ -17,7 +17,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # Debian packages the tests use (real sshd hosts, real mpirun, a real two-node Slurm cluster:
-# tests/fixtures/slurm.py); installed only when root, tests skip what is missing.
+# tests/fixtures/slurm.py; a headless browser that opens report.html: tests/test_collect_predictions.py);
+# installed only when root, tests skip what is missing.
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
@@ -28,6 +29,7 @@ system-deps:
 	  test -x /usr/sbin/slurmd || missing="$$missing slurmd"; \
 	  command -v srun >/dev/null || missing="$$missing slurm-client"; \
 	  dpkg -s slurm-wlm >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  fi; \
@@ -49,8 +51,10 @@ test-fast: install
 	$(PY) -m pytest $(FAST_TESTS)
 
 # The demo: synthetic VOC-layout data (made once), a 2-rank CPU data-parallel training of
-# tiny_synthetic through launch-train (a few minutes), evaluation of its last checkpoint,
-# then collect-results into $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html).
+# tiny_synthetic through launch-train (a few minutes), evaluation of its best checkpoint (the one
+# evaluation during training kept, else the last), then collect-results into
+# $(DEMO_DIR)/results/<job-id>/ (prints the path of report.html: timeline, curves, IoU and
+# confusion matrix, 6 sample predictions made by deeplab-infer).
 # Every run is a new job under $(DEMO_DIR)/jobs/; $(DEMO_DIR)/latest points at the newest.
 # DEMO_STEPS=N stops training after N steps; by default the preset's 40 epochs run: global
 # batch 8 = 4 per rank, 1480 steps, evaluated every 5 epochs on rank 0 (LOG0/ckpt/deeplab-best.ckpt),
@@ -66,7 +70,7 @@ demo: install
 	$(DEMO_BIN)/launch-train --platform CPU --devices 2 --job-dir $$job --status-interval 20 -- \
 	  --config tiny_synthetic --data-root $(DEMO_DATA) $(if $(DEMO_STEPS),--train-steps $(DEMO_STEPS)); \
 	ln -sfn jobs/$$(basename $$job) $(DEMO_DIR)/latest; \
-	ckpt=$$(ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
+	ckpt=$$(ls $$job/LOG0/ckpt/deeplab-best.ckpt 2>/dev/null || ls $$job/LOG0/ckpt/*.ckpt | tail -n 1); \
 	$(DEMO_BIN)/deeplab-eval --config tiny_synthetic --data-root $(DEMO_DATA) --ckpt $$ckpt --output $$job/LOG0/eval.json; \
 	echo; \
 	echo "demo data:    $(DEMO_DATA)"; \

@@ -18,8 +18,12 @@ Usage:
 Prints a per-class IoU table (classes absent from both ground truth and prediction show
 "n/a" and are left out of the mean), then the line ``mIoU = 0.65049``. The JSON is
     {"mIoU": float, "per_class_iou": {class name: float | null}, "ckpt": path,
-     "scales": [...], "flip": bool, "num_images": int}
-written atomically (temporary name, then rename).
+     "scales": [...], "flip": bool, "num_images": int,
+     "config": NAME|FILE, "overrides": [--set ...], "data_root": path, "split": name,
+     "confusion_matrix": [[pixels of ground truth i predicted as j, ...], ...]  (rows: ground truth),
+     "per_image": [{"name": id, "mIoU": float | null, "image": path | null, "label": path | null}, ...]}
+written atomically (temporary name, then rename). collect-results draws the confusion matrix
+and picks sample predictions (the worst by mIoU among them) from it.
 
 CPU threads: cfg.threads, else OMP_NUM_THREADS, else all usable cores.
 Exit status: 0 done; 2 bad input (missing data root or checkpoint, corrupt checkpoint,
@@ -38,6 +42,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from console_progress import progress
 from deeplab import runtime
 from deeplab.atomic_write import write_bytes_atomically
 from deeplab.checkpoints import CheckpointError
@@ -82,6 +87,20 @@ class EvalOptions:
 
 
 @dataclass(frozen=True)
+class ImageScore:
+    """One validation image's own mIoU; image/label are None for MindRecord data (no files)."""
+
+    name: str
+    miou: float
+    image: Optional[str]
+    label: Optional[str]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "mIoU": None if math.isnan(self.miou) else self.miou,
+                "image": self.image, "label": self.label}
+
+
+@dataclass(frozen=True)
 class EvalResult:
     miou: float
     per_class_iou: dict[str, Optional[float]]
@@ -89,10 +108,19 @@ class EvalResult:
     scales: tuple[float, ...]
     flip: bool
     num_images: int
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()
+    per_image: tuple[ImageScore, ...] = ()
+    config: Optional[str] = None
+    overrides: tuple[str, ...] = ()
+    data_root: Optional[str] = None
+    split: Optional[str] = None
 
     def to_json(self) -> dict:
         return {"mIoU": None if math.isnan(self.miou) else self.miou, "per_class_iou": self.per_class_iou, "ckpt": self.ckpt,
-                "scales": list(self.scales), "flip": self.flip, "num_images": self.num_images}
+                "scales": list(self.scales), "flip": self.flip, "num_images": self.num_images,
+                "config": self.config, "overrides": list(self.overrides), "data_root": self.data_root, "split": self.split,
+                "confusion_matrix": [list(row) for row in self.confusion_matrix],
+                "per_image": [score.to_json() for score in self.per_image]}
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -119,7 +147,7 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     write_bytes_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
+def evaluate(opts: EvalOptions, show_progress: bool = False) -> EvalResult:
     """Evaluate as the options say; usable from Python and tests without argv."""
     from deeplab.config import load_config
 
@@ -143,31 +171,56 @@ def evaluate(opts: EvalOptions, progress=print) -> EvalResult:
     count = 0
     batch_images: list[np.ndarray] = []
     batch_labels: list[np.ndarray] = []
+    batch_names: list[str] = []
+    scores: list[ImageScore] = []
+    files = sample_files(samples)
+
+    meter = progress(total, "images", "deeplab-eval", enabled=show_progress)
 
     def flush() -> None:
         nonlocal matrix, count
-        for label, pred in zip(batch_labels, predictor.predict(batch_images)):
-            matrix += confusion_matrix(label, pred, cfg.seg_num_classes, cfg.ignore_label)
+        for name, label, pred in zip(batch_names, batch_labels, predictor.predict(batch_images)):
+            image_matrix = confusion_matrix(label, pred, cfg.seg_num_classes, cfg.ignore_label)
+            matrix += image_matrix
+            image_path, label_path = files.get(name, (None, None))
+            scores.append(ImageScore(name, mean_iou(per_class_iou(image_matrix)), image_path, label_path))
             count += 1
-        if count % 50 < len(batch_labels) or count == total:
-            progress(f"processed {count}/{total} images", flush=True)
+        meter.update(len(batch_labels))
         batch_images.clear()
         batch_labels.clear()
+        batch_names.clear()
 
-    for image, label, _name in samples:
+    for image, label, name in samples:
         batch_images.append(image)
         batch_labels.append(label)
+        batch_names.append(name)
         if len(batch_images) == cfg.eval_batch_size:
             flush()
     if batch_images:
         flush()
+    meter.close()
     if count == 0:
         raise UsageError(f"--data-root {opts.data_root}: split {opts.split or cfg.val_split!r} has no images")
     iou = per_class_iou(matrix)
     per_class = {name: (None if math.isnan(value) else float(value))
                  for name, value in zip(class_names(cfg.seg_num_classes), iou)}
     return EvalResult(miou=mean_iou(iou), per_class_iou=per_class, ckpt=str(Path(opts.ckpt).resolve()),
-                      scales=scales, flip=flip, num_images=count)
+                      scales=scales, flip=flip, num_images=count,
+                      confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix), per_image=tuple(scores),
+                      config=config_reference(opts.config), overrides=opts.overrides,
+                      data_root=str(Path(opts.data_root).resolve()), split=samples.split)
+
+
+def config_reference(config: str) -> str:
+    """A preset name as given, a YAML file as an absolute path (so another directory can reuse it)."""
+    return str(Path(config).resolve()) if Path(config).is_file() else config
+
+
+def sample_files(samples) -> dict[str, tuple[str, str]]:
+    """Image and label file of each sample by name; none for MindRecord data (its samples are records)."""
+    if samples.root.kind == "mindrecord":
+        return {}
+    return {s.name: (str(s.image.resolve()), str(s.label.resolve())) for s in samples.root.samples(samples.split)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            scales=tuple(args.scales) if args.scales else None, flip=args.flip,
                            output=args.output, force=args.force, overrides=tuple(args.overrides),
                            split=args.split, device_target=args.device_target)
-        result = evaluate(opts)
+        result = evaluate(opts, show_progress=True)
     except USER_ERRORS as err:
         print(f"deeplab-eval: {err}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT

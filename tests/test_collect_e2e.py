@@ -55,8 +55,8 @@ def test_collect_real_two_rank_job(two_rank_cpu_job: Path, tmp_path: Path):
     assert (outcome.results_dir / "scheduler" / "log.txt").is_file()
     images = _Images()
     images.feed(outcome.report.read_text())
-    # Loss curves, step times and the mIoU curve: tiny_synthetic evaluates on rank 0 after the last step.
-    assert len(images.sources) == 3
+    # Timeline, loss curves, step times and the mIoU curve: tiny_synthetic evaluates on rank 0 after the last step.
+    assert len(images.sources) == 4
     during = summary["training_evaluation"]
     assert during["rank"] == 0 and [p["step"] for p in during["curve"]] == [TRAIN_STEPS]
     assert during["best_checkpoint"] == "LOG0/ckpt/deeplab-best.ckpt"

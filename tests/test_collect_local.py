@@ -48,6 +48,7 @@ def test_summary_numbers_are_the_logged_ones_and_hashes_match(good_job: Path, tm
     assert status == 0, err
     final = results / "job-20261126-0001"
     assert out.strip().splitlines()[-1] == f"report: {final / 'report.html'}"
+    assert "\n  Sample predictions left out: no evaluation ran (deeplab-eval" in out
     summary = json.loads((final / "summary.json").read_text())
     rank0, rank1 = summary["ranks"]
     assert (rank0["final_loss"], rank1["final_loss"]) == (0.32, 0.31)
@@ -188,8 +189,8 @@ def test_report_is_self_contained_with_one_img_per_plot(tmp_path: Path, capsys):
     final = tmp_path / "results" / "job-20261126-0001"
     links = _Links()
     links.feed((final / "report.html").read_text())
-    # Loss curves, step time per rank, IoU per class.
-    assert len(links.imgs) == 3
+    # Timeline, loss curves, step time per rank, IoU per class (no confusion matrix in this eval.json).
+    assert len(links.imgs) == 4
     assert all(tag == "img" and value.startswith("data:image/png;base64,") for tag, _, value in links.refs)
     for src in links.imgs:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -205,8 +206,9 @@ def test_report_without_logged_steps_has_no_plots(tmp_path: Path, capsys):
     assert run_cli([str(job_dir), "-o", str(tmp_path / "results")], capsys)[0] == 0
     final = tmp_path / "results" / "job-20261126-0001"
     links = _Links()
-    links.feed((final / "report.html").read_text())
-    assert links.imgs == []
+    html = (final / "report.html").read_text()
+    links.feed(html)
+    assert len(links.imgs) == 1 and 'alt="Timeline per rank"' in html  # job.json's times only
     rank = json.loads((final / "summary.json").read_text())["ranks"][0]
     assert rank["batch_size"] is None and rank["batch_size_source"].startswith("unknown")
 

@@ -59,8 +59,26 @@ def test_eval_prints_the_table_and_miou_line_and_writes_eval_json(synthetic_voc,
     table = {line.split()[0]: line.split()[1] for line in lines if line.split() and line.split()[0] in CLASS_NAMES}
     assert list(table) == list(CLASS_NAMES)
     report = json.loads(output.read_text())
-    assert set(report) == {"mIoU", "per_class_iou", "ckpt", "scales", "flip", "num_images"}
+    assert set(report) == {"mIoU", "per_class_iou", "ckpt", "scales", "flip", "num_images", "config", "overrides",
+                           "data_root", "split", "confusion_matrix", "per_image"}
     assert report["num_images"] == 8 and report["scales"] == [1.0] and report["flip"] is False
+    assert report["config"] == "tiny_synthetic" and report["split"] == "val"
+    assert report["data_root"] == str(synthetic_voc.resolve()) and report["overrides"] == FAST[1::2]
+    # The confusion matrix is the histogram the mIoU came from: its IoU is the reported one.
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (21, 21) and matrix.sum() > 0
+    tp = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    for index, name in enumerate(CLASS_NAMES):
+        expected = report["per_class_iou"][name]
+        assert (union[index] == 0) if expected is None else tp[index] / union[index] == pytest.approx(expected)
+    # One score per validation image, in list order, with its files.
+    names = (synthetic_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert [entry["name"] for entry in report["per_image"]] == names
+    for entry in report["per_image"]:
+        assert 0.0 <= entry["mIoU"] <= 1.0
+        assert Path(entry["image"]) == (synthetic_voc / "JPEGImages" / f"{entry['name']}.jpg").resolve()
+        assert Path(entry["label"]) == (synthetic_voc / "SegmentationClass" / f"{entry['name']}.png").resolve()
     assert report["ckpt"] == str(trained_ckpt.resolve())
     assert f"{report['mIoU']:.5f}" == lines[-1].split()[-1]
     present = [v for v in report["per_class_iou"].values() if v is not None]

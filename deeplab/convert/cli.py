@@ -42,7 +42,7 @@ class UsageError(ValueError):
 
 
 def convert(config: str, source: Path, out: Path, overrides: Sequence[str] = (), force: bool = False,
-            progress=print):
+            progress=print, show_progress: bool = False):
     """Convert ``source`` for the config's model and write ``out``; returns the Conversion."""
     from deeplab.config import load_config
 
@@ -64,11 +64,20 @@ def convert(config: str, source: Path, out: Path, overrides: Sequence[str] = (),
     from deeplab.convert.load import convert_file, model_shapes
     from deeplab.model import build_model
 
+    from console_progress import progress as meter_for
+
     shapes = model_shapes(build_model(cfg))
-    conversion = convert_file(source, shapes, complete=False, what="IN")
-    entries = [{"name": name, "data": ms.Tensor(conversion.weights[name])}
-               for name in shapes if name in conversion.weights]
-    write_weights(entries, out)
+    # Reading and writing a large checkpoint are one call each; the meter counts those and every weight between.
+    with meter_for(len(shapes) + 2, "steps", "deeplab-convert", enabled=show_progress) as meter:
+        conversion = convert_file(source, shapes, complete=False, what="IN")
+        meter.update()
+        entries = []
+        for name in shapes:
+            if name in conversion.weights:
+                entries.append({"name": name, "data": ms.Tensor(conversion.weights[name])})
+            meter.update()
+        write_weights(entries, out)
+        meter.update()
     for line in conversion.summary():
         progress(line, flush=True)
     progress(f"wrote {out}", flush=True)
@@ -90,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        convert(args.config, args.source, args.out, tuple(args.overrides), args.force)
+        convert(args.config, args.source, args.out, tuple(args.overrides), args.force, show_progress=True)
     except (UsageError, ConfigError, CheckpointError) as err:
         print(f"deeplab-convert: {err}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT

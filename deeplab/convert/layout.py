@@ -18,11 +18,12 @@ import numpy as np
 
 from deeplab.convert.errors import ConversionError
 
-# Entries a MindSpore training checkpoint stores besides the weights (optimizer and loop state).
+# Entries a MindSpore training checkpoint stores besides the weights (optimizer and loop state, and
+# the mIoU that deeplab-train records in deeplab-best.ckpt).
 _TRAINING_STATE = re.compile(
     r"^(moments|accum|mean_grad|mean_square|moment1|moment2|scale_sense)\.|"
     r"^(learning_rate|global_step|momentum|loss_scale|current_iterator_step|last_overflow_iterator_step|"
-    r"epoch_num|step_num|deeplab_step|deeplab_epoch|beta1_power|beta2_power)$"
+    r"epoch_num|step_num|deeplab_step|deeplab_epoch|deeplab_miou|beta1_power|beta2_power)$"
 )
 
 TRAINING_PREFIX = "network."  # MindSpore training checkpoints save the network inside a loss cell

@@ -46,6 +46,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from console_progress import progress
 from deeplab.data import voc
 from deeplab.data.errors import DataError
 from deeplab.data.output_dir import build_output_dir, check_output_dir
@@ -195,7 +196,8 @@ def _index_png_bytes(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) -> list[str]:
+def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int, show_progress: bool = False
+                      ) -> list[str]:
     from mindspore.mindrecord import FileWriter  # MindSpore only for --mindrecord
 
     directory = out / "mindrecord"
@@ -203,7 +205,9 @@ def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) 
     writer = FileWriter(str(directory / f"{split}.mindrecord"), shard_num=shards)
     writer.add_schema(MINDRECORD_SCHEMA, f"VOC2012 {split}")
     rows = []
+    meter = progress(len(names), f"records ({split})", "deeplab-prepare-voc", enabled=show_progress)
     for name in names:
+        meter.update()
         rows.append({
             "file_name": f"{name}.jpg",
             "data": (out / "JPEGImages" / f"{name}.jpg").read_bytes(),
@@ -215,23 +219,26 @@ def _write_mindrecord(out: Path, split: str, names: Sequence[str], shards: int) 
     if rows:
         writer.write_raw_data(rows)
     writer.commit()
+    meter.close()
     return sorted(p.name for p in directory.glob(f"{split}.mindrecord*") if not p.name.endswith(".db"))
 
 
-def _build(request: PrepareRequest, target: Path) -> PrepareResult:
+def _build(request: PrepareRequest, target: Path, show_progress: bool = False) -> PrepareResult:
     splits, entries = _plan_entries(request)
     (target / "JPEGImages").mkdir()
     (target / "SegmentationClassRaw").mkdir()
-    for entry in entries.values():
-        label = _load_label(entry)
-        (target / "SegmentationClassRaw" / f"{entry.name}.png").write_bytes(_index_png_bytes(label))
-        _link_or_copy(entry.image, target / "JPEGImages" / f"{entry.name}.jpg")
+    with progress(len(entries), "images", "deeplab-prepare-voc", enabled=show_progress) as meter:
+        for entry in entries.values():
+            label = _load_label(entry)
+            (target / "SegmentationClassRaw" / f"{entry.name}.png").write_bytes(_index_png_bytes(label))
+            _link_or_copy(entry.image, target / "JPEGImages" / f"{entry.name}.jpg")
+            meter.update()
     result = PrepareResult(out=request.out)
     for split, names in splits.items():
         (target / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
         result.splits[split] = len(names)
         if request.mindrecord:
-            result.mindrecord_files[split] = _write_mindrecord(target, split, names, request.shards)
+            result.mindrecord_files[split] = _write_mindrecord(target, split, names, request.shards, show_progress)
     marker = {
         "format": "deeplab-prepare-voc", "schema": 1,
         "voc_root": str(request.voc_root.absolute()),
@@ -244,14 +251,14 @@ def _build(request: PrepareRequest, target: Path) -> PrepareResult:
 
 
 def prepare_voc(voc_root: PathLike, out: PathLike, sbd_root: Optional[PathLike] = None, mindrecord: bool = False,
-                shards: int = 1, force: bool = False) -> PrepareResult:
+                shards: int = 1, force: bool = False, show_progress: bool = False) -> PrepareResult:
     """Write the prepared data root at out (atomically); DataError on bad input."""
     request = PrepareRequest(Path(voc_root), Path(out).absolute(), Path(sbd_root) if sbd_root else None,
                              mindrecord, shards, force)
     if not request.voc_root.is_dir():
         raise DataError(f"{request.voc_root}: VOC root not found")
     check_output_dir(request.out, force)
-    return build_output_dir(request.out, lambda temp: _build(request, temp))
+    return build_output_dir(request.out, lambda temp: _build(request, temp, show_progress))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = prepare_voc(args.voc_root, args.out, sbd_root=args.sbd_root, mindrecord=args.mindrecord,
-                             shards=args.shards, force=args.force)
+                             shards=args.shards, force=args.force, show_progress=True)
     except DataError as error:
         print(f"deeplab-prepare-voc: error: {error}", file=sys.stderr)
         return 2

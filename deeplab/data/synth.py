@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from console_progress import progress
 from deeplab.data import voc
 from deeplab.data.errors import DataError
 from deeplab.data.output_dir import build_output_dir, check_output_dir
@@ -195,13 +196,14 @@ def _boundary_band(owner: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(owner16, kernel) != cv2.erode(owner16, kernel)
 
 
-def _write_set(root: Path, spec: SynthSpec) -> None:
+def _write_set(root: Path, spec: SynthSpec, show_progress: bool = False) -> None:
     images_dir = root / "JPEGImages"
     labels_dir = root / "SegmentationClass"
     lists_dir = root / "ImageSets" / "Segmentation"
     for directory in (images_dir, labels_dir, lists_dir):
         directory.mkdir(parents=True)
     all_ids: list[str] = []
+    meter = progress(sum(getattr(spec, split) for split in SPLITS), "images", "deeplab-synth", enabled=show_progress)
     for split_index, split in enumerate(SPLITS):
         count = getattr(spec, split)
         slots = class_slots(spec.seed, split_index, count)
@@ -216,15 +218,17 @@ def _write_set(root: Path, spec: SynthSpec) -> None:
                 raise OSError(f"{images_dir / name}.jpg: OpenCV could not write the image")
             voc.encode_palette_png(label).save(labels_dir / f"{name}.png", format="PNG")
             ids.append(name)
+            meter.update()
         (lists_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         all_ids += ids
+    meter.close()
     (lists_dir / "trainval.txt").write_text("".join(f"{i}\n" for i in all_ids))
     meta = {"generator": "deeplab-synth", "layout": "VOC2012", **asdict(spec)}
     (root / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def write_synthetic_voc(out_dir: "os.PathLike[str] | str", train: int = 300, val: int = 60, size: int = 128,
-                        seed: int = 0, force: bool = False) -> Path:
+                        seed: int = 0, force: bool = False, show_progress: bool = False) -> Path:
     """Write the synthetic set with out_dir as its VOC2012 root and return that root.
 
     Raises DataError if out_dir exists, is not empty and force is False.
@@ -232,7 +236,7 @@ def write_synthetic_voc(out_dir: "os.PathLike[str] | str", train: int = 300, val
     spec = SynthSpec(train=train, val=val, size=size, seed=seed)
     out = Path(out_dir).absolute()
     check_output_dir(out, force)
-    build_output_dir(out, lambda temp: _write_set(temp, spec))
+    build_output_dir(out, lambda temp: _write_set(temp, spec, show_progress))
     return out
 
 
@@ -254,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         root = write_synthetic_voc(args.out, train=args.train, val=args.val, size=args.size,
-                                   seed=args.seed, force=args.force)
+                                   seed=args.seed, force=args.force, show_progress=True)
     except DataError as error:
         print(f"deeplab-synth: error: {error}", file=sys.stderr)
         return 2

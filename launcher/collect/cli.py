@@ -1,7 +1,7 @@
 """collect-results: gather a launch-train job's logs and checkpoints from every host.
 
 Usage:
-    collect-results [JOB_DIR] [-o RESULTS_DIR] [--into DIR] [--no-checkpoints] [--json]
+    collect-results [JOB_DIR] [-o RESULTS_DIR] [--into DIR] [--no-checkpoints] [--json] [--predict N]
                     [--ssh-config FILE] [--ssh-key FILE] [--ssh-known-hosts FILE]
                     [--ssh-timeout S] [--ssh-accept-unknown-host-keys] [--no-hash-cache]
 
@@ -24,8 +24,17 @@ read) is removed and listed in "failed_files", never in the manifest. Then:
                     wall time, throughput, best checkpoint, mIoU and per-class IoU, first
                     failure with its log tail, the hang the launcher found (stuck ranks and
                     where they wait), problems, failed_files, skipped
-    report.html     self-contained report (loss curves, step times, rank table, failures,
-                    IoU per class)
+    report.html     self-contained report (timeline of attempts, restarts, hangs and
+                    checkpoints; loss curves, step times, rank table, failures, IoU per class
+                    beside the confusion matrix, sample predictions); it opens without a network
+    predictions/    the report's sample predictions, one PNG each (in the manifest, method
+                    "generated"): image | ground truth | prediction | errors
+
+Sample predictions: when an evaluation's eval.json (deeplab-eval --output) was collected,
+N of its validation images (default 6), spread over its ranking by per-image mIoU from the
+worst up, are segmented with the best checkpoint by deeplab-infer (a separate process, the
+evaluation's config, scales and flip). A section without its input (no evaluation, no
+checkpoint, an image that cannot be read) is one line in the report saying why.
 
 A second collection of the same job never overwrites the first: it stops with exit 2
 unless --into DIR names a new directory. The results directory appears only when
@@ -36,6 +45,10 @@ Options:
     --into DIR                 collect into exactly DIR (must not exist)
     --no-checkpoints           skip *.ckpt files
     --json                     print summary.json to stdout instead of the human summary
+    --predict N                N sample predictions in the report (at most 100; 0: none); without it,
+                               6 when an evaluation was collected. With it and no evaluation,
+                               deeplab-eval runs first (the job's --config and --data-root, the
+                               chosen checkpoint, single scale) into predictions/eval.json
     --ssh-config FILE          OpenSSH client config (default ~/.ssh/config, /etc/ssh/ssh_config)
     --ssh-key FILE             private key for the remote hosts (else IdentityFile / agent)
     --ssh-known-hosts FILE     known_hosts file (default: UserKnownHostsFile from the ssh
@@ -96,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument("--ssh-accept-unknown-host-keys", action="store_true")
     parser.add_argument("--no-hash-cache", action="store_true")
+    parser.add_argument("--predict", type=int, default=None, metavar="N")
     return parser
 
 
@@ -117,6 +131,11 @@ def human_summary(outcome: CollectOutcome) -> str:
         lines.append(f"  mIoU {s['evaluation']['mIoU']:.4f}")
     if s["best_checkpoint"]:
         lines.append(f"  best checkpoint: {s['best_checkpoint']['path']} ({s['best_checkpoint']['reason']})")
+    predictions = s.get("predictions") or {}
+    if predictions.get("samples"):
+        lines.append(f"  sample predictions: {len(predictions['samples'])} in {outcome.results_dir / 'predictions'}")
+    elif predictions.get("note"):
+        lines.append(f"  {predictions['note']}")
     if outcome.problems:
         lines.append(f"  {len(outcome.problems)} problem(s), see summary.json: "
                      + "; ".join(p.message for p in outcome.problems[:3]) + (" ..." if len(outcome.problems) > 3 else ""))
@@ -134,14 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # names the flag
         sys.stderr.write(f"collect-results: {err}\n")
         return 2
-    request = CollectRequest(
-        job_dir=args.job_dir,
-        results_root=args.results_dir,
-        into=args.into,
-        include_checkpoints=not args.no_checkpoints,
-        ssh=ssh,
-        hash_cache=None if args.no_hash_cache else default_cache_path(),
-    )
+    try:
+        request = CollectRequest(
+            job_dir=args.job_dir,
+            results_root=args.results_dir,
+            into=args.into,
+            include_checkpoints=not args.no_checkpoints,
+            ssh=ssh,
+            hash_cache=None if args.no_hash_cache else default_cache_path(),
+            predict=args.predict,
+            show_progress=True,
+        )
+    except ValueError as err:  # names the flag
+        sys.stderr.write(f"collect-results: {err}\n")
+        return 2
     try:
         outcome = collect(request)
     except JobFileError as err:  # job.json unusable, or a CollectInputError

@@ -20,11 +20,12 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -35,14 +36,17 @@ from launcher.collect.gather import GatherPlan, GatherResult, ManifestEntry, Pro
 from launcher.collect.hashing import HashCache, default_cache_path
 from launcher.job.job_record import JobRecord, load_job, newest_job_dir
 from launcher.collect.logparse import log_tail, parse_training_log
+from launcher.collect.predictions import DEFAULT_SAMPLES, evaluate_for_samples, generated_entry, make_predictions
 from launcher.collect.report import render_report
 from launcher.collect.sources import HostFiles, LocalFiles
-from launcher.collect.summary import Checkpoint, RankInputs, build_summary
+from launcher.collect.summary import Checkpoint, RankInputs, best_checkpoint, build_summary
+from launcher.collect.timeline import build_timeline, timeline_summary
 
 if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is collected
     from launcher.remote.ssh import SshOptions
 
 MANIFEST = "manifest.json"
+MAX_PREDICT = 100
 SUMMARY = "summary.json"
 REPORT = "report.html"
 
@@ -58,10 +62,16 @@ class CollectRequest:
     hash_cache: Path | None = field(default_factory=default_cache_path)
     allow_links: bool = True
     tail_lines: int = 30
+    # Sample predictions in the report: None: DEFAULT_SAMPLES when an evaluation was collected;
+    # N: N, running deeplab-eval first when none was; 0: none.
+    predict: int | None = None
+    show_progress: bool = False  # progress of hosts gathered and files hashed on stderr (the CLI's)
 
     def __post_init__(self) -> None:
         if self.tail_lines < 1:
             raise ValueError(f"tail_lines must be at least 1, got {self.tail_lines}")
+        if self.predict is not None and not 0 <= self.predict <= MAX_PREDICT:
+            raise ValueError(f"--predict {self.predict}: must be 0..{MAX_PREDICT}")
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,29 @@ def read_rank_inputs(stage: Path, job: JobRecord, found: set[int], entries: list
     return ranks, problems
 
 
+def _announcer(request: CollectRequest) -> Callable[[str], None]:
+    """Where a step that takes a while says it started: stderr when showing progress, else nowhere."""
+    def announce(line: str) -> None:
+        if request.show_progress:
+            sys.stderr.write(f"collect-results: {line}\n")
+            sys.stderr.flush()
+
+    return announce
+
+
+def _evaluate_for_samples(stage: Path, job: JobRecord, ranks: dict[int, RankInputs], entries: list[ManifestEntry],
+                          announce: Callable[[str], None]) -> tuple[str | None, list[ManifestEntry]]:
+    """--predict N without a collected evaluation: run one (deeplab-eval) and read it as rank 0's."""
+    checkpoint = (best_checkpoint(ranks) or {}).get("path")
+    relative, why_not = evaluate_for_samples(stage, job.args, checkpoint, announce=announce)
+    if relative is None:
+        return why_not, entries
+    result = parse_eval((stage / relative).read_text(encoding="utf-8"))
+    owner = min(ranks) if ranks else 0
+    ranks.setdefault(owner, RankInputs()).evals.append((relative, result))
+    return None, entries + [generated_entry(stage, relative, f"deeplab-eval {checkpoint}")]
+
+
 def _collection_facts(results_dir: Path, result: GatherResult, include_checkpoints: bool) -> dict[str, Any]:
     entries = result.entries
     return {
@@ -251,10 +284,14 @@ def collect(request: CollectRequest) -> CollectOutcome:
     try:
         os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
         cache = HashCache(request.hash_cache)
-        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints)
+        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints,
+                        show_progress=request.show_progress)
         entries = result.entries
         stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)
+        evaluation_note = None
+        if request.predict and not any(r.per_image for i in ranks.values() for _, r in i.evals):
+            evaluation_note, entries = _evaluate_for_samples(stage, job, ranks, entries, _announcer(request))
         summary, problems = build_summary(
             job, ranks, entries, result.problems + stage_problems + parse_problems,
             _collection_facts(final, result, request.include_checkpoints),
@@ -263,7 +300,25 @@ def collect(request: CollectRequest) -> CollectOutcome:
         logs = {r: i.log for r, i in ranks.items() if i.log is not None}
         tails = {r: log_tail(i.log_text, request.tail_lines) for r, i in ranks.items() if i.log_text is not None}
         stacks = {r: i.stack_text for r, i in ranks.items() if i.stack_text is not None}
-        report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks)
+        evaluation = summary["evaluation"] or {}
+        evaluated = next((result for inputs in ranks.values() for path, result in inputs.evals
+                          if path == evaluation.get("source")), None)
+        count = DEFAULT_SAMPLES if request.predict is None else request.predict
+        if evaluation_note:
+            from launcher.collect.predictions import left_out
+
+            predictions = left_out(evaluation_note)
+        else:
+            predictions = make_predictions(stage, evaluated, evaluation.get("source"),
+                                           (summary["best_checkpoint"] or {}).get("path"), count,
+                                           list(evaluation.get("per_class_iou") or {}), announce=_announcer(request))
+        entries = entries + predictions.entries
+        summary["files"] = len(entries)
+        summary["predictions"] = predictions.to_summary()
+        job_timeline = build_timeline(job.raw, [(r, c.path, c.mtime) for r, i in ranks.items() for c in i.checkpoints])
+        summary["timeline"] = timeline_summary(job_timeline)
+        report = render_report(summary, logs, tails, summary["collection"]["collected_at"], stacks=stacks,
+                               job_timeline=job_timeline)
         for name, write in ((MANIFEST, lambda p: _write_json(p, {"job_id": job.job_id, "files": [e.__dict__ for e in entries]})),
                             (SUMMARY, lambda p: _write_json(p, summary)), (REPORT, lambda p: _write_text(p, report))):
             try:

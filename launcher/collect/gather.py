@@ -14,11 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from console_progress import progress
 from launcher.collect.hashing import HashCache
 from launcher.job.job_record import JobHost, JobRecord
 from launcher.collect.listing import Listing, NotFollowed, Skipped
@@ -274,11 +275,16 @@ def gather(
     open_files: Callable[[GatherPlan], HostFiles],
     cache: HashCache,
     include_checkpoints: bool = True,
+    show_progress: bool = False,
 ) -> GatherResult:
     plans = plan_gather(job)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-        hosts = list(pool.map(lambda p: _gather_host(p, open_files, stage, include_checkpoints), plans))
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool, \
+            progress(len(plans), "hosts", "collect-results", enabled=show_progress) as meter:
+        futures = [pool.submit(_gather_host, plan, open_files, stage, include_checkpoints) for plan in plans]
+        for _ in as_completed(futures):  # counted here, in one thread
+            meter.update()
+        hosts = [future.result() for future in futures]
     transfer_s = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -302,8 +308,10 @@ def gather(
 
     if unhashed:
         failed: list[tuple[HostGather, int]] = []
-        with ThreadPoolExecutor(max_workers=max(1, min(len(unhashed), os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(unhashed), os.cpu_count() or 1))) as pool, \
+                progress(len(unhashed), "files hashed", "collect-results", enabled=show_progress) as meter:
             for host, index, entry, cached in pool.map(hash_one, unhashed):
+                meter.update()
                 if isinstance(entry, FailedFile):
                     host.failed.append(entry)
                     host.problems.append(Problem("copy_failed", f"{entry.source}: {entry.error}; not collected", host=host.host))

@@ -103,7 +103,8 @@ def class_iou(per_class: dict[str, float | None]) -> Plot | None:
     if not known:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(11, max(2.5, 0.28 * len(known) + 0.8)))
+    # Half the page wide: the confusion matrix is beside it.
+    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.28 * len(known) + 0.8)))
     names, values = zip(*known)
     bars = ax.barh(names, values, color="tab:green")
     # Values on the bars: a class at 0.00 has no visible bar otherwise.
@@ -136,3 +137,103 @@ def miou_curve(training_evaluation: dict | None) -> Plot | None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     return Plot("Validation mIoU during training", _render(fig))
+
+
+def confusion_matrix(matrix: list[list[int]], names: list[str]) -> Plot | None:
+    """Row-normalised confusion heatmap: row = ground-truth class, share of its pixels per predicted class.
+
+    A class with no ground-truth pixels has an empty (grey) row rather than a row of zeros,
+    which would read as "never right".
+    """
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] == 0 or counts.shape[0] != counts.shape[1] or counts.sum() <= 0:
+        return None
+    size = counts.shape[0]
+    labels = list(names) if len(names) == size else [str(index) for index in range(size)]
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), np.nan)
+    plt = _pyplot()
+    side = max(4.5, 0.3 * size + 1.5)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    colours = plt.get_cmap("Blues").with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(shares), cmap=colours, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(size), labels, rotation=90, fontsize="small")
+    ax.set_yticks(range(size), labels, fontsize="small")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("ground-truth class")
+    if size <= 24:  # numbers stay legible up to VOC's 21 classes
+        for row in range(size):
+            for column in range(size):
+                share = shares[row, column]
+                if np.isfinite(share) and share >= 0.005:
+                    ax.text(column, row, f"{share * 100:.0f}", ha="center", va="center", fontsize=6,
+                            color="white" if share > 0.6 else "#333333")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row's pixels")
+    return Plot("Confusion matrix (rows: ground truth, normalised; %)", _render(fig))
+
+
+_SPAN_COLOURS = {"succeeded": "#4caf50", "failed": "#d32f2f", "stopped": "#ff9800", "running": "#90a4ae",
+                 "unknown": "#bdbdbd", "restarted": "#b39ddb"}
+_EVENT_STYLES = {  # kind: (marker, colour, size, legend label)
+    "checkpoint": ("D", "#37474f", 5, "checkpoint"),
+    "hang": ("X", "#b71c1c", 11, "hang (stuck rank)"),
+    "straggler": ("v", "#ef6c00", 9, "straggler"),
+    "failure": ("x", "#d32f2f", 10, "failure"),
+    "excluded": ("s", "#000000", 8, "host excluded"),
+    "spare": ("P", "#1565c0", 9, "spare host taken"),
+}
+_JOB_LINES = {"restart": ("#673ab7", "restart"), "hang": ("#b71c1c", "hang"), "excluded": ("#000000", "host excluded"),
+              "spare": ("#1565c0", "spare host taken")}
+
+
+def timeline(tl) -> Plot | None:
+    """The job's attempts per rank (or host), with restarts, hangs, stragglers, host changes and checkpoints."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if tl is None or not tl.rows:
+        return None
+    plt = _pyplot()
+    rows = list(tl.rows)
+    index = {row: position for position, row in enumerate(rows)}
+    fig, ax = plt.subplots(figsize=(11, min(14.0, max(2.2, 0.32 * len(rows) + 1.4))))
+    outcomes = []
+    for span in tl.spans:
+        if span.row in index:
+            ax.barh(index[span.row], max(span.end - span.start, tl.duration * 0.002), left=span.start, height=0.6,
+                    color=_SPAN_COLOURS.get(span.outcome, "#bdbdbd"), edgecolor="none")
+            outcomes.append(span.outcome)
+    handles = [Patch(color=_SPAN_COLOURS[o], label=f"attempt: {o}") for o in _SPAN_COLOURS if o in outcomes]
+    kinds_drawn = set()
+    for kind, (marker, colour, size, _label) in _EVENT_STYLES.items():
+        points = [(e.at, index[e.row]) for e in tl.events if e.kind == kind and e.row in index]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, linestyle="none", marker=marker, color=colour, markersize=size, zorder=3)
+            handles.append(Line2D([], [], linestyle="none", marker=marker, color=colour, markersize=size * 0.8,
+                                  label=_label))
+            kinds_drawn.add(kind)
+    for event in tl.events:
+        if event.row is None and event.kind in _JOB_LINES:
+            colour, label = _JOB_LINES[event.kind]
+            ax.axvline(event.at, color=colour, linestyle="--", linewidth=1.2, zorder=2)
+            ax.annotate(event.label, (event.at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
+                        textcoords="offset points", va="top", fontsize="small", color=colour, rotation=0)
+            if ("line", event.kind) not in kinds_drawn:
+                handles.append(Line2D([], [], color=colour, linestyle="--", label=label))
+                kinds_drawn.add(("line", event.kind))
+    ax.set_yticks(range(len(rows)))
+    # At hundreds of hosts every name cannot fit: label a readable subset, keep every bar.
+    step = max(1, len(rows) // 40)
+    ax.set_yticklabels([row if position % step == 0 else "" for position, row in enumerate(rows)], fontsize="small")
+    ax.set_ylim(len(rows) - 0.5, -0.5 - (0.8 if any(e.row is None for e in tl.events) else 0))
+    ax.set_xlim(0, tl.duration * 1.02)
+    ax.set_xlabel("seconds since the job started")
+    ax.grid(True, axis="x", alpha=0.3)
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    what = "host" if tl.by_host else "rank"
+    return Plot(f"Timeline per {what}", _render(fig))

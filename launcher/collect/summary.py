@@ -69,6 +69,8 @@ def _eval_dict(path: str, result: EvalResult) -> dict[str, Any]:
         "scales": list(result.scales),
         "flip": result.flip,
         "num_images": result.num_images,
+        # Rows: ground truth, columns: prediction, pixel counts (deeplab-eval); [] from an older eval.json.
+        "confusion_matrix": [list(row) for row in result.confusion_matrix],
     }
 
 
@@ -285,7 +287,8 @@ def build_summary(
         if logged:
             # The same keys as an eval.json's (the report reads them all), unknown ones empty.
             evaluation = {"source": f"LOG{logged[0][0]} log.txt 'mIoU =' line", "mIoU": logged[0][1], "per_class_iou": {},
-                          "ckpt": None, "scales": [], "flip": False, "num_images": None}
+                          "ckpt": None, "scales": [], "flip": False, "num_images": None,
+                          "confusion_matrix": []}
     total = sum(t for t in throughputs if t is not None) if throughputs and all(t is not None for t in throughputs) else None
     summary = {
         "schema": SUMMARY_SCHEMA,
