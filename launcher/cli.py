@@ -209,6 +209,7 @@ from typing import TYPE_CHECKING, NoReturn, Optional, Sequence  # noqa: E402
 from launcher.errors import LaunchError  # noqa: E402
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
 from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
+from launcher.job.strict_numbers import whole_number_arg  # noqa: E402
 
 if TYPE_CHECKING:
     from launcher.job.options import LaunchOptions
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = p.add_argument_group("where it runs")
     count = where.add_mutually_exclusive_group()
-    count.add_argument("--devices", type=int, metavar="N", help="devices (ranks) per host")
+    count.add_argument("--devices", type=whole_number_arg("--devices"), metavar="N", help="devices (ranks) per host")
     where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
     where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
     where.add_argument("--hostfile", type=Path, metavar="FILE",
@@ -252,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
     where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
     where.add_argument("--hccn-conf", type=Path, default=Path("/etc/hccn.conf"), metavar="FILE")
-    where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
+    where.add_argument("--sched-port", type=whole_number_arg("--sched-port"), metavar="PORT",
+                       help="dynamic-mode scheduler port")
     where.add_argument("--no-topology-check", dest="topology_check", action="store_false",
                        help="accept rank tables with device sets HCCL does not support")
     where.add_argument("--launcher", choices=("slurm", "ssh", "local"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from launcher.errors import LaunchError
+from launcher.job.strict_numbers import seconds_arg, whole_number_arg
 
 PROG = "launch-train"
 # Options that only concern submitting (with how many values they take); never passed inside the job.
@@ -31,12 +32,15 @@ SUBMIT_ONLY = {"--submit": 1, "--nodes": 1, "--partition": 1, "--time": 1, "--ac
                "--job-dir": 1, "--launcher": 1, "--dry-run": 0, "--json": 0, "--job-id": 1, "--from-submit": 0,
                "--rank-table-timeout": 1}
 SUBMITTED_FILES = ("submit.sbatch", "slurm-*.out")
+MAX_NODES = 100_000
+MAX_RANK_TABLE_WAIT_S = 7 * 86400
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("submitting to a cluster (Slurm, Kubernetes)")
     group.add_argument("--submit", choices=("slurm", "k8s"), help="render the job's batch script / manifests and submit")
-    group.add_argument("--nodes", type=int, default=1, metavar="N", help="--submit slurm: nodes to ask for (default 1)")
+    group.add_argument("--nodes", type=whole_number_arg("--nodes", 1, MAX_NODES), default=1, metavar="N",
+                       help="--submit slurm: nodes to ask for (default 1)")
     group.add_argument("--partition", metavar="P", help="--submit slurm: sbatch --partition")
     group.add_argument("--time", metavar="T", help="--submit slurm: sbatch --time (e.g. 2:00:00)")
     group.add_argument("--account", metavar="A", help="--submit slurm: sbatch --account")
@@ -52,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--apply", action="store_true", help="--submit k8s: kubectl apply the manifests")
     group.add_argument("--from-env", action="store_true",
                        help="in a pod: read the operator's variables and start this pod's ranks")
-    group.add_argument("--rank-table-timeout", type=float, default=600.0, metavar="S",
+    group.add_argument("--rank-table-timeout", type=seconds_arg("--rank-table-timeout", 0, MAX_RANK_TABLE_WAIT_S),
+                       default=600.0, metavar="S",
                        help="--from-env: how long to wait for the mounted rank table (default 600)")
     group.add_argument("--job-id", help=argparse.SUPPRESS)
     group.add_argument("--from-submit", action="store_true", help=argparse.SUPPRESS)
@@ -72,6 +77,23 @@ def inner_options(own: Sequence[str]) -> list[str]:
             continue
         out.append(word)
     return out
+
+
+def check_job_options(ns: argparse.Namespace, training_args: Sequence[str]) -> None:
+    """Refuse here what the launch inside the job would refuse, before anything is written or submitted.
+
+    A submission must not fill in a bad value on the job's behalf either (``--devices 0`` read
+    as "unset", so one rank; ``--sched-port 0`` as the default port).
+    """
+    from launcher.cli import options_from_args
+    from launcher.job.platforms import check_device_count
+    from launcher.job.ports import check_port
+
+    options_from_args(ns, training_args)  # LaunchOptions checks --env, --sched-port, the training args
+    if ns.devices is not None:
+        check_device_count(ns.devices)
+    if ns.sched_port is not None:
+        check_port(ns.sched_port)
 
 
 def _job_dir_and_id(ns: argparse.Namespace) -> tuple[Path, str]:
@@ -104,13 +126,14 @@ def submit_slurm(ns: argparse.Namespace, own: Sequence[str], training_args: Sequ
     from launcher.cluster.slurm_submit import SCRIPT_NAME, SbatchRequest, SubmitError, render_sbatch
     from launcher.job.render import check_templates_dir, template_environment
 
+    check_job_options(ns, training_args)
     job_dir, job_id = _job_dir_and_id(ns)
     command = [sys.executable, "-m", "launcher.cli", *inner_options(own), "--launcher", "slurm",
                "--job-dir", str(job_dir), "--job-id", job_id, "--from-submit", "--", *training_args]
     templates = check_templates_dir(ns.templates) if ns.templates is not None else None
     try:
         request = SbatchRequest(job_id=job_id, job_name=f"launch-train-{job_id}", job_dir=job_dir, nodes=ns.nodes,
-                                tasks_per_node=ns.devices or 1, launch_command=tuple(command),
+                                tasks_per_node=1 if ns.devices is None else ns.devices, launch_command=tuple(command),
                                 partition=ns.partition, time=ns.time, account=ns.account,
                                 slurm_args=tuple(ns.slurm_arg))
         text = render_sbatch(request, template_environment(templates))
@@ -159,12 +182,13 @@ def submit_k8s(ns: argparse.Namespace, own: Sequence[str], training_args: Sequen
         raise LaunchError("--submit k8s: give --k8s-kind volcano, msjob or ascendjob")
     if not ns.image:
         raise LaunchError("--submit k8s: give --image (a container image with launch-train and deeplab in it)")
+    check_job_options(ns, training_args)
     platform = check_platform(ns.platform) if ns.platform else ("Ascend" if ns.k8s_kind == "ascendjob" else "CPU")
     mode = ns.mode or ("rank-table" if platform == "Ascend" else "dynamic")
     job_dir, job_id = _job_dir_and_id(ns)
     job_mount = "/job"
     pod_job_dir = f"{job_mount}/{job_id}"
-    port = ns.sched_port or DEFAULT_SCHED_PORT
+    port = DEFAULT_SCHED_PORT if ns.sched_port is None else ns.sched_port
     fixed = ["--platform", platform, "--mode", mode, "--sched-port", str(port)]
     own_inner = _drop(inner_options(own), ("--platform", "--mode", "--sched-port"))
     command = ["launch-train", "--from-env", "--k8s-kind", ns.k8s_kind, *fixed, *own_inner,
@@ -172,7 +196,7 @@ def submit_k8s(ns: argparse.Namespace, own: Sequence[str], training_args: Sequen
     templates = check_templates_dir(ns.templates) if ns.templates is not None else None
     try:
         job = K8sJob(kind=ns.k8s_kind, name=k8s_name(job_id), job_id=job_id, image=ns.image, worker_pods=ns.nodes,
-                     devices_per_pod=ns.devices or 1, platform=platform, mode=mode, pod_command=tuple(command),
+                     devices_per_pod=1 if ns.devices is None else ns.devices, platform=platform, mode=mode, pod_command=tuple(command),
                      namespace=ns.namespace, sched_port=port, job_mount=job_mount,
                      max_restarts=ns.max_restarts)
         manifests = render_manifests(job, ns.k8s_set, env=manifest_environment(templates))

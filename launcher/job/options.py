@@ -17,7 +17,7 @@ from launcher.errors import LaunchError
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
 from launcher.job.platforms import DEFAULT_HCCN_CONF
 from launcher.job.ports import check_port
-from launcher.job.safe_text import check_env_value, refuse_control, visible
+from launcher.job.safe_text import check_env_value, refuse_control, refuse_non_utf8, visible
 from launcher.job.spec import check_env_name
 
 MAX_RESTARTS = 1000
@@ -68,7 +68,9 @@ class LaunchOptions:
             for key, value in self.env:
                 check_env_name(key)
                 check_env_value(key, value)
+                refuse_non_utf8(value, f"--env {key}")
             for arg in self.args:
+                refuse_non_utf8(arg, "training argument")
                 if "\x00" in arg:
                     raise ValueError(f"training argument {visible(arg, 60)}: contains a NUL byte, which no "
                                      "command line can hold")

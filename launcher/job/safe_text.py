@@ -34,6 +34,21 @@ def refuse_control(value: str, what: str) -> str:
     return value
 
 
+def refuse_non_utf8(value: str, what: str) -> str:
+    """value unchanged, or ValueError when it holds bytes that are not UTF-8 (argv's surrogate escapes).
+
+    Every file the job writes (job.json, scripts, manifests) is UTF-8: such a value could not be
+    written there, nor passed on word for word.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = visible(value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"), 60)
+        raise ValueError(f"{what} {shown}: not valid UTF-8 (at position {exc.start}); "
+                         "give the value in UTF-8") from None
+    return value
+
+
 def check_env_name(name: str, what: str = "--env") -> str:
     """A name a shell `export` and every environment can hold: [A-Za-z_][A-Za-z0-9_]*."""
     if not ENV_NAME.fullmatch(name):

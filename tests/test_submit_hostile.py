@@ -1,0 +1,119 @@
+"""Hostile values in --submit slurm: what real sbatch reads from the script, and the one-line refusals.
+
+sbatch reads #PBS/#BSUB directives on any line of a batch script and backslashes in #SBATCH lines
+even inside quotes (docs/FIELD_NOTES "Batch scripts are not read like shell"), so these tests ask
+the real sbatch (`-vvv` prints what it parsed, no controller needed) rather than our idea of it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_TRAIN = str(Path(sys.executable).parent / "launch-train")
+EVIL = "x\n#PBS -N evil -q evilq -o /tmp/evil-out #\n#BSUB -J evil2\n#SBATCH --job-name=evil3"
+
+pytestmark = pytest.mark.skipif(subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0,
+                                reason="sbatch not installed (make system-deps)")
+
+
+def sbatch_parse(script: Path, tmp_path: Path) -> str:
+    """What `sbatch -vvv` says it read from script (up to its options table; the submit itself is cut off)."""
+    conf = tmp_path / "slurm.conf"
+    # A controller on a port where nothing listens: sbatch parses, prints its options, then retries.
+    conf.write_text("ClusterName=parse\nSlurmctldHost=localhost\nSlurmctldPort=9\nNodeName=n1 CPUs=1\n"
+                    "PartitionName=debug Nodes=n1\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    proc = subprocess.Popen(["sbatch", "-vvv", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "end of defined options" in line or "fatal" in line:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return "".join(lines)
+
+
+def submit_dry_run(tmp_path: Path, *args: str, training=("--note", EVIL)) -> subprocess.CompletedProcess:
+    return subprocess.run([LAUNCH_TRAIN, "--submit", "slurm", "--dry-run", "--platform", "CPU",
+                           "--job-dir", str(tmp_path / "job"), *args, "--", *training],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_injected_pbs_line_in_a_training_arg_or_env_value_sets_nothing_in_real_sbatch(tmp_path):
+    done = submit_dry_run(tmp_path, "--env", "NOTE=" + EVIL, "--partition", "debug")
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / "submit.sbatch"
+    script.write_text(done.stdout)
+    parsed = sbatch_parse(script, tmp_path)
+    assert "end of defined options" in parsed, parsed
+    assert "evil" not in parsed, parsed
+    assert "partition           : debug" in parsed
+    assert not any(line.startswith(("#PBS", "#BSUB", "#SBATCH --job-name=evil")) for line in done.stdout.splitlines())
+    # and bash still gets the value back exactly: the script's exec line, run through bash with echo instead.
+    exec_line = next(line for line in done.stdout.splitlines() if line.startswith("exec "))
+    printed = subprocess.run(["bash", "-c", "set -- " + exec_line.removeprefix("exec ") + '; printf "%s" "${@: -1}"'],
+                             capture_output=True).stdout.decode()
+    assert printed == EVIL
+
+
+def test_the_control_check_would_fail_without_ansi_c_quoting(tmp_path):
+    # The same value quoted the old way ('...' with a raw newline) does set sbatch's options here:
+    # this is what the test above guards against.
+    import shlex
+
+    script = tmp_path / "old.sbatch"
+    script.write_text(f"#!/usr/bin/env bash\n#SBATCH --partition=debug\nexec echo {shlex.quote(EVIL)}\n")
+    assert "job-name            : evil" in sbatch_parse(script, tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time", "30\n"], "--time '30\\n': use Slurm's formats"),
+    (["--time", "３０"], "--time '３０': use Slurm's formats"),
+    (["--partition", "p\\x"], "--partition p\\x: contains a backslash"),
+    (["--account", "a\\"], "--account a\\: contains a backslash"),
+    (["--slurm-arg=--comment=a\\b"], "--slurm-arg --comment=a\\b: contains a backslash"),
+    (["--slurm-arg=--comment=a\x1bb"], "--slurm-arg --comment=a\\x1bb: contains an escape"),
+    (["--nodes", "1" * 30], "argument --nodes: " + "1" * 20 + "...: must be in 1..100000"),
+    (["--nodes", "３"], "argument --nodes: ３: not a whole number"),
+    (["--devices", "0"], "--devices 0: must be at least 1"),
+    (["--devices", "２"], "argument --devices: ２: not a whole number"),
+    (["--sched-port", "0"], "--sched-port 0: not a TCP port"),
+])
+def test_bad_submit_values_are_one_line_and_write_nothing(tmp_path, args, message):
+    done = submit_dry_run(tmp_path, *args, training=())
+    assert done.returncode == 2, done.stdout
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--devices", "0"], "--devices 0: must be at least 1"),
+                                           (["--sched-port", "0"], "--sched-port 0: not a TCP port (1..65535)")])
+def test_k8s_submit_refuses_devices_0_and_sched_port_0_instead_of_defaults(tmp_path, args, message):
+    done = subprocess.run([LAUNCH_TRAIN, "--submit", "k8s", "--k8s-kind", "volcano", "--image", "img",
+                           "--platform", "CPU", "--dry-run", "--job-dir", str(tmp_path / "job"), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr == f"launch-train: error: {message}\n", done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("flag", ["--submit slurm", "--submit k8s --k8s-kind volcano --image img", ""])
+def test_a_non_utf8_training_argument_is_one_line_and_writes_nothing(tmp_path, flag):
+    job_dir = tmp_path / "job"
+    argv = [os.fsencode(LAUNCH_TRAIN), *(w.encode() for w in flag.split()), b"--platform", b"CPU",
+            b"--job-dir", os.fsencode(job_dir), b"--", b"--note", b"caf\xe9"]
+    done = subprocess.run(argv, capture_output=True, timeout=60, cwd=tmp_path)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, stderr
+    assert len(stderr.splitlines()) == 1 and "training argument" in stderr and "not valid UTF-8" in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
