@@ -23,6 +23,7 @@ from typing import Mapping, Optional
 from launcher.cluster.pod_env import PodEnvError, PodPlace, read_pod_place
 from launcher.cluster.pod_ranks import pod_server
 from launcher.cluster.rank_table_wait import RankTableWaitError, wait_for_rank_table
+from hccl import rank_table
 from launcher.errors import LaunchError
 from launcher.job.hosts import Host
 
@@ -85,7 +86,7 @@ def launch_from_env(ns, options, environ: Optional[Mapping[str, str]] = None) ->
             raise LaunchError(str(exc)) from None
         handle, name = tempfile.mkstemp(prefix="rank_table-", suffix=".json")
         with os.fdopen(handle, "w") as out:
-            out.write(Path(place.rank_table_file).read_text())
+            out.write(rank_table.dumps(table))  # what was validated, not a second read of the mount
         table_file = Path(name)
     try:
         hosts, me = pod_hosts(place, table)

@@ -32,12 +32,12 @@ def whole_number(text: str, what: str, low: int, high: int) -> int:
 
 
 def seconds(text: str, what: str, low: float, high: float) -> float:
-    """text as a finite number of seconds in (low, high]; ValueError naming `what` otherwise (no nan/inf/sign)."""
+    """text as a finite number of seconds in [low, high]; ValueError naming `what` otherwise (no nan/inf/sign)."""
     if not _DECIMAL.fullmatch(text):
         raise ValueError(f"{what} {visible(text, 40)}: not a number of seconds (e.g. 600 or 2.5)")
     value = float(text)
-    if not (math.isfinite(value) and low < value <= high):
-        raise ValueError(f"{what} {text}: must be more than {low:g} and at most {high:g} seconds")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{what} {text}: must be {low:g} to {high:g} seconds")
     return value
 
 
