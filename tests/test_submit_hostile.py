@@ -117,3 +117,25 @@ def test_a_non_utf8_training_argument_is_one_line_and_writes_nothing(tmp_path, f
     assert done.returncode == 2, stderr
     assert len(stderr.splitlines()) == 1 and "training argument" in stderr and "not valid UTF-8" in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_a_failed_sbatch_leaves_the_job_dir_free_for_the_same_submission_again(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    job_dir = tmp_path / "job"
+    for _attempt in range(2):
+        done = subprocess.run([LAUNCH_TRAIN, "--submit", "slurm", "--partition", "nope", "--platform", "CPU",
+                               "--job-dir", str(job_dir)], capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 2
+        assert done.stderr.strip().endswith("Batch job submission failed: Invalid partition name specified"), \
+            done.stderr
+        assert "not empty" not in done.stderr and not job_dir.exists()
+    job_dir.mkdir()  # a job dir the user made stays, empty
+    done = subprocess.run([LAUNCH_TRAIN, "--submit", "slurm", "--platform", "CPU", "--job-dir", str(job_dir)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and job_dir.is_dir() and list(job_dir.iterdir()) == []

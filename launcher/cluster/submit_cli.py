@@ -16,6 +16,7 @@ job id chosen here, so the job that runs is the one that was asked for, word for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from launcher.errors import LaunchError
+from launcher.job.safe_text import visible
 from launcher.job.strict_numbers import seconds_arg, whole_number_arg
 
 PROG = "launch-train"
@@ -145,14 +147,27 @@ def submit_slurm(ns: argparse.Namespace, own: Sequence[str], training_args: Sequ
     if shutil.which("sbatch") is None:
         raise LaunchError("--submit slurm: sbatch not found (is this a Slurm client host?)")
     script = job_dir / SCRIPT_NAME
+    made_job_dir = not job_dir.exists()
     _write_new(script, text, executable=True)
     argv = ["sbatch", "--parsable", *(["--wait"] if ns.wait else []), str(script)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    first = proc.stdout.readline().strip() if proc.stdout else ""
-    slurm_id = first.split(";")[0]
-    if not slurm_id.isdigit():
-        err = proc.communicate()[1].strip().splitlines()
-        raise LaunchError(f"sbatch {script}: {err[-1] if err else 'no job id printed'}")
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        first = proc.stdout.readline().strip() if proc.stdout else ""
+        slurm_id = first.split(";")[0]
+        failure = None
+        if not (slurm_id.isascii() and slurm_id.isdigit()):
+            err = proc.communicate()[1].strip().splitlines()
+            failure = f"sbatch {script}: {err[-1] if err else 'no job id printed'}"
+    except OSError as exc:
+        failure = f"sbatch: {exc.strerror or exc}"
+    if failure is not None:
+        # Nothing was submitted: leave the job dir as it was, so the same --job-dir can be used again.
+        script.unlink(missing_ok=True)
+        if made_job_dir:
+            with contextlib.suppress(OSError):
+                job_dir.rmdir()
+        raise LaunchError(visible(failure, 500))
     print(f"{PROG}: submitted Slurm job {slurm_id}; job dir {job_dir}", flush=True)
     print(f"{PROG}: output {job_dir / f'slurm-{slurm_id}.out'}; cancel with: scancel {slurm_id}", flush=True)
     if not ns.wait:
