@@ -71,6 +71,16 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "best.mindir").stat().st_size > 0
 
+    # A diverged run's weights (NaN) evaluate to a normal-looking mIoU unless refused: one line.
+    entries = [{"name": name, "data": param.data} for name, param in ms.load_checkpoint(str(best)).items()]
+    first_weight = next(e for e in entries if e["name"].endswith("conv1.weight"))
+    first_weight["data"] = ms.Tensor(np.full(first_weight["data"].shape, np.nan, np.float32))
+    diverged = tmp_path / "diverged.ckpt"
+    ms.save_checkpoint(entries, str(diverged))
+    refused = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
+                   "--ckpt", str(diverged), *FAST)
+    assert "NaN or infinite" in one_error_line(refused) and first_weight["name"] in one_error_line(refused)
+
     # and a BF16 safetensors file given to deeplab-eval is one line, not a traceback
     bf16 = safetensors_with_dtype(tmp_path / "bf16.safetensors", "BF16", 2)
     refused = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),

@@ -66,7 +66,7 @@ def test_an_injected_pbs_line_in_a_training_arg_or_env_value_sets_nothing_in_rea
     assert printed == EVIL
 
 
-def test_the_control_check_would_fail_without_ansi_c_quoting(tmp_path):
+def test_real_sbatch_reads_a_pbs_line_inside_single_quotes(tmp_path):
     # The same value quoted the old way ('...' with a raw newline) does set sbatch's options here:
     # this is what the test above guards against.
     import shlex
