@@ -7,6 +7,7 @@ the real sbatch (`-vvv` prints what it parsed, no controller needed) rather than
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH_TRAIN = str(Path(sys.executable).parent / "launch-train")
 EVIL = "x\n#PBS -N evil -q evilq -o /tmp/evil-out #\n#BSUB -J evil2\n#SBATCH --job-name=evil3"
 
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0,
-                                reason="sbatch not installed (make system-deps)")
+needs_sbatch = pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch not installed (make system-deps)")
 
 
 def sbatch_parse(script: Path, tmp_path: Path) -> str:
@@ -49,6 +49,7 @@ def submit_dry_run(tmp_path: Path, *args: str, training=("--note", EVIL)) -> sub
                           capture_output=True, text=True, timeout=60)
 
 
+@needs_sbatch
 def test_an_injected_pbs_line_in_a_training_arg_or_env_value_sets_nothing_in_real_sbatch(tmp_path):
     done = submit_dry_run(tmp_path, "--env", "NOTE=" + EVIL, "--partition", "debug")
     assert done.returncode == 0, done.stderr
@@ -66,6 +67,7 @@ def test_an_injected_pbs_line_in_a_training_arg_or_env_value_sets_nothing_in_rea
     assert printed == EVIL
 
 
+@needs_sbatch
 def test_real_sbatch_reads_a_pbs_line_inside_single_quotes(tmp_path):
     # The same value quoted the old way ('...' with a raw newline) does set sbatch's options here:
     # this is what the test above guards against.
