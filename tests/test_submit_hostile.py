@@ -125,7 +125,8 @@ def test_a_failed_sbatch_leaves_the_job_dir_free_for_the_same_submission_again(t
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "sbatch"
-    fake.write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\n"
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\n"
                     "exit 1\n")
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}

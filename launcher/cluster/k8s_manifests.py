@@ -327,7 +327,8 @@ def _set(node: Any, path: Path_, value: Any, text: str) -> None:
             if not isinstance(node, list):
                 raise ManifestError(f"--k8s-set {visible(text, 120)!r}: [{key}] indexes something that is not a list")
             if key > len(node):
-                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: [{key}] is past the end of a list of {len(node)}")
+                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: [{key}] is past the end of a list "
+                                    f"of {len(node)}")
             if key == len(node):
                 node.append({} if not last else None)
             if last:
@@ -338,7 +339,8 @@ def _set(node: Any, path: Path_, value: Any, text: str) -> None:
                 node = node[key]
         else:
             if not isinstance(node, dict):
-                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: {key!r} is below something that is not a mapping")
+                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: {key!r} is below something that is "
+                                    "not a mapping")
             if last:
                 node[key] = value
             else:

@@ -211,7 +211,8 @@ def submit_k8s(ns: argparse.Namespace, own: Sequence[str], training_args: Sequen
     templates = check_templates_dir(ns.templates) if ns.templates is not None else None
     try:
         job = K8sJob(kind=ns.k8s_kind, name=k8s_name(job_id), job_id=job_id, image=ns.image, worker_pods=ns.nodes,
-                     devices_per_pod=1 if ns.devices is None else ns.devices, platform=platform, mode=mode, pod_command=tuple(command),
+                     devices_per_pod=1 if ns.devices is None else ns.devices, platform=platform, mode=mode,
+                     pod_command=tuple(command),
                      namespace=ns.namespace, sched_port=port, job_mount=job_mount,
                      max_restarts=ns.max_restarts)
         manifests = render_manifests(job, ns.k8s_set, env=manifest_environment(templates))
