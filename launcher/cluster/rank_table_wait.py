@@ -47,33 +47,33 @@ def table_state(path: Path) -> tuple[str, str]:
     except FileNotFoundError:
         return "waiting", "the file does not exist yet"
     except IsADirectoryError:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: is a directory, not a rank table") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: is a directory, not a rank table") from None
     except NotARegularFile as err:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: {err}, not a rank table") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {err}, not a rank table") from None
     except OSError as err:
         return "waiting", f"cannot read it ({err.strerror or err})"
     if data.startswith(codecs.BOM_UTF8):
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: starts with a UTF-8 byte-order mark; "
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: starts with a UTF-8 byte-order mark; "
                                  "a rank table is plain UTF-8 JSON")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         if err.end == len(data) and err.reason == "unexpected end of data":
             return "waiting", "not complete yet (ends inside a character)"
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: not UTF-8 ({err.reason} at byte {err.start})") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         return "waiting", f"not complete JSON yet ({err.msg} at line {err.lineno})"
     except RecursionError:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: JSON nested too deeply to be a rank table") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: JSON nested too deeply to be a rank table") from None
     except ValueError as err:  # e.g. an integer of thousands of digits
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: unreadable JSON ({str(err)[:100]})") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: unreadable JSON ({str(err)[:100]})") from None
     status = obj.get("status") if isinstance(obj, dict) else None
     if status == INITIALIZING:
         return "waiting", f'"status": "{INITIALIZING}"'
     if status not in (COMPLETED, None):
-        raise RankTableWaitError(f'RANK_TABLE_FILE {path}: "status": {visible(status, 60)!r}; expected '
+        raise RankTableWaitError(f'RANK_TABLE_FILE {visible(path, 1000)}: "status": {visible(status, 60)!r}; expected '
                                  f'"{INITIALIZING}" (wait) or "{COMPLETED}"')
     return "ready", text
 
@@ -101,7 +101,7 @@ def wait_for_rank_table(path: "Path | str", timeout_s: float = DEFAULT_TIMEOUT_S
             last_why = detail
         if clock() >= deadline:
             raise RankTableWaitError(
-                f"RANK_TABLE_FILE {path}: still waiting after {timeout_s:g} s ({detail}); the operator "
+                f"RANK_TABLE_FILE {visible(path, 1000)}: still waiting after {timeout_s:g} s ({detail}); the operator "
                 f"has not filled the rings-config ConfigMap (check the job's events and ascend-operator's log)")
         sleep(poll_s)
 
@@ -111,5 +111,5 @@ def _load(path: Path, text: str, topology_check: bool) -> RankTable:
         table = rank_table.loads(text)
         rank_table.validate(table, topology_check=topology_check)
     except (HcclError, RecursionError, ValueError) as err:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: {err}") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {err}") from None
     return table
