@@ -142,3 +142,14 @@ def test_a_failed_sbatch_leaves_the_job_dir_free_for_the_same_submission_again(t
     done = subprocess.run([LAUNCH_TRAIN, "--submit", "slurm", "--platform", "CPU", "--job-dir", str(job_dir)],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and job_dir.is_dir() and list(job_dir.iterdir()) == []
+
+
+def test_every_rendered_shell_word_is_one_line_and_bash_reads_it_back_exactly():
+    from launcher.job.render import shquote
+
+    nasty = "".join(map(chr, range(1, 32))) + "\x7f\x85\x9b it's \\ \"q\" $(x) `y` é\u2028\U0001F600"
+    for value in (nasty, "a\n#PBS -N evil", "\r", "plain", "it's"):
+        word = shquote(value)
+        assert "\n" not in word and "\r" not in word and "\x85" not in word
+        printed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True).stdout
+        assert printed.decode("utf-8") == value

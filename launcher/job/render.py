@@ -62,8 +62,13 @@ def shell_word(value: object) -> str:
     text = str(value)
     if control_character(text) is None:
         return shlex.quote(text)
-    escaped = "".join(_ANSI_C_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if control_character(c) else c) for c in text)
+    escaped = "".join(_ANSI_C_ESCAPES.get(c) or (_byte_escapes(c) if control_character(c) else c) for c in text)
     return f"$'{escaped}'"
+
+
+def _byte_escapes(char: str) -> str:
+    """\\xHH for each byte of char's UTF-8 (bash's \\xHH makes one byte: U+0085 is \\xc2\\x85)."""
+    return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
 
 
 def shquote(value: object) -> str:

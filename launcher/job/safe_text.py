@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls, DEL and the C1 controls (U+0080-U+009F: U+009B is a terminal's CSI, U+0085 a line break
+# for YAML and some terminals).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL byte", "\x1b": "an escape"}
 
