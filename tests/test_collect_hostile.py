@@ -69,3 +69,13 @@ def test_a_results_dir_inside_the_job_dir_is_refused(tmp_path, job, inside):
     with pytest.raises(CollectInputError, match="inside the job directory"):
         collect(CollectRequest(job_dir=job, into=job / inside, hash_cache=None))
     assert sorted(job.rglob("*")) == before
+
+
+def test_the_default_results_dir_inside_the_job_dir_is_refused_in_one_line(job, monkeypatch, capsys):
+    from launcher.collect.cli import main
+
+    monkeypatch.chdir(job / "LOG0")  # ./results would be inside the job
+    assert main([str(job), "--no-hash-cache"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--results-dir" in err and "inside the job directory" in err, err
+    assert not (job / "LOG0" / "results").exists()

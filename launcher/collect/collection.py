@@ -245,7 +245,7 @@ def collect(request: CollectRequest) -> CollectOutcome:
     job = load_job(job_dir)
     final = (request.into or request.results_root / job.job_id).absolute()
     if final.resolve() == job_dir or job_dir in final.resolve().parents:
-        flag = "--into" if request.into else "--results-root"
+        flag = "--into" if request.into else "--results-dir"
         raise CollectInputError(f"{flag} {final}: inside the job directory {job_dir}; put the results outside it "
                                 "(a later collection of the job would take them in)")
     if os.path.lexists(final):
