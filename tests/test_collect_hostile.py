@@ -79,3 +79,18 @@ def test_the_default_results_dir_inside_the_job_dir_is_refused_in_one_line(job, 
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "--results-dir" in err and "inside the job directory" in err, err
     assert not (job / "LOG0" / "results").exists()
+
+
+def test_a_file_swapped_for_a_hard_link_to_a_secret_after_listing_is_not_read(tmp_path, job):
+    from launcher.collect.hashing import HashCache
+    from launcher.collect.listing import NotRegular
+    from launcher.collect.sources import LocalFiles
+
+    files = LocalFiles(str(job), HashCache(None), made_since=None)
+    listed = next(f for f in files.walk("LOG0").files if f.rel == "LOG0/env.sh")
+    (job / "LOG0" / "env.sh").unlink()
+    os.link(secret(tmp_path), job / "LOG0" / "env.sh")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(NotRegular, match="hard link"):
+        files.fetch(listed, tmp_path / "out" / "env.sh")
+    assert not (tmp_path / "out" / "env.sh").exists()

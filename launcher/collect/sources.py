@@ -154,6 +154,9 @@ class LocalFiles(HostFiles):
         appended = item.rel.endswith(APPENDED_IN_PLACE)
         with os.fdopen(fd, "rb") as source:
             before = os.fstat(fd)
+            if foreign_hard_link(before, os.stat(self.root).st_uid, self.made_since):
+                # Listed as the job's own file, linked to someone else's since: never read it.
+                raise NotRegular(f"{item.rel}: is now a hard link to a file the job did not write; not collected")
             if self.allow_links and not appended:
                 try:
                     # Only the inode that was opened and checked may end up linked.
