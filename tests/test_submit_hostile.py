@@ -117,8 +117,21 @@ def test_a_non_utf8_training_argument_is_one_line_and_writes_nothing(tmp_path, f
     done = subprocess.run(argv, capture_output=True, timeout=60, cwd=tmp_path)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2, stderr
-    assert len(stderr.splitlines()) == 1 and "training argument" in stderr and "not valid UTF-8" in stderr, stderr
+    assert len(stderr.splitlines()) == 1 and "training argument caf\\xe9: not valid UTF-8" in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--job-dir", "--hosts", "--entry", "--env"])
+def test_a_non_utf8_option_of_a_local_launch_is_one_line_and_writes_nothing(tmp_path, flag):
+    value = b"NOTE=caf\xe9" if flag == "--env" else os.fsencode(tmp_path) + b"/caf\xe9"
+    argv = [os.fsencode(LAUNCH_TRAIN), b"--platform", b"CPU", b"--devices", b"1",
+            *([] if flag == "--job-dir" else [b"--job-dir", os.fsencode(tmp_path / "job")]),
+            flag.encode(), value, b"--", b"x"]
+    done = subprocess.run(argv, capture_output=True, timeout=60, cwd=tmp_path)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and len(stderr.splitlines()) == 1, stderr
+    assert "not valid UTF-8" in stderr and "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_sbatch_leaves_the_job_dir_free_for_the_same_submission_again(tmp_path):

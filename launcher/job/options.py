@@ -65,6 +65,12 @@ class LaunchOptions:
         if self.sched_port is not None:
             check_port(self.sched_port)
         try:
+            for name in ("hosts", "hostfile", "platform", "rank_table", "hccn_conf", "master_addr", "entry", "module",
+                         "job_dir", "templates", "tee", "python"):
+                # job.json, the scripts and every other host read these as UTF-8 text.
+                value = getattr(self, name)
+                if value is not None:
+                    refuse_non_utf8(str(value), "--" + name.replace("_", "-"))
             for key, value in self.env:
                 check_env_name(key)
                 check_env_value(key, value)

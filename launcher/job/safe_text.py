@@ -45,7 +45,11 @@ def refuse_non_utf8(value: str, what: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        shown = visible(value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"), 60)
+        try:  # the bytes as given on the command line: "caf\xe9", not the surrogate escape "caf\udce9"
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "backslashreplace")
+        shown = visible(raw.decode("utf-8", "backslashreplace"), 60)
         raise ValueError(f"{what} {shown}: not valid UTF-8 (at position {exc.start}); "
                          "give the value in UTF-8") from None
     return value
