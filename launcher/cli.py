@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--templates", type=Path, metavar="DIR", help="your own template directory")
     sup = p.add_argument_group("supervision")
     sup.add_argument("--job-dir", type=Path, metavar="DIR", help="default ./jobs/<job-id>")
-    sup.add_argument("--max-restarts", type=int, default=0, metavar="N")
+    sup.add_argument("--max-restarts", type=whole_number_arg("--max-restarts"), default=0, metavar="N")
     sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
     sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
     sup.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT_S, metavar="S",

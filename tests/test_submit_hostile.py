@@ -90,6 +90,7 @@ def test_real_sbatch_reads_a_pbs_line_inside_single_quotes(tmp_path):
     (["--devices", "0"], "--devices 0: must be at least 1"),
     (["--devices", "２"], "argument --devices: ２: not a whole number"),
     (["--sched-port", "0"], "--sched-port 0: not a TCP port"),
+    (["--max-restarts", "３"], "argument --max-restarts: ３: not a whole number"),
 ])
 def test_bad_submit_values_are_one_line_and_write_nothing(tmp_path, args, message):
     done = submit_dry_run(tmp_path, *args, training=())
