@@ -209,6 +209,7 @@ from typing import TYPE_CHECKING, NoReturn, Optional, Sequence  # noqa: E402
 from launcher.errors import LaunchError  # noqa: E402
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S  # noqa: E402
 from launcher.job.platforms import MODES, parse_device_list  # noqa: E402
+from launcher.job.options import MAX_RESTARTS  # noqa: E402
 from launcher.job.strict_numbers import whole_number_arg  # noqa: E402
 
 if TYPE_CHECKING:
@@ -268,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--templates", type=Path, metavar="DIR", help="your own template directory")
     sup = p.add_argument_group("supervision")
     sup.add_argument("--job-dir", type=Path, metavar="DIR", help="default ./jobs/<job-id>")
-    sup.add_argument("--max-restarts", type=whole_number_arg("--max-restarts"), default=0, metavar="N")
+    sup.add_argument("--max-restarts", type=whole_number_arg("--max-restarts", 0, MAX_RESTARTS), default=0,
+                     metavar="N")
     sup.add_argument("--tee", default="0", metavar="RANKS", help="ranks printed here (default 0)")
     sup.add_argument("--status-interval", type=float, default=30.0, metavar="S")
     sup.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT_S, metavar="S",

@@ -85,7 +85,7 @@ def test_real_sbatch_reads_a_pbs_line_inside_single_quotes(tmp_path):
     (["--account", "a\\"], "--account a\\: contains a backslash"),
     (["--slurm-arg=--comment=a\\b"], "--slurm-arg --comment=a\\b: contains a backslash"),
     (["--slurm-arg=--comment=a\x1bb"], "--slurm-arg --comment=a\\x1bb: contains an escape"),
-    (["--nodes", "1" * 30], "argument --nodes: " + "1" * 20 + "...: must be in 1..100000"),
+    (["--nodes", "1" * 30], "argument --nodes: " + "1" * 20 + "...: must be 1..100000"),
     (["--nodes", "３"], "argument --nodes: ３: not a whole number"),
     (["--devices", "0"], "--devices 0: must be at least 1"),
     (["--devices", "２"], "argument --devices: ２: not a whole number"),

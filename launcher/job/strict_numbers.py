@@ -24,10 +24,10 @@ def whole_number(text: str, what: str, low: int, high: int) -> int:
     if not _WHOLE.fullmatch(text):
         raise ValueError(f"{what} {visible(text, 40)}: not a whole number (digits 0-9 only)")
     if len(text.lstrip("0")) > _MOST_DIGITS:
-        raise ValueError(f"{what} {text[:20]}...: must be in {low}..{high}")
+        raise ValueError(f"{what} {text[:20]}...: must be {low}..{high}")
     value = int(text)
     if not low <= value <= high:
-        raise ValueError(f"{what} {value}: must be in {low}..{high}")
+        raise ValueError(f"{what} {value}: must be {low}..{high}")
     return value
 
 
