@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hccl import rank_table
+from hccl import rank_table, strict_json
 from hccl.errors import HcclError
 from hccl.model import RankTable
 from hccl.text_file import NotARegularFile, read_regular_bytes
@@ -62,13 +62,14 @@ def table_state(path: Path) -> tuple[str, str]:
             return "waiting", "not complete yet (ends inside a character)"
         raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: not UTF-8 ({err.reason} at byte {err.start})") from None
     try:
-        obj = json.loads(text)
+        # The same strict reading as hccl's loader: numbers too large to mean anything are errors.
+        obj = strict_json.loads(text, rank_table.MAX_INT_DIGITS)
     except json.JSONDecodeError as err:
         return "waiting", f"not complete JSON yet ({err.msg} at line {err.lineno})"
     except RecursionError:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: JSON nested too deeply to be a rank table") from None
-    except ValueError as err:  # e.g. an integer of thousands of digits
-        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: unreadable JSON ({str(err)[:100]})") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: JSON nested too deeply") from None
+    except ValueError as err:  # StrictJsonError, or int()'s own limits inside the decoder
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {visible(err, 120)}") from None
     status = obj.get("status") if isinstance(obj, dict) else None
     if status == INITIALIZING:
         return "waiting", f'"status": "{INITIALIZING}"'
@@ -110,6 +111,6 @@ def _load(path: Path, text: str, topology_check: bool) -> RankTable:
     try:
         table = rank_table.loads(text)
         rank_table.validate(table, topology_check=topology_check)
-    except (HcclError, RecursionError, ValueError) as err:
+    except HcclError as err:
         raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {err}") from None
     return table
