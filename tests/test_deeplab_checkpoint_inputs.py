@@ -150,3 +150,15 @@ def test_the_crc_of_a_checkpoint_larger_than_the_memory_allowed_is_checked_in_ch
     done = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120,
                           cwd=REPO)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-500:]
+
+
+def test_a_bfloat16_mindspore_checkpoint_is_read_as_the_same_float32_values(tmp_path):
+    import mindspore as ms
+
+    from deeplab.convert.sources import read_weights
+
+    values = np.array([[1.5, -2.25], [256.0, 0.0078125]], np.float32)  # all exact in bfloat16
+    path = tmp_path / "bf16.ckpt"
+    ms.save_checkpoint([{"name": "backbone.conv1.weight", "data": ms.Tensor(values).astype(ms.bfloat16)}], str(path))
+    read = read_weights(path)["backbone.conv1.weight"]
+    assert read.dtype == np.float32 and np.array_equal(read, values)

@@ -42,9 +42,20 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_mindspore(path: Path) -> dict[str, np.ndarray]:
+    import mindspore as ms
+
     from deeplab.checkpoints import read_checkpoint
 
-    return {name: param.asnumpy() for name, param in read_checkpoint(path).items()}
+    arrays = {}
+    for name, param in read_checkpoint(path).items():
+        if param.dtype == ms.bfloat16:
+            param = param.astype(ms.float32)  # exact: a bfloat16 is the upper half of a float32; numpy has none
+        try:
+            arrays[name] = param.asnumpy()
+        except TypeError:  # another dtype numpy has no type for
+            raise ConversionError(f"checkpoint {path}: {name[:80]!r} is {param.dtype}, which cannot be read "
+                                  "here; save the weights as float32") from None
+    return arrays
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -70,8 +81,8 @@ def _check_safetensors_dtypes(path: Path) -> None:
             if not 2 <= length <= _MAX_SAFETENSORS_HEADER:
                 return  # not a safetensors header; load_file says so
             header = json.loads(handle.read(length))
-    except (OSError, ValueError):
-        return
+    except (OSError, ValueError, RecursionError):
+        return  # load_file reads it again and says what is wrong
     if not isinstance(header, dict):
         return
     for name, entry in header.items():
