@@ -1,7 +1,7 @@
 """Hostile values in --submit slurm: what real sbatch reads from the script, and the one-line refusals.
 
 sbatch reads #PBS/#BSUB directives on any line of a batch script and backslashes in #SBATCH lines
-even inside quotes (docs/FIELD_NOTES "Batch scripts are not read like shell"), so these tests ask
+even inside quotes (measured: Slurm 22.05, "Batch scripts are not read like shell"), so these tests ask
 the real sbatch (`-vvv` prints what it parsed, no controller needed) rather than our idea of it.
 """
 from __future__ import annotations
