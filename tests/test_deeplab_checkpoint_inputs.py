@@ -31,6 +31,16 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd)
 
 
+def in_mindspore(code: str, *args: object) -> str:
+    """Run code with MindSpore in a process of its own (a runtime started here would refuse the
+    set_device() of later tests in this pytest process); its stdout."""
+    prelude = "import sys; import numpy as np; import mindspore as ms; ms.set_device('CPU'); "
+    done = subprocess.run([sys.executable, "-c", prelude + code, *map(str, args)], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[WARNING]")]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -53,9 +63,7 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
     best = ckpt_dir / "deeplab-best.ckpt"
     assert best.is_file(), sorted(p.name for p in ckpt_dir.iterdir())
 
-    import mindspore as ms
-
-    assert "deeplab_miou" in ms.load_checkpoint(str(best))  # what made the loaders refuse it
+    assert "deeplab_miou" in in_mindspore("print(list(ms.load_checkpoint(sys.argv[1])))", best)  # what was refused
     evaluated = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
                      "--ckpt", str(best), "--scales", "1.0", "--no-flip", *FAST,
                      "--output", str(tmp_path / "eval.json"))
@@ -72,14 +80,17 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
     assert (tmp_path / "best.mindir").stat().st_size > 0
 
     # A diverged run's weights (NaN) evaluate to a normal-looking mIoU unless refused: one line.
-    entries = [{"name": name, "data": param.data} for name, param in ms.load_checkpoint(str(best)).items()]
-    first_weight = next(e for e in entries if e["name"].endswith("conv1.weight"))
-    first_weight["data"] = ms.Tensor(np.full(first_weight["data"].shape, np.nan, np.float32))
     diverged = tmp_path / "diverged.ckpt"
-    ms.save_checkpoint(entries, str(diverged))
+    nan_weight = in_mindspore(
+        "params = ms.load_checkpoint(sys.argv[1]); "
+        "name = next(n for n in params if n.endswith('conv1.weight')); "
+        "entries = [{'name': n, 'data': p.asnumpy()} for n, p in params.items()]; "
+        "[e.update(data=np.full(e['data'].shape, np.nan, np.float32)) for e in entries if e['name'] == name]; "
+        "ms.save_checkpoint([{'name': e['name'], 'data': ms.Tensor(e['data'])} for e in entries], sys.argv[2]); "
+        "print(name)", best, diverged).strip()
     refused = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
                    "--ckpt", str(diverged), *FAST)
-    assert "NaN or infinite" in one_error_line(refused) and first_weight["name"] in one_error_line(refused)
+    assert "NaN or infinite" in one_error_line(refused) and nan_weight in one_error_line(refused)
 
     # and a BF16 safetensors file given to deeplab-eval is one line, not a traceback
     bf16 = safetensors_with_dtype(tmp_path / "bf16.safetensors", "BF16", 2)
@@ -153,12 +164,12 @@ def test_the_crc_of_a_checkpoint_larger_than_the_memory_allowed_is_checked_in_ch
 
 
 def test_a_bfloat16_mindspore_checkpoint_is_read_as_the_same_float32_values(tmp_path):
-    import mindspore as ms
-
-    from deeplab.convert.sources import read_weights
-
-    values = np.array([[1.5, -2.25], [256.0, 0.0078125]], np.float32)  # all exact in bfloat16
     path = tmp_path / "bf16.ckpt"
-    ms.save_checkpoint([{"name": "backbone.conv1.weight", "data": ms.Tensor(values).astype(ms.bfloat16)}], str(path))
-    read = read_weights(path)["backbone.conv1.weight"]
-    assert read.dtype == np.float32 and np.array_equal(read, values)
+    read = in_mindspore(
+        "values = np.array([[1.5, -2.25], [256.0, 0.0078125]], np.float32); "  # all exact in bfloat16
+        "ms.save_checkpoint([{'name': 'backbone.conv1.weight', 'data': ms.Tensor(values).astype(ms.bfloat16)}], "
+        "sys.argv[1]); "
+        "from deeplab.convert.sources import read_weights; "
+        "read = read_weights(sys.argv[1])['backbone.conv1.weight']; "
+        "print(read.dtype, read.tolist() == values.tolist())", path)
+    assert read.split() == ["float32", "True"]
