@@ -46,12 +46,13 @@ def rank_processes(job_dir: str) -> dict[int, list[psutil.Process]]:
     """This machine's processes of the job, by rank (parents before children).
 
     The marker variables alone are not proof: any process can carry them. A process counts
-    only when it is owned by the job dir's owner (so root looking at a job never touches
-    another user's processes) and it descends from one started with a script of this job
-    dir (the keeper's ``bash <job>/LOG<rank>/run.sh``, slurm_rank.sh, mpi_rank.sh).
+    only when it is owned by the user who ran the job -- the owner of its job.json, which the
+    launcher writes first (so root looking at a job never touches another user's processes)
+    -- and it descends from one started with a script of this job dir (the keeper's
+    ``bash <job>/LOG<rank>/run.sh``, slurm_rank.sh, mpi_rank.sh).
     """
     try:
-        owner = os.stat(job_dir).st_uid
+        owner = os.stat(os.path.join(job_dir, "job.json")).st_uid
     except OSError:
         return {}
     found: dict[int, list[psutil.Process]] = {}
