@@ -63,7 +63,7 @@ def foreign_hard_link(st: os.stat_result, owner: int, made_since: float | None) 
     """Whether a regular file is also another file's name that the job did not make.
 
     A hard link (`ln /home/u/.ssh/id_rsa LOG0/x`) is no symbolic link: opening it reads the
-    secret. A file with more than one name is taken only when it is the job dir owner's and
+    secret. A file with more than one name is taken only when it is the job's user's and
     was written since the job was created (collect-results' own links of earlier collections
     are such files); without a start time, one whose mode keeps it private is left too.
     """
@@ -76,6 +76,14 @@ def foreign_hard_link(st: os.stat_result, owner: int, made_since: float | None) 
     return stat.S_IMODE(st.st_mode) & 0o077 == 0
 
 
+def job_owner(root: str) -> int:
+    """The user who ran the job: the owner of its job.json (the launcher writes it), else of the dir."""
+    try:
+        return os.stat(os.path.join(root, "job.json"), follow_symlinks=False).st_uid
+    except OSError:
+        return os.stat(root).st_uid
+
+
 def hard_link_skipped(rel: str, st: os.stat_result) -> Skipped:
     return Skipped(rel, "hard link", f"{st.st_nlink} names, not written by the job")
 
@@ -86,7 +94,7 @@ def list_tree(root: str, rel_dir: str, made_since: float | None = None) -> Listi
     FileNotFoundError if rel_dir is absent; NotFollowed if it is itself a link or not a
     directory. made_since: when the job was created (epoch seconds), for foreign_hard_link.
     """
-    owner = os.stat(root).st_uid
+    owner = job_owner(root)
     listing = Listing()
     pending = [_parts(rel_dir)]
     while pending:

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 
 from launcher.collect.hashing import CHUNK, HashCache, sha256_file
 from launcher.collect.listing import Listing, NotFollowed, NotRegular, Skipped, SourceFile
-from launcher.collect.local_tree import (MAX_DEPTH, foreign_hard_link, hard_link_skipped, link_same_inode, list_tree,
-                                        open_regular, stat_file)
+from launcher.collect.local_tree import (MAX_DEPTH, foreign_hard_link, hard_link_skipped, job_owner, link_same_inode,
+                                        list_tree, open_regular, stat_file)
 from launcher.job.json_input import file_kind
 
 __all__ = ["APPENDED_IN_PLACE", "CopyMismatch", "Fetched", "HostFiles", "HostLost", "LocalFiles", "SftpFiles",
@@ -140,7 +140,7 @@ class LocalFiles(HostFiles):
             return None
         except NotFollowed as err:
             return err.skipped
-        if stat.S_ISREG(st.st_mode) and foreign_hard_link(st, os.stat(self.root).st_uid, self.made_since):
+        if stat.S_ISREG(st.st_mode) and foreign_hard_link(st, job_owner(self.root), self.made_since):
             return hard_link_skipped(rel, st)
         if stat.S_ISREG(st.st_mode):
             return SourceFile(rel, st.st_size, st.st_mtime)
@@ -154,7 +154,7 @@ class LocalFiles(HostFiles):
         appended = item.rel.endswith(APPENDED_IN_PLACE)
         with os.fdopen(fd, "rb") as source:
             before = os.fstat(fd)
-            if foreign_hard_link(before, os.stat(self.root).st_uid, self.made_since):
+            if foreign_hard_link(before, job_owner(self.root), self.made_since):
                 # Listed as the job's own file, linked to someone else's since: never read it.
                 raise NotRegular(f"{item.rel}: is now a hard link to a file the job did not write; not collected")
             if self.allow_links and not appended:
