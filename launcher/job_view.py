@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from launcher.errors import LaunchError
-from launcher.job.safe_text import visible
 from launcher.job.json_input import JsonInputError, load_file
+from launcher.job.safe_text import visible
 from launcher.log_format import LOSS_LINE
 from launcher.run.logs import tail_lines
 
@@ -69,7 +69,6 @@ def show_status(job_dir: Path, out: TextIO) -> int:
     from launcher.run.hang import rank_processes
 
     out = _VisibleLines(out)  # type: ignore[assignment]
-
     job_dir = Path(job_dir).resolve()
     doc = _load(job_dir)
     status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
@@ -109,7 +108,6 @@ def show_stacks(job_dir: Path, out: TextIO) -> int:
     from launcher.run.hang import look_at_ranks
 
     out = _VisibleLines(out)  # type: ignore[assignment]
-
     job_dir = Path(job_dir).resolve()
     doc = _load(job_dir)
     local = _local_hosts(doc)
