@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import errno
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -37,9 +39,11 @@ DEFAULT_PREFIX = "deeplab"
 STEP_KEY = "deeplab_step"
 EPOCH_KEY = "deeplab_epoch"
 MIOU_KEY = "deeplab_miou"
+APPENDED_KEYS = (STEP_KEY, EPOCH_KEY, MIOU_KEY)  # written beside the weights; not model parameters
 _PARTIAL_PREFIX = ".partial-"
 _CRC_TAG = b"crc_num"
 _CRC_TRAILER = len(_CRC_TAG) + 10  # tag + 10-byte big-endian CRC32, as MindSpore writes it
+_CRC_CHUNK = 1 << 24
 
 
 class CheckpointError(ValueError):
@@ -105,25 +109,58 @@ def newest_checkpoint(directory: Path, prefix: str = DEFAULT_PREFIX) -> Optional
     return found[-1][1] if found else None
 
 
+def check_checkpoint_file(path: Path, what: str = "checkpoint") -> Path:
+    """path unchanged when it names a regular file (through symlinks); else CheckpointError saying what it is.
+
+    os.stat does not open the file, so a FIFO here cannot block; "no such file" is only said
+    when there is none.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} {path}: no such file") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(f"{what} {path}: a loop of symbolic links, not a file") from None
+        raise CheckpointError(f"{what} {path}: cannot read ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"{what} {path}: is a directory; give the checkpoint file in it")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise CheckpointError(f"{what} {path}: is {kind}, not a regular file")
+    return path
+
+
 def verify_crc(path: Path) -> bool:
     """Check the CRC32 trailer MindSpore appends with ``crc_check=True``.
 
     True when it matches, False when the file has no trailer (written elsewhere);
     raises CheckpointError when the trailer is present but wrong, or the file is
-    too short to be a checkpoint.
+    too short to be a checkpoint. The file is read in chunks: a checkpoint can be
+    larger than the memory of the machine that checks it.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size <= _CRC_TRAILER:
+                raise CheckpointError(f"checkpoint {path}: file is truncated or empty ({size} bytes)")
+            handle.seek(size - _CRC_TRAILER)
+            trailer = handle.read(_CRC_TRAILER)
+            if trailer[: len(_CRC_TAG)] != _CRC_TAG:
+                return False
+            handle.seek(0)
+            crc, left = 0, size - _CRC_TRAILER
+            while left > 0:
+                chunk = handle.read(min(_CRC_CHUNK, left))
+                if not chunk:
+                    raise CheckpointError(f"checkpoint {path}: file shrank while it was read")
+                crc = binascii.crc32(chunk, crc)
+                left -= len(chunk)
     except OSError as err:
         raise CheckpointError(f"checkpoint {path}: cannot read ({err.strerror})") from None
-    if len(data) <= _CRC_TRAILER:
-        raise CheckpointError(f"checkpoint {path}: file is truncated or empty ({len(data)} bytes)")
-    trailer = data[-_CRC_TRAILER:]
-    if trailer[: len(_CRC_TAG)] != _CRC_TAG:
-        return False
-    expected = int.from_bytes(trailer[len(_CRC_TAG):], byteorder="big")
-    if binascii.crc32(data[:-_CRC_TRAILER]) != expected:
+    if crc != int.from_bytes(trailer[len(_CRC_TAG):], byteorder="big"):
         raise CheckpointError(f"checkpoint {path}: CRC check failed, the file is corrupt or truncated")
     return True
 
@@ -144,9 +181,7 @@ def _mindspore_logger_silenced() -> Iterator[None]:
 
 def read_checkpoint(path: Path) -> dict:
     """name -> Parameter of a checkpoint file; CheckpointError on anything unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
+    path = check_checkpoint_file(path)
     has_crc = verify_crc(path)
     import mindspore as ms
 

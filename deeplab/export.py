@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from deeplab.atomic_write import staged_file
-from deeplab.checkpoints import CheckpointError
+from deeplab.checkpoints import CheckpointError, check_checkpoint_file
 from deeplab.config import ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
@@ -70,8 +70,7 @@ def default_output(config: str, crop: int, file_format: str) -> Path:
 
 def export_model(opts: ExportOptions) -> Path:
     """Export the checkpoint's network; returns the written file."""
-    if not Path(opts.ckpt).is_file():  # before MindSpore loads: bad input fails fast
-        raise CheckpointError(f"checkpoint {opts.ckpt}: no such file")
+    check_checkpoint_file(Path(opts.ckpt))  # before MindSpore loads: bad input fails fast
     overrides = list(opts.overrides) + ([f"crop_size={opts.crop}"] if opts.crop is not None else [])
     cfg = load_config(opts.config, overrides)
     out = Path(opts.out) if opts.out is not None else default_output(opts.config, cfg.crop_size, opts.file_format)

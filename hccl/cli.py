@@ -100,7 +100,7 @@ def _generate_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_VISIBLE_DEVICES, metavar="IDS")
     parser.add_argument("--device-num", "--device_num", dest="device_num", default=DEFAULT_DEVICE_NUM,
                         metavar="[a,b)")
-    parser.add_argument("--server-ip", "--server_ip", dest="server_ip", default="", metavar="IP")
+    parser.add_argument("--server-ip", "--server_ip", dest="server_ip", default=None, metavar="IP")
     _add_output_flags(parser)
     parser.add_argument("--format", choices=FORMATS, default="1.0")
     parser.add_argument("--host-ip", metavar="IP")
@@ -158,7 +158,8 @@ def generate(args: argparse.Namespace) -> int:
         if getattr(args, attribute) is not None and args.format != fmt:
             raise HcclError(f"{flag} only applies to --format {fmt} (this table is {args.format})")
     selection = select_devices(args.visible_devices, args.device_num)
-    server_ip = require_ipv4(args.server_ip, "--server-ip") if args.server_ip else primary_ipv4()
+    # Only an absent --server-ip means "this host": an empty one is a mistake (an unset $VAR), not a request.
+    server_ip = require_ipv4(args.server_ip, "--server-ip") if args.server_ip is not None else primary_ipv4()
     if not args.no_topology_check:
         check_server_devices(server_ip, selection.device_ids)  # before touching hccn.conf: clearer error
     host_ip = require_ipv4(args.host_ip, "--host-ip") if args.host_ip is not None else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional, Sequence, Tuple
 
@@ -17,6 +18,19 @@ DEFAULT_SUPER_POD_ID = "0"
 def default_board_id() -> str:
     """board_id the pre-1.0 MindSpore tool wrote: 0x002f on aarch64 (A+K) hosts, 0x0000 on x86_64 (A+X)."""
     return "0x002f" if platform.machine() == "aarch64" else "0x0000"
+
+
+# A server_id names a host (an IPv4/IPv6 address or a host name) and becomes part of file
+# names (gen-rank-table's hccl_<devices>_<server>.json) and of launch commands: nothing else
+# is accepted -- no path separator, quote, shell character, control character or surrogate.
+_SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}", re.ASCII)
+_BOARD_ID = re.compile(r"0x[0-9A-Fa-f]{1,8}", re.ASCII)
+
+
+def _shown(value: object) -> str:
+    """A value for an error line: repr escapes control characters and lone surrogates."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _require_count(value: object, what: str) -> None:
@@ -75,7 +89,10 @@ class Server:
     def __post_init__(self) -> None:
         object.__setattr__(self, "devices", tuple(self.devices))
         if not isinstance(self.server_id, str) or not self.server_id.strip():
-            raise HcclError(f"server_id must be a non-empty string, got {self.server_id!r}")
+            raise HcclError(f"server_id must be a non-empty string, got {_shown(self.server_id)}")
+        if not _SERVER_ID.fullmatch(self.server_id):
+            raise HcclError(f"server_id {_shown(self.server_id)}: not a host address or name (letters, digits "
+                            "and . _ : - only)")
         if not self.devices:
             raise HcclError(f"server {self.server_id}: has no devices")
         for device in self.devices:
@@ -107,6 +124,10 @@ class Format0xHeader:
     deploy_mode: str = "lab"
     group_name: str = ""
     para_plane_nic_location: str = "device"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.board_id, str) or not _BOARD_ID.fullmatch(self.board_id):
+            raise HcclError(f"board_id {_shown(self.board_id)}: expected a hex number such as 0x0000 or 0x002f")
 
 
 @dataclass(frozen=True)

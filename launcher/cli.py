@@ -125,7 +125,8 @@ Looking at a running job
     --status JOB_DIR          the job's state and every rank: host, last step, seconds since its last
                               log line, its processes on this machine and what state they are in
     --stack JOB_DIR           dump the stack of every rank running on this machine now into
-                              LOG<rank>/stack.txt (py-spy) and print where each one is
+                              LOG<rank>/stack.txt (py-spy) and print where each one is; a rank's
+                              processes are those the job started, owned by the user who ran it
 
 Looking before starting
     --dry-run                 print the whole plan (every rank's host, device, cores, command and

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from launcher.errors import LaunchError
 from launcher.job.job_record import JobFileError, load_job
+from launcher.job.safe_text import visible
 from launcher.log_format import LOSS_LINE
 from launcher.run.logs import tail_lines
 
@@ -46,9 +47,21 @@ def last_step(log: Path) -> str:
     return "no step yet"
 
 
+class _VisibleLines:
+    """A text stream whose lines have every control character escaped (job.json, logs and py-spy
+    output are not ours: an ESC or CR in them must not drive the terminal)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, line: str) -> None:
+        self._out.write(visible(line.removesuffix("\n"), limit=1 << 16) + "\n")
+
+
 def show_status(job_dir: Path, out: TextIO) -> int:
     from launcher.run.hang import rank_processes
 
+    out = _VisibleLines(out)  # type: ignore[assignment]
     job_dir = Path(job_dir).resolve()
     doc = _load(job_dir)
     status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
@@ -87,13 +100,14 @@ def show_status(job_dir: Path, out: TextIO) -> int:
 def show_stacks(job_dir: Path, out: TextIO) -> int:
     from launcher.run.hang import look_at_ranks
 
+    out = _VisibleLines(out)  # type: ignore[assignment]
     job_dir = Path(job_dir).resolve()
     doc = _load(job_dir)
     local = _local_hosts(doc)
     ranks = [r for r in _ranks(doc) if str(r.get("host")) in local]
     if not ranks:
         raise LaunchError(f"--stack {job_dir}: no rank of this job runs on this machine (hosts: "
-                          f"{', '.join(str(h.get('name')) for h in doc['hosts'] if isinstance(h, dict))})")
+                          f"{', '.join(visible(h.get('name'), 60) for h in doc['hosts'] if isinstance(h, dict))})")
     log_dirs = {r["rank"]: str(r.get("log_dir") or f"LOG{r['rank']}").replace("/", "_") for r in ranks}
     looks = look_at_ranks(job_dir, {r["rank"]: str(r["host"]) for r in ranks},
                           f"launch-train --stack {job_dir}", log_dirs)

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from deeplab.checkpoints import CheckpointError
+from deeplab.checkpoints import CheckpointError, check_checkpoint_file
 from deeplab.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -54,8 +54,10 @@ def convert(config: str, source: Path, out: Path, overrides: Sequence[str] = (),
         raise UsageError(f"OUT {out}: directory {out.parent} does not exist")
     if out.suffix != ".ckpt":
         raise UsageError(f"OUT {out}: must end in .ckpt")
-    if not source.is_file():
-        raise UsageError(f"IN {source}: no such file")
+    try:
+        check_checkpoint_file(source, what="IN")
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
 
     from deeplab import runtime
 

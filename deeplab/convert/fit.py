@@ -80,10 +80,22 @@ def fit(mapped: Mapped, model_shapes: Mapping[str, tuple[int, ...]]) -> Conversi
                 skipped.append((source, f"classifier for {value.shape[0]} classes, this model has {shape[0]}"))
                 continue
             raise ConversionError(f"{source} (as {ours}) has shape {tuple(value.shape)}, this model's is {shape}")
+        _check_values(source, value)
         weights[ours] = value
     fresh = tuple(name for name in model_shapes if name not in weights)
     return Conversion(layout=mapped.layout, weights=weights, skipped=tuple(skipped), fresh=fresh,
                       ignored=len(mapped.ignored), model_size=len(model_shapes), notes=mapped.notes)
+
+
+def _check_values(source: str, value: np.ndarray) -> None:
+    """A weight is floating point and finite: integer weights or NaN/inf load without error and
+    evaluate to a normal-looking but meaningless mIoU."""
+    if value.dtype.kind != "f":
+        raise ConversionError(f"{source} is {value.dtype}; model weights must be floating point")
+    if not np.isfinite(value).all():
+        bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+        raise ConversionError(f"{source} holds {bad} NaN or infinite value(s) of {value.size}; "
+                              "the checkpoint comes from a diverged or damaged run")
 
 
 def require_complete(conversion: Conversion, what: str) -> None:

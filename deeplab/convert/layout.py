@@ -16,14 +16,16 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from deeplab.checkpoints import APPENDED_KEYS
 from deeplab.convert.errors import ConversionError
 
-# Entries a MindSpore training checkpoint stores besides the weights (optimizer and loop state, and
-# the mIoU that deeplab-train records in deeplab-best.ckpt).
+# Entries a MindSpore training checkpoint stores besides the weights (optimizer and loop state), and
+# the ones deeplab-train itself appends (step, epoch, and in deeplab-best.ckpt the mIoU): taken from
+# deeplab.checkpoints, so a key training writes is always one the loaders know.
 _TRAINING_STATE = re.compile(
     r"^(moments|accum|mean_grad|mean_square|moment1|moment2|scale_sense)\.|"
     r"^(learning_rate|global_step|momentum|loss_scale|current_iterator_step|last_overflow_iterator_step|"
-    r"epoch_num|step_num|deeplab_step|deeplab_epoch|deeplab_miou|beta1_power|beta2_power)$"
+    r"epoch_num|step_num|beta1_power|beta2_power|" + "|".join(map(re.escape, APPENDED_KEYS)) + r")$"
 )
 
 TRAINING_PREFIX = "network."  # MindSpore training checkpoints save the network inside a loss cell

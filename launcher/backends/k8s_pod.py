@@ -23,6 +23,7 @@ from typing import Mapping, Optional
 from launcher.cluster.pod_env import PodEnvError, PodPlace, read_pod_place
 from launcher.cluster.pod_ranks import pod_server
 from launcher.cluster.rank_table_wait import RankTableWaitError, wait_for_rank_table
+from hccl import rank_table
 from launcher.backends.base import Backend, Discovered
 from launcher.errors import LaunchError
 from launcher.job.hosts import Host, PreparedHosts
@@ -116,7 +117,7 @@ class K8sPodBackend(Backend):
         # (the mounted one may be rewritten meanwhile); removed by close().
         handle, name = tempfile.mkstemp(prefix="rank_table-", suffix=".json")
         with os.fdopen(handle, "w") as out:
-            out.write(Path(place.rank_table_file).read_text())
+            out.write(rank_table.dumps(table))  # what was validated, not a second read of the mount
         self._table_file = Path(name)
         return table
 

@@ -15,6 +15,7 @@ with the job dir and job id chosen here, so the job that runs is the one that wa
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from launcher.backends.base import Backend
 from launcher.errors import LaunchError
 from launcher.job.options import LaunchOptions
+from launcher.job.safe_text import visible
 
 PROG = "launch-train"
 
@@ -47,6 +49,21 @@ class K8sSubmit(SubmitBackend):
 
     def submit(self, options: LaunchOptions) -> int:
         return submit_k8s(options)
+
+
+def check_job_options(options: LaunchOptions) -> None:
+    """Refuse here what the launch inside the job would refuse, before anything is written or submitted.
+
+    A submission must not fill in a bad value on the job's behalf either (``--devices 0`` read
+    as "unset", so one rank; ``--sched-port 0`` as the default port).
+    """
+    from launcher.job.platforms import check_device_count
+    from launcher.job.ports import check_port
+
+    if options.devices is not None:
+        check_device_count(options.devices)
+    if options.sched_port is not None:
+        check_port(options.sched_port)
 
 
 def _job_dir_and_id(options: LaunchOptions) -> tuple[Path, str]:
@@ -81,6 +98,7 @@ def submit_slurm(options: LaunchOptions) -> int:
 
     submit = options.submit
     assert submit is not None
+    check_job_options(options)
     job_dir, job_id = _job_dir_and_id(options)
     inner = dataclasses.replace(options, submit=None, dry_run=False, json=False, launcher="slurm", job_dir=job_dir,
                                 job_id=job_id, from_submit=True)
@@ -88,7 +106,8 @@ def submit_slurm(options: LaunchOptions) -> int:
     templates = check_templates_dir(options.templates) if options.templates is not None else None
     try:
         request = SbatchRequest(job_id=job_id, job_name=f"launch-train-{job_id}", job_dir=job_dir, nodes=submit.nodes,
-                                tasks_per_node=options.devices or 1, launch_command=tuple(command),
+                                tasks_per_node=1 if options.devices is None else options.devices,
+                                launch_command=tuple(command),
                                 resume_command=(sys.executable, "-m", "launcher.cli", "--resume", str(job_dir)),
                                 partition=submit.partition, time=submit.time, account=submit.account,
                                 slurm_args=tuple(submit.slurm_args))
@@ -101,14 +120,27 @@ def submit_slurm(options: LaunchOptions) -> int:
     if shutil.which("sbatch") is None:
         raise LaunchError("--submit slurm: sbatch not found (is this a Slurm client host?)")
     script = job_dir / SCRIPT_NAME
+    made_job_dir = not job_dir.exists()
     _write_new(script, text, executable=True)
     argv = ["sbatch", "--parsable", *(["--wait"] if submit.wait else []), str(script)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    first = proc.stdout.readline().strip() if proc.stdout else ""
-    slurm_id = first.split(";")[0]
-    if not slurm_id.isdigit():
-        err = proc.communicate()[1].strip().splitlines()
-        raise LaunchError(f"sbatch {script}: {err[-1] if err else 'no job id printed'}")
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        first = proc.stdout.readline().strip() if proc.stdout else ""
+        slurm_id = first.split(";")[0]
+        failure = None
+        if not (slurm_id.isascii() and slurm_id.isdigit()):
+            err = proc.communicate()[1].strip().splitlines()
+            failure = f"sbatch {script}: {err[-1] if err else 'no job id printed'}"
+    except OSError as exc:
+        failure = f"sbatch: {exc.strerror or exc}"
+    if failure is not None:
+        # Nothing was submitted: leave the job dir as it was, so the same --job-dir can be used again.
+        script.unlink(missing_ok=True)
+        if made_job_dir:
+            with contextlib.suppress(OSError):
+                job_dir.rmdir()
+        raise LaunchError(visible(failure, 500))
     print(f"{PROG}: submitted Slurm job {slurm_id}; job dir {job_dir}", flush=True)
     print(f"{PROG}: output {job_dir / f'slurm-{slurm_id}.out'}; cancel with: scancel {slurm_id}", flush=True)
     if not submit.wait:
@@ -141,13 +173,14 @@ def submit_k8s(options: LaunchOptions) -> int:
         raise LaunchError("--submit k8s: give --k8s-kind volcano, msjob or ascendjob")
     if not submit.image:
         raise LaunchError("--submit k8s: give --image (a container image with launch-train and deeplab in it)")
+    check_job_options(options)
     platform = check_platform(options.platform) if options.platform else ("Ascend" if kind == "ascendjob" else "CPU")
     # No mpirun spans pods: GPU pods start through the dynamic cluster.
     mode = options.mode or default_mode(platform, mpirun_spans_hosts=False)
     job_dir, job_id = _job_dir_and_id(options)
     job_mount = "/job"
     pod_job_dir = f"{job_mount}/{job_id}"
-    port = options.sched_port or DEFAULT_SCHED_PORT
+    port = DEFAULT_SCHED_PORT if options.sched_port is None else options.sched_port
     inner = dataclasses.replace(options, submit=None, dry_run=False, json=False, launcher=None, from_env=False,
                                 k8s_kind=None, platform=platform, mode=mode, sched_port=port,
                                 job_dir=Path(pod_job_dir), job_id=job_id)
@@ -155,7 +188,8 @@ def submit_k8s(options: LaunchOptions) -> int:
     templates = check_templates_dir(options.templates) if options.templates is not None else None
     try:
         job = K8sJob(kind=kind, name=k8s_name(job_id), job_id=job_id, image=submit.image, worker_pods=submit.nodes,
-                     devices_per_pod=options.devices or 1, platform=platform, mode=mode, pod_command=tuple(command),
+                     devices_per_pod=1 if options.devices is None else options.devices, platform=platform, mode=mode,
+                     pod_command=tuple(command),
                      namespace=submit.namespace, sched_port=port, job_mount=job_mount,
                      max_restarts=options.max_restarts)
         manifests = render_manifests(job, list(submit.k8s_set), env=manifest_environment(templates))

@@ -31,6 +31,7 @@ import jinja2
 import yaml
 
 from launcher.cluster.pod_env import OPERATORS
+from launcher.job.safe_text import visible
 
 KINDS = OPERATORS  # volcano | msjob | ascendjob
 TEMPLATE_OF = {"volcano": "k8s/volcano.yaml.j2", "msjob": "k8s/msjob.yaml.j2", "ascendjob": "k8s/ascendjob.yaml.j2"}
@@ -132,9 +133,16 @@ def k8s_name(job_id: str) -> str:
     return ("dl-" + name)[:MAX_NAME].rstrip("-")
 
 
+# What a YAML reader takes literally inside a double-quoted scalar. JSON leaves the rest raw, but
+# YAML folds its own line breaks (NEL, U+2028, U+2029) into spaces and refuses DEL, C1 controls
+# and non-characters: each is written as an escape instead, so the pod gets the value exactly.
+_YAML_LITERAL = re.compile("[\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def yaml_scalar(value: object) -> str:
     """Jinja2 filter: a double-quoted YAML scalar (JSON strings are valid YAML), whatever the value holds."""
-    return json.dumps(str(value), ensure_ascii=False)
+    quoted = json.dumps(str(value), ensure_ascii=False)
+    return "".join(c if _YAML_LITERAL.fullmatch(c) else f"\\u{ord(c):04x}" for c in quoted)
 
 
 def render_manifests(job: K8sJob, settings: Sequence[str] = (), templates_dir: Optional[Path] = None,
@@ -204,6 +212,8 @@ def _leading_comments(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- --k8s-set
 
+# Far deeper than any Kubernetes object; bounded so that dumping the manifest cannot recurse out.
+MAX_SETTING_DEPTH = 64
 _SEGMENT = re.compile(r'\.?([A-Za-z0-9_-]+)|\[(\d+)\]|\["([^"]+)"\]')
 Path_ = list[Union[str, int]]
 
@@ -222,30 +232,73 @@ def parse_setting(text: str) -> tuple[Path_, Any]:
             path_text, sep, value_text = text[:i], "=", text[i + 1:]
             break
     if not sep or not path_text:
-        raise ManifestError(f"--k8s-set {text!r}: expected path=value, e.g. spec.queue=gpu")
+        raise ManifestError(f"--k8s-set {visible(text, 120)!r}: expected path=value, e.g. spec.queue=gpu")
     path: Path_ = []
     pos = 0
     while pos < len(path_text):
         match = _SEGMENT.match(path_text, pos)
         if not match or (pos == 0 and path_text.startswith(".")):
-            raise ManifestError(f"--k8s-set {text!r}: cannot read the path at {path_text[pos:]!r}")
+            raise ManifestError(f"--k8s-set {visible(text, 120)!r}: cannot read the path at {path_text[pos:]!r}")
         name, index, quoted = match.groups()
+        if index is not None and len(index) > 6:
+            raise ManifestError(f"--k8s-set {visible(text, 120)!r}: list index [{index[:20]}] is too large")
         path.append(int(index) if index is not None else (quoted if quoted is not None else name))
         pos = match.end()
+        if len(path) > MAX_SETTING_DEPTH:
+            raise ManifestError(f"--k8s-set {visible(text, 120)!r}: a path of more than {MAX_SETTING_DEPTH} parts")
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError as exc:
-        raise ManifestError(f"--k8s-set {text!r}: value is not YAML ({str(exc).splitlines()[0]})") from None
+        raise ManifestError(f"--k8s-set {visible(text, 120)!r}: value is not YAML "
+                            f"({visible(str(exc).splitlines()[0], 120)})") from None
+    except RecursionError:
+        raise _too_deep(text) from None
+    if _depth(value) + len(path) > MAX_SETTING_DEPTH:
+        raise _too_deep(text)
     return path, value
 
 
-def pod_templates(obj: Mapping[str, Any], kind: str) -> list[dict]:
-    """Every pod template of a rendered job object."""
-    spec = obj.get("spec", {})
+def _too_deep(text: str) -> ManifestError:
+    return ManifestError(f"--k8s-set {visible(text, 120)!r}: nested more than {MAX_SETTING_DEPTH} levels deep")
+
+
+def _depth(value: Any) -> int:
+    """How deeply value nests (iteratively: a hostile value may be deeper than Python's recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        if level > MAX_SETTING_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def pod_templates(obj: Mapping[str, Any], kind: str, text: str = "") -> list[dict]:
+    """Every pod template of a rendered job object; ManifestError when an earlier --k8s-set changed its shape."""
+    spec = obj.get("spec")
+    where = {"volcano": "spec.tasks", "msjob": "spec.msReplicaSpecs"}.get(kind, "spec.replicaSpecs")
     if kind == "volcano":
-        return [task["template"] for task in spec.get("tasks", [])]
-    replicas = spec.get("msReplicaSpecs" if kind == "msjob" else "replicaSpecs", {})
-    return [replica["template"] for replica in replicas.values()]
+        groups = spec.get("tasks") if isinstance(spec, dict) else None
+        groups = groups if isinstance(groups, list) else None
+    else:
+        replicas = spec.get(where.split(".")[1]) if isinstance(spec, dict) else None
+        groups = list(replicas.values()) if isinstance(replicas, dict) else None
+    templates = [group.get("template") for group in groups or [] if isinstance(group, dict)]
+    if not groups or len(templates) != len(groups) or not all(isinstance(t, dict) for t in templates):
+        raise ManifestError(f"--k8s-set {visible(text, 120)!r}: leaves the job's {where} without its pod "
+                            "templates")
+    return templates
+
+
+def _container(template: dict, text: str) -> dict:
+    spec = template.get("spec")
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+        raise ManifestError(f"--k8s-set {visible(text, 120)!r}: leaves a pod template without its training "
+                            "container (spec.containers[0])")
+    return containers[0]
 
 
 def apply_setting(obj: dict, text: str, kind: str) -> None:
@@ -253,15 +306,18 @@ def apply_setting(obj: dict, text: str, kind: str) -> None:
     path, value = parse_setting(text)
     head = path[0]
     if head == "pod":
-        targets = [(template, path[1:]) for template in pod_templates(obj, kind)]
+        targets = [(template, path[1:]) for template in pod_templates(obj, kind, text)]
     elif head == "container":
-        targets = [(template["spec"]["containers"][0], path[1:]) for template in pod_templates(obj, kind)]
+        targets = [(_container(template, text), path[1:]) for template in pod_templates(obj, kind, text)]
     else:
         targets = [(obj, path)]
     for target, rest in targets:
         if not rest:
-            raise ManifestError(f"--k8s-set {text!r}: give a path below {head!r}")
+            raise ManifestError(f"--k8s-set {visible(text, 120)!r}: give a path below {head!r}")
         _set(target, rest, value, text)
+    # The job must keep its pods' shape: for the settings after this one, and for the operator.
+    for template in pod_templates(obj, kind, text):
+        _container(template, text)
 
 
 def _set(node: Any, path: Path_, value: Any, text: str) -> None:
@@ -269,9 +325,10 @@ def _set(node: Any, path: Path_, value: Any, text: str) -> None:
         last = i == len(path) - 1
         if isinstance(key, int):
             if not isinstance(node, list):
-                raise ManifestError(f"--k8s-set {text!r}: [{key}] indexes something that is not a list")
+                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: [{key}] indexes something that is not a list")
             if key > len(node):
-                raise ManifestError(f"--k8s-set {text!r}: [{key}] is past the end of a list of {len(node)}")
+                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: [{key}] is past the end of a list "
+                                    f"of {len(node)}")
             if key == len(node):
                 node.append({} if not last else None)
             if last:
@@ -282,7 +339,8 @@ def _set(node: Any, path: Path_, value: Any, text: str) -> None:
                 node = node[key]
         else:
             if not isinstance(node, dict):
-                raise ManifestError(f"--k8s-set {text!r}: {key!r} is below something that is not a mapping")
+                raise ManifestError(f"--k8s-set {visible(text, 120)!r}: {key!r} is below something that is "
+                                    "not a mapping")
             if last:
                 node[key] = value
             else:

@@ -28,6 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from launcher.job.platforms import MAX_DEVICE_ID, MAX_DEVICES_PER_HOST
+from launcher.job.safe_text import visible
+from launcher.job.strict_numbers import whole_number
+
 OPERATORS = ("volcano", "msjob", "ascendjob")
 MS_SCHED = "MS_SCHED"
 MS_WORKER = "MS_WORKER"
@@ -247,14 +251,27 @@ def _ascendjob(environ: Mapping[str, str], sched_port: Optional[int]) -> PodPlac
                     host_ip=environ.get("XDL_IP") or None)
 
 
+# Far beyond any job; what matters is that a typo is one line, not a list of billions.
+MAX_POD_NUMBER = 1_000_000
+
+
 def _count(environ: Mapping[str, str], name: str, minimum: int = 0) -> int:
     text = environ.get(name)
     if text is None:
         raise PodEnvError(f"{name}: not set")
-    text = text.strip()
-    if not text.isdigit() or int(text) < minimum:
-        raise PodEnvError(f"{name}={text!r}: expected a whole number >= {minimum}")
-    return int(text)
+    try:
+        return whole_number(text.strip(), name, minimum, MAX_POD_NUMBER)
+    except ValueError:
+        raise PodEnvError(f"{name}={visible(text, 40)!r}: expected a whole number "
+                          f"{minimum}..{MAX_POD_NUMBER} (digits 0-9)") from None
+
+
+def _device_id(text: str) -> Optional[int]:
+    """An id of ASCII digits within MAX_DEVICE_ID, else None ("¹".isdigit() is true, int("¹") fails)."""
+    try:
+        return whole_number(text, "device id", 0, MAX_DEVICE_ID)
+    except ValueError:
+        return None
 
 
 def _device_list(environ: Mapping[str, str], name: str) -> Optional[tuple[int, ...]]:
@@ -262,22 +279,27 @@ def _device_list(environ: Mapping[str, str], name: str) -> Optional[tuple[int, .
     text = environ.get(name)
     if text is None or not text.strip():
         return None
+    shown = visible(text, 80)
     ids: list[int] = []
     for item in text.split(","):
         item = item.strip()
-        low, dash, high = item.partition("-")
-        if item.isdigit():
-            ids.append(int(item))
-        elif dash and low.isdigit() and high.isdigit():
-            if int(low) > int(high):
-                raise PodEnvError(f"{name}={text!r}: {item!r} is an empty range")
-            ids += range(int(low), int(high) + 1)
+        low_text, dash, high_text = item.partition("-")
+        single, low, high = _device_id(item), _device_id(low_text), _device_id(high_text)
+        if single is not None:
+            ids.append(single)
+        elif dash and low is not None and high is not None:
+            if low > high:
+                raise PodEnvError(f"{name}={shown!r}: {visible(item, 40)!r} is an empty range")
+            ids += range(low, high + 1)
         else:
             # "Ascend910-0,Ascend910-1" is what the device plugin's annotation holds for some versions.
-            tail = item.rsplit("-", 1)[-1]
-            if not tail.isdigit() or tail == item:
-                raise PodEnvError(f"{name}={text!r}: {item!r} is not a device id")
-            ids.append(int(tail))
+            prefix, _, tail = item.rpartition("-")
+            if not prefix or _device_id(tail) is None:
+                raise PodEnvError(f"{name}={shown!r}: {visible(item, 40)!r} is not a device id "
+                                  f"(0..{MAX_DEVICE_ID})")
+            ids.append(_device_id(tail))
+        if len(ids) > MAX_DEVICES_PER_HOST:
+            raise PodEnvError(f"{name}={shown!r}: more than {MAX_DEVICES_PER_HOST} devices")
     if len(set(ids)) != len(ids):
-        raise PodEnvError(f"{name}={text!r}: a device is listed twice")
+        raise PodEnvError(f"{name}={shown!r}: a device is listed twice")
     return tuple(ids)

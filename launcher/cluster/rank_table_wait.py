@@ -11,14 +11,18 @@ what it saw last.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable
 
-from hccl import rank_table
+from hccl import rank_table, strict_json
 from hccl.errors import HcclError
 from hccl.model import RankTable
+from hccl.text_file import NotARegularFile, read_regular_bytes
+from launcher.job.safe_text import visible
 
 INITIALIZING = "initializing"
 COMPLETED = "completed"
@@ -31,24 +35,46 @@ class RankTableWaitError(Exception):
 
 
 def table_state(path: Path) -> tuple[str, str]:
-    """("waiting", why) or ("ready", text): one look at the file."""
+    """("waiting", why) or ("ready", text): one look at the file, which never blocks and reads a bounded amount.
+
+    Waiting is only for what the kubelet's swap of the mounted file can show on the way to a
+    complete table (no file yet, "initializing", JSON cut short); what can never become one
+    (a FIFO or device, a byte-order mark, bytes that are not UTF-8, JSON nested or numbers
+    too large to read) is an error at once.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_regular_bytes(path)
     except FileNotFoundError:
         return "waiting", "the file does not exist yet"
     except IsADirectoryError:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: is a directory, not a rank table") from None
-    except (OSError, UnicodeDecodeError) as err:
-        return "waiting", f"cannot read it ({err})"
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: is a directory, not a rank table") from None
+    except NotARegularFile as err:
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {err}, not a rank table") from None
+    except OSError as err:
+        return "waiting", f"cannot read it ({err.strerror or err})"
+    if data.startswith(codecs.BOM_UTF8):
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: starts with a UTF-8 byte-order mark; "
+                                 "a rank table is plain UTF-8 JSON")
     try:
-        obj = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.end == len(data) and err.reason == "unexpected end of data":
+            return "waiting", "not complete yet (ends inside a character)"
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        # The same strict reading as hccl's loader: numbers too large to mean anything are errors.
+        obj = strict_json.loads(text, rank_table.MAX_INT_DIGITS)
     except json.JSONDecodeError as err:
         return "waiting", f"not complete JSON yet ({err.msg} at line {err.lineno})"
+    except RecursionError:
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: JSON nested too deeply") from None
+    except ValueError as err:  # StrictJsonError, or int()'s own limits inside the decoder
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {visible(err, 120)}") from None
     status = obj.get("status") if isinstance(obj, dict) else None
     if status == INITIALIZING:
         return "waiting", f'"status": "{INITIALIZING}"'
     if status not in (COMPLETED, None):
-        raise RankTableWaitError(f'RANK_TABLE_FILE {path}: "status": {status!r}; expected '
+        raise RankTableWaitError(f'RANK_TABLE_FILE {visible(path, 1000)}: "status": {visible(status, 60)!r}; expected '
                                  f'"{INITIALIZING}" (wait) or "{COMPLETED}"')
     return "ready", text
 
@@ -63,7 +89,7 @@ def wait_for_rank_table(path: "Path | str", timeout_s: float = DEFAULT_TIMEOUT_S
     on_wait(why) is called once per distinct reason for waiting (for one progress line).
     """
     path = Path(path)
-    if timeout_s < 0 or poll_s <= 0:
+    if not (math.isfinite(timeout_s) and timeout_s >= 0 and math.isfinite(poll_s) and poll_s > 0):
         raise ValueError(f"rank table wait: timeout {timeout_s} s / poll {poll_s} s must be >= 0 / > 0")
     deadline = clock() + timeout_s
     last_why = ""
@@ -76,7 +102,7 @@ def wait_for_rank_table(path: "Path | str", timeout_s: float = DEFAULT_TIMEOUT_S
             last_why = detail
         if clock() >= deadline:
             raise RankTableWaitError(
-                f"RANK_TABLE_FILE {path}: still waiting after {timeout_s:g} s ({detail}); the operator "
+                f"RANK_TABLE_FILE {visible(path, 1000)}: still waiting after {timeout_s:g} s ({detail}); the operator "
                 f"has not filled the rings-config ConfigMap (check the job's events and ascend-operator's log)")
         sleep(poll_s)
 
@@ -86,5 +112,5 @@ def _load(path: Path, text: str, topology_check: bool) -> RankTable:
         table = rank_table.loads(text)
         rank_table.validate(table, topology_check=topology_check)
     except HcclError as err:
-        raise RankTableWaitError(f"RANK_TABLE_FILE {path}: {err}") from None
+        raise RankTableWaitError(f"RANK_TABLE_FILE {visible(path, 1000)}: {err}") from None
     return table

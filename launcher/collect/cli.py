@@ -12,8 +12,9 @@ over SFTP, from the remote hosts named in job.json (in parallel) into
 RESULTS_DIR/<job-id>/ (default ./results/<job-id>/). Where source and results share a file
 system files are hard-linked (logs, which running processes append to, are copied);
 otherwise copied. Only what is inside the job dir is taken: a symbolic link is never
-followed and a FIFO, socket or device never opened (both are listed in summary.json
-"skipped"). Every copy is read back and compared with its source (size, sha256); a file
+followed, a FIFO, socket or device never opened, and a hard link to a file the job did not
+write (another user's, or older than the job) never read (all are listed in summary.json
+"skipped"). RESULTS_DIR must be outside the job dir. Every copy is read back and compared with its source (size, sha256); a file
 whose copy failed (a lost SFTP session, a full disk, a file changed or replaced while
 read) is removed and listed in "failed_files", never in the manifest. Then:
 

@@ -124,10 +124,19 @@ def rename_no_replace(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
-def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache):
+def _created_epoch(job: JobRecord) -> float | None:
+    """job.json's "created" (kept across restarts and --resume) as epoch seconds; None when unreadable."""
+    created = job.raw.get("created")
+    try:
+        return datetime.fromisoformat(created).timestamp() if isinstance(created, str) else None
+    except ValueError:
+        return None
+
+
+def _open_files(job_dir: Path, request: CollectRequest, cache: HashCache, made_since: float | None):
     def open_files(plan: GatherPlan) -> HostFiles:
         if plan.host is None or plan.host.local:
-            return LocalFiles(str(job_dir), cache, allow_links=request.allow_links)
+            return LocalFiles(str(job_dir), cache, allow_links=request.allow_links, made_since=made_since)
         from launcher.collect.sftp_host import open_host_files
         from launcher.remote.ssh import SshOptions
 
@@ -268,6 +277,10 @@ def collect(request: CollectRequest) -> CollectOutcome:
     job_dir = (request.job_dir or newest_job_dir(request.jobs_root)).resolve()
     job = load_job(job_dir)
     final = (request.into or request.results_root / job.job_id).absolute()
+    if final.resolve() == job_dir or job_dir in final.resolve().parents:
+        flag = "--into" if request.into else "--results-dir"
+        raise CollectInputError(f"{flag} {final}: inside the job directory {job_dir}; put the results outside it "
+                                "(a later collection of the job would take them in)")
     if os.path.lexists(final):
         raise CollectInputError(
             f"{final}: already exists (job {job.job_id} was collected before); nothing was changed; "
@@ -284,8 +297,8 @@ def collect(request: CollectRequest) -> CollectOutcome:
     try:
         os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
         cache = HashCache(request.hash_cache)
-        result = gather(job, stage, _open_files(job_dir, request, cache), cache, request.include_checkpoints,
-                        show_progress=request.show_progress)
+        result = gather(job, stage, _open_files(job_dir, request, cache, _created_epoch(job)), cache,
+                        request.include_checkpoints, show_progress=request.show_progress)
         entries = result.entries
         stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)

@@ -54,12 +54,47 @@ def _open_dir(root: str, parts: list[str]) -> int:
     return fd
 
 
-def list_tree(root: str, rel_dir: str) -> Listing:
+# job.json's "created" is noted as the job dir is made; clock steps between hosts sharing the
+# dir can make a job's own file look a little older. A secret linked in is usually far older.
+CREATED_SLACK_S = 60.0
+
+
+def foreign_hard_link(st: os.stat_result, owner: int, made_since: float | None) -> bool:
+    """Whether a regular file is also another file's name that the job did not make.
+
+    A hard link (`ln /home/u/.ssh/id_rsa LOG0/x`) is no symbolic link: opening it reads the
+    secret. A file with more than one name is taken only when it is the job's user's and
+    was written since the job was created (collect-results' own links of earlier collections
+    are such files); without a start time, one whose mode keeps it private is left too.
+    """
+    if st.st_nlink <= 1:
+        return False
+    if st.st_uid != owner:
+        return True
+    if made_since is not None:
+        return st.st_mtime < made_since - CREATED_SLACK_S
+    return stat.S_IMODE(st.st_mode) & 0o077 == 0
+
+
+def job_owner(root: str) -> int:
+    """The user who ran the job: the owner of its job.json (the launcher writes it), else of the dir."""
+    try:
+        return os.stat(os.path.join(root, "job.json"), follow_symlinks=False).st_uid
+    except OSError:
+        return os.stat(root).st_uid
+
+
+def hard_link_skipped(rel: str, st: os.stat_result) -> Skipped:
+    return Skipped(rel, "hard link", f"{st.st_nlink} names, not written by the job")
+
+
+def list_tree(root: str, rel_dir: str, made_since: float | None = None) -> Listing:
     """Regular files under root/rel_dir (recursively, sorted) and what was skipped.
 
     FileNotFoundError if rel_dir is absent; NotFollowed if it is itself a link or not a
-    directory.
+    directory. made_since: when the job was created (epoch seconds), for foreign_hard_link.
     """
+    owner = job_owner(root)
     listing = Listing()
     pending = [_parts(rel_dir)]
     while pending:
@@ -82,7 +117,9 @@ def list_tree(root: str, rel_dir: str) -> Listing:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # vanished while listing
-                if stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode) and foreign_hard_link(st, owner, made_since):
+                    listing.skipped.append(hard_link_skipped(entry_rel, st))
+                elif stat.S_ISREG(st.st_mode):
                     listing.files.append(SourceFile(entry_rel, st.st_size, st.st_mtime))
                 elif stat.S_ISDIR(st.st_mode):
                     if len(parts) + 1 > MAX_DEPTH:

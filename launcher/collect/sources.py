@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 
 from launcher.collect.hashing import CHUNK, HashCache, sha256_file
 from launcher.collect.listing import Listing, NotFollowed, NotRegular, Skipped, SourceFile
-from launcher.collect.local_tree import MAX_DEPTH, link_same_inode, list_tree, open_regular, stat_file
+from launcher.collect.local_tree import (MAX_DEPTH, foreign_hard_link, hard_link_skipped, job_owner, link_same_inode,
+                                        list_tree, open_regular, stat_file)
 from launcher.job.json_input import file_kind
 
 __all__ = ["APPENDED_IN_PLACE", "CopyMismatch", "Fetched", "HostFiles", "HostLost", "LocalFiles", "SftpFiles",
@@ -123,13 +124,14 @@ def _copy_verified(read: Callable[[int], bytes], dest: Path, chunk_size: int = C
 class LocalFiles(HostFiles):
     parallel_fetches = max(1, os.cpu_count() or 1)
 
-    def __init__(self, root: str, cache: HashCache, allow_links: bool = True) -> None:
+    def __init__(self, root: str, cache: HashCache, allow_links: bool = True, made_since: float | None = None) -> None:
         super().__init__(root)
         self.cache = cache
         self.allow_links = allow_links
+        self.made_since = made_since  # when the job was created: older hard-linked files are not the job's
 
     def walk(self, rel_dir: str) -> Listing:
-        return list_tree(self.root, rel_dir)
+        return list_tree(self.root, rel_dir, self.made_since)
 
     def walk_file(self, rel: str) -> SourceFile | Skipped | None:
         try:
@@ -138,6 +140,8 @@ class LocalFiles(HostFiles):
             return None
         except NotFollowed as err:
             return err.skipped
+        if stat.S_ISREG(st.st_mode) and foreign_hard_link(st, job_owner(self.root), self.made_since):
+            return hard_link_skipped(rel, st)
         if stat.S_ISREG(st.st_mode):
             return SourceFile(rel, st.st_size, st.st_mtime)
         if stat.S_ISDIR(st.st_mode):
@@ -150,6 +154,9 @@ class LocalFiles(HostFiles):
         appended = item.rel.endswith(APPENDED_IN_PLACE)
         with os.fdopen(fd, "rb") as source:
             before = os.fstat(fd)
+            if foreign_hard_link(before, job_owner(self.root), self.made_since):
+                # Listed as the job's own file, linked to someone else's since: never read it.
+                raise NotRegular(f"{item.rel}: is now a hard link to a file the job did not write; not collected")
             if self.allow_links and not appended:
                 try:
                     # Only the inode that was opened and checked may end up linked.

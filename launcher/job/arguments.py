@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
-from launcher.job.options import LaunchOptions, SubmitOptions, parse_env_assignment
+from launcher.job.options import MAX_RESTARTS, LaunchOptions, SubmitOptions, parse_env_assignment
 from launcher.job.platforms import MODES, parse_device_list
+from launcher.job.strict_numbers import seconds_arg, whole_number_arg
 
 PROG = "launch-train"
 K8S_KINDS = ("volcano", "msjob", "ascendjob")
+MAX_NODES = 100_000
+MAX_RANK_TABLE_WAIT_S = 7 * 86400
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,7 +53,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = p.add_argument_group("where it runs")
-    where.add_argument("--devices", type=int, metavar="N", help="devices (ranks) per host")
+    where.add_argument("--devices", type=whole_number_arg("--devices"), metavar="N", help="devices (ranks) per host")
     where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
     where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
     where.add_argument("--hostfile", type=Path, metavar="FILE",
@@ -59,7 +62,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
     where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")
     where.add_argument("--hccn-conf", type=Path, metavar="FILE", help="device IPs (default /etc/hccn.conf)")
-    where.add_argument("--sched-port", type=int, metavar="PORT", help="dynamic-mode scheduler port")
+    where.add_argument("--sched-port", type=whole_number_arg("--sched-port"), metavar="PORT",
+                       help="dynamic-mode scheduler port")
     where.add_argument("--topology-check", action=argparse.BooleanOptionalAction, default=None,
                        help="refuse device sets HCCL does not support (default on)")
     where.add_argument("--launcher", metavar="slurm|ssh|local",
@@ -74,7 +78,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     what.add_argument("--templates", type=Path, metavar="DIR", help="your own template directory")
     sup = p.add_argument_group("supervision")
     sup.add_argument("--job-dir", type=Path, metavar="DIR", help="default ./jobs/<job-id>")
-    sup.add_argument("--max-restarts", type=int, metavar="N", help="restarts after a failure (default 0)")
+    sup.add_argument("--max-restarts", type=whole_number_arg("--max-restarts", 0, MAX_RESTARTS), metavar="N",
+                     help="restarts after a failure (default 0)")
     sup.add_argument("--tee", metavar="RANKS", help="ranks printed here (default 0)")
     sup.add_argument("--status-interval", dest="status_interval_s", type=float, metavar="S",
                      help="seconds between status blocks when stderr is not a terminal (default 30)")
@@ -100,7 +105,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
                      help="agents stop their ranks when the controller is silent this long (default 30)")
     sub = p.add_argument_group("submitting to a cluster (Slurm, Kubernetes)")
     sub.add_argument("--submit", choices=("slurm", "k8s"), help="render the job's batch script / manifests and submit")
-    sub.add_argument("--nodes", type=int, default=1, metavar="N", help="--submit: nodes / worker pods (default 1)")
+    sub.add_argument("--nodes", type=whole_number_arg("--nodes", 1, MAX_NODES), default=1, metavar="N",
+                     help="--submit: nodes / worker pods (default 1)")
     sub.add_argument("--partition", metavar="P", help="--submit slurm: sbatch --partition")
     sub.add_argument("--time", metavar="T", help="--submit slurm: sbatch --time (e.g. 2:00:00)")
     sub.add_argument("--account", metavar="A", help="--submit slurm: sbatch --account")
@@ -116,7 +122,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     sub.add_argument("--apply", action="store_true", help="--submit k8s: kubectl apply the manifests")
     sub.add_argument("--from-env", action="store_true", default=None,
                      help="in a pod: read the operator's variables and start this pod's ranks")
-    sub.add_argument("--rank-table-timeout", dest="rank_table_timeout_s", type=float, metavar="S",
+    sub.add_argument("--rank-table-timeout", dest="rank_table_timeout_s",
+                     type=seconds_arg("--rank-table-timeout", 0, MAX_RANK_TABLE_WAIT_S), metavar="S",
                      help="--from-env: how long to wait for the mounted rank table (default 600)")
     sub.add_argument("--job-id", help=argparse.SUPPRESS)
     sub.add_argument("--from-submit", action="store_true", default=None, help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ from launcher.errors import LaunchError
 from launcher.job.hang_policy import DEFAULT_FIRST_STEP_TIMEOUT_S, DEFAULT_HANG_TIMEOUT_S
 from launcher.job.platforms import DEFAULT_HCCN_CONF
 from launcher.job.ports import check_port
-from launcher.job.safe_text import check_env_value, refuse_control, visible
+from launcher.job.safe_text import check_env_value, refuse_control, refuse_non_utf8, visible
 from launcher.job.spec import check_env_name
 
 # What --submit leaves in the job dir before the job itself runs there (Slurm keeps its output open).
@@ -107,10 +107,18 @@ class LaunchOptions:
         if self.sched_port is not None:
             check_port(self.sched_port)
         try:
+            for name in ("hosts", "hostfile", "platform", "rank_table", "hccn_conf", "master_addr", "entry", "module",
+                         "job_dir", "templates", "tee", "python"):
+                # job.json, the scripts and every other host read these as UTF-8 text.
+                value = getattr(self, name)
+                if value is not None:
+                    refuse_non_utf8(str(value), "--" + name.replace("_", "-"))
             for key, value in self.env:
                 check_env_name(key)
                 check_env_value(key, value)
+                refuse_non_utf8(value, f"--env {key}")
             for arg in self.args:
+                refuse_non_utf8(arg, "training argument")
                 if "\x00" in arg:
                     raise ValueError(f"training argument {visible(arg, 60)}: contains a NUL byte, which no "
                                      "command line can hold")

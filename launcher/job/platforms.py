@@ -92,6 +92,15 @@ MAX_DEVICE_ID = 65535
 MAX_DEVICES_PER_HOST = 1024
 
 
+def check_device_count(count: int) -> int:
+    """--devices N: 1..MAX_DEVICES_PER_HOST (a launch, a submission and a pod read it alike)."""
+    if count < 1:
+        raise LaunchError(f"--devices {count}: must be at least 1")
+    if count > MAX_DEVICES_PER_HOST:
+        raise LaunchError(f"--devices {count}: at most {MAX_DEVICES_PER_HOST} ranks per host")
+    return count
+
+
 def parse_device_list(text: str, flag: str = "--visible-devices") -> tuple[int, ...]:
     """``0,1,4-7`` -> (0, 1, 4, 5, 6, 7); duplicates and negatives are errors."""
     devices: list[int] = []
@@ -127,10 +136,8 @@ def choose_devices(
     caller warns). On GPU/Ascend every id must be one the machine offers (``source`` says
     where that list came from, for the error line).
     """
-    if count is not None and count < 1:
-        raise LaunchError(f"--devices {count}: must be at least 1")
-    if count is not None and count > MAX_DEVICES_PER_HOST:
-        raise LaunchError(f"--devices {count}: at most {MAX_DEVICES_PER_HOST} ranks per host")
+    if count is not None:
+        check_device_count(count)
     if platform == "CPU":
         if visible is not None:
             return tuple(visible) if count is None or count == len(visible) else _count_mismatch(count, visible)

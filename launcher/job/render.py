@@ -47,14 +47,38 @@ class ShellWords(str):
     """Text that the shquote / shjoin filters made: already safe where a shell reads it."""
 
 
+_ANSI_C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shell_word(value: object) -> str:
+    """One bash word for value, on one line whatever it holds.
+
+    A raw newline inside '...' is fine for bash but not for the other readers of a script:
+    sbatch reads `#PBS`/`#BSUB` directives on every line of it, quoted or not, so a value
+    holding "\\n#PBS -q evil" would set sbatch options. A value with a control character is
+    written in bash's ANSI-C quoting ($'...', every control character as an escape) instead,
+    so no value ever starts a line of a rendered script. Every template is a bash script.
+    """
+    text = str(value)
+    if control_character(text) is None:
+        return shlex.quote(text)
+    escaped = "".join(_ANSI_C_ESCAPES.get(c) or (_byte_escapes(c) if control_character(c) else c) for c in text)
+    return f"$'{escaped}'"
+
+
+def _byte_escapes(char: str) -> str:
+    """\\xHH for each byte of char's UTF-8 (bash's \\xHH makes one byte: U+0085 is \\xc2\\x85)."""
+    return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+
+
 def shquote(value: object) -> str:
     """Jinja2 filter: one shell word, whatever the value holds."""
-    return ShellWords(shlex.quote(str(value)))
+    return ShellWords(shell_word(value))
 
 
 def shjoin(values: object) -> str:
     """Jinja2 filter: every item one shell word, joined by spaces (``{{ rank.command | shjoin }}``)."""
-    return ShellWords(" ".join(shlex.quote(str(value)) for value in values))  # type: ignore[attr-defined]
+    return ShellWords(" ".join(shell_word(value) for value in values))  # type: ignore[attr-defined]
 
 
 def no_raw_control(value: object) -> object:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls, DEL and the C1 controls (U+0080-U+009F: U+009B is a terminal's CSI, U+0085 a line break
+# for YAML and some terminals).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL byte", "\x1b": "an escape"}
 
@@ -31,6 +33,25 @@ def refuse_control(value: str, what: str) -> str:
     found = control_character(value)
     if found is not None:
         raise ValueError(f"{what} {visible(value)!s}: contains {found}; control characters are not allowed here")
+    return value
+
+
+def refuse_non_utf8(value: str, what: str) -> str:
+    """value unchanged, or ValueError when it holds bytes that are not UTF-8 (argv's surrogate escapes).
+
+    Every file the job writes (job.json, scripts, manifests) is UTF-8: such a value could not be
+    written there, nor passed on word for word.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        try:  # the bytes as given on the command line: "caf\xe9", not the surrogate escape "caf\udce9"
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "backslashreplace")
+        shown = visible(raw.decode("utf-8", "backslashreplace"), 60)
+        raise ValueError(f"{what} {shown}: not valid UTF-8 (at position {exc.start}); "
+                         "give the value in UTF-8") from None
     return value
 
 

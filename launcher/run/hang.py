@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -42,16 +43,31 @@ class RankLook:
 
 
 def rank_processes(job_dir: str) -> dict[int, list[psutil.Process]]:
-    """This machine's processes of the job, by rank (parents before children)."""
+    """This machine's processes of the job, by rank (parents before children).
+
+    The marker variables alone are not proof: any process can carry them. A process counts
+    only when it is owned by the user who ran the job -- the owner of its job.json, which the
+    launcher writes first (so root looking at a job never touches another user's processes)
+    -- and it descends from one started with a script of this job dir (the keeper's
+    ``bash <job>/LOG<rank>/run.sh``, slurm_rank.sh, mpi_rank.sh).
+    """
+    try:
+        owner = os.stat(os.path.join(job_dir, "job.json")).st_uid
+    except OSError:
+        return {}
     found: dict[int, list[psutil.Process]] = {}
     for proc in psutil.process_iter(["pid", "ppid"]):
         if proc.pid == os.getpid():
             continue
         try:
+            if proc.uids().real != owner or proc.uids().effective != owner:
+                continue
             env = proc.environ()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
         if env.get(JOB_MARKER_VAR) != job_dir or env.get("MS_ROLE") == "MS_SCHED" or "RANK_ID" not in env:
+            continue
+        if not _started_by_the_job(proc, job_dir):
             continue
         try:
             found.setdefault(int(env["RANK_ID"]), []).append(proc)
@@ -62,6 +78,34 @@ def rank_processes(job_dir: str) -> dict[int, list[psutil.Process]]:
         # The rank's main process is the one whose parent is not itself one of the rank's.
         procs.sort(key=lambda p: (p.info["ppid"] in pids, p.pid))
     return found
+
+
+def _started_by_the_job(proc: psutil.Process, job_dir: str) -> bool:
+    """Whether an ancestor of proc was started with a file of job_dir as an argument."""
+    inside = job_dir.rstrip("/") + "/"
+    try:
+        for ancestor in proc.parents():
+            if any(arg.startswith(inside) for arg in ancestor.cmdline()):
+                return True
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return False
+    return False
+
+
+def rank_log_dir(job_dir: Path, name: str) -> Optional[Path]:
+    """job_dir/name when name is one plain entry of the job dir that is a real directory, else None.
+
+    log_dir comes from job.json, which anyone who can write the job dir can change: ``..`` or
+    a LOG<rank> that is a symlink to elsewhere must not make --stack write outside the job.
+    """
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        return None
+    path = Path(job_dir) / name
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return path if stat.S_ISDIR(mode) else None
 
 
 def _is_python(proc: psutil.Process) -> bool:
@@ -84,11 +128,11 @@ def look_at_ranks(job_dir: Path, hosts: Mapping[int, str], title: str, log_dirs:
         log_dir = (log_dirs or {}).get(rank, f"LOG{rank}")
         main = rank_dumps[0] if rank_dumps else None
         stack_rel = None
-        if rank_dumps:
+        directory = rank_log_dir(Path(job_dir), log_dir)
+        if rank_dumps and directory is not None:
             text = stack_file_text(f"{title}\nrank {rank} on {host}, {utc_now()}", rank_dumps)
-            target = Path(job_dir) / log_dir / STACK_FILE
             try:
-                write_atomic(target, text)
+                write_atomic(directory / STACK_FILE, text)
                 stack_rel = f"{log_dir}/{STACK_FILE}"
             except OSError:
                 stack_rel = None  # a full disk must not hide the verdict; the message still names the rank

@@ -131,71 +131,70 @@ def _exit_like(status: int) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
+def _reap(child: int) -> int | None:
+    """Reap every child that has ended (the command, adopted orphans); the command's status if it ended."""
+    status = None
+    while True:
+        try:
+            pid, code = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status if status is not None else 1 << 8
+        if pid == 0:
+            return status
+        if pid == child:
+            status = code
+
+
+def _wait_for(child: int, watched: set[int]) -> int:
+    """The command's wait status. A stop signal is passed on to it; GRACE_S later it is killed.
+
+    The signals are blocked and taken with sigtimedwait, never by a handler: a handler runs
+    while waitpid() is blocked and Python then resumes the same wait, so the grace step was
+    only reached once some child ended -- a command ignoring SIGTERM kept everything alive.
+    """
+    deadline = None
+    while True:
+        status = _reap(child)
+        if status is not None:
+            return status
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            _signal_all([child], signal.SIGKILL)
+            return os.waitpid(child, 0)[1]
+        info = signal.sigtimedwait(watched, 3600.0 if left is None else left)
+        if info is not None and info.si_signo == SAVE_SIGNAL:
+            _signal_all([child], SAVE_SIGNAL)  # the rank decides when it has saved; no grace starts
+        elif info is not None and info.si_signo in FORWARDED:
+            _signal_all([child], signal.SIGCONT)
+            _signal_all([child], info.si_signo)
+            if deadline is None:
+                deadline = time.monotonic() + GRACE_S
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         sys.stderr.write("keeper: no command\n")
         os._exit(2)
     parent = os.getppid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    watched = {*FORWARDED, SAVE_SIGNAL, signal.SIGCHLD}
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
-        try:
-            os.kill(child, signal.SIGCONT)
-            os.kill(child, signum)
-        except (ProcessLookupError, NameError):
-            pass
-
-    def pass_on(signum: int, frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except (ProcessLookupError, NameError):
-            pass
-
-    for sig in FORWARDED:
-        signal.signal(sig, on_signal)
-    signal.signal(SAVE_SIGNAL, pass_on)
     if os.getppid() != parent:  # the launcher died before PDEATHSIG was armed
         os._exit(128 + signal.SIGTERM)
     child = os.fork()
     if child == 0:
-        for sig in (*FORWARDED, SAVE_SIGNAL):
-            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         try:
             os.execvp(argv[0], argv)
         except OSError as err:
             sys.stderr.write(f"keeper: cannot run {argv[0]}: {err.strerror}\n")
             os._exit(127)
-    status = None
-    while status is None:
-        try:
-            pid, code = os.waitpid(-1, 0)  # the command, and any orphan adopted meanwhile
-        except ChildProcessError:
-            status = 1 << 8
-            break
-        except InterruptedError:
-            continue
-        if pid == child:
-            status = code
-        if received and status is None:
-            # Told to stop: give the command the grace, then clear the tree ourselves.
-            deadline = time.monotonic() + GRACE_S
-            while status is None and time.monotonic() < deadline:
-                try:
-                    pid, code = os.waitpid(child, os.WNOHANG)
-                except ChildProcessError:
-                    status = 1 << 8
-                    break
-                if pid == child:
-                    status = code
-                else:
-                    time.sleep(0.02)
-            if status is None:
-                _signal_all([child], signal.SIGKILL)
-                _, status = os.waitpid(child, 0)
+    status = _wait_for(child, watched)
     clear_tree()
+    for sig in FORWARDED:  # a stop signal still pending must not end the keeper before it exits like the command
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
     _exit_like(status)
 
 

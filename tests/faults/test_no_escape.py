@@ -165,3 +165,43 @@ def test_the_controller_killed_or_hung_up_on_leaves_no_rank_and_no_daemon(tmp_pa
         assert proc.returncode == 129 and status["state"] == "interrupted"
     else:
         assert proc.returncode == -signal.SIGKILL and status["state"] == "running"  # nothing can write it then
+
+
+def test_a_rank_ignoring_sigterm_is_killed_after_the_grace_when_the_keeper_is_told_to_stop(tmp_path: Path):
+    # The keeper used to go back to waitpid() after the signal and reach its SIGKILL step only
+    # when some child ended: a rank that ignores SIGTERM kept itself and the keeper alive.
+    token = f"esc-{uuid.uuid4().hex[:8]}"
+    script = rank_script(tmp_path, token, f"trap '' TERM; exec -a {token}-main sleep 600")
+    proc = subprocess.Popen([sys.executable, "-S", str(KEEPER), str(script)], start_new_session=True)
+    wait_for(tmp_path / "started")
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    proc.wait(timeout=keeper_module.GRACE_S + 10)
+    assert time.monotonic() - started < keeper_module.GRACE_S * 2 + 3
+    assert proc.returncode == -signal.SIGKILL  # the rank's own end: killed after ignoring SIGTERM
+    assert wait_until_gone(token, 5) == []
+
+
+IGNORES_SIGTERM = """\
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(sys.argv[2], "w").close()
+print("epoch: 1 step: 1, loss is 0.5", flush=True)
+time.sleep(600)
+"""
+
+
+def test_sigkill_of_launch_train_while_a_rank_ignores_sigterm_leaves_nothing_after_the_grace(tmp_path: Path):
+    token = f"esc-{uuid.uuid4().hex[:8]}"
+    payload = tmp_path / "ignores_sigterm.py"
+    payload.write_text(IGNORES_SIGTERM)
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "--job-dir", str(tmp_path / "job"),
+                             "--platform", "CPU", "--devices", "1", "--entry", str(payload), "--tee", "none",
+                             "--", token, str(tmp_path / "ignoring")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(tmp_path / "ignoring", 60)
+    proc.kill()
+    proc.wait(timeout=10)
+    # Well under the 30 s and more the keeper and the rank lived before: the grace and a margin.
+    assert wait_until_gone(token, keeper_module.GRACE_S + 5) == []
+    assert_no_job_process(tmp_path / "job", wait_s=keeper_module.GRACE_S + 5)
