@@ -161,7 +161,7 @@ def parse_job(doc: Any) -> JobRecord:
     if not isinstance(doc, dict):
         raise ValueError("top level is not an object")
     if doc.get("schema") != 1:
-        raise ValueError(f"schema is {doc.get('schema')!r:.40}, this collect-results reads schema 1")
+        raise ValueError(f"schema is {doc.get('schema')!r:.40}, this launcher reads schema 1")
     job_dir = str(doc["job_dir"])
     hosts = tuple(_host(h, job_dir, i) for i, h in enumerate(_list(doc["hosts"], "hosts")))
     status_doc = _object(doc.get("status") or {}, "status")

@@ -26,7 +26,7 @@ SLEEPER = "import time; open(__import__('sys').argv[1], 'w').close(); time.sleep
 
 def write_job(job_dir: Path, log_dir: str = "LOG0", **top) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"job_id": "j1", "platform": "CPU", "mode": "dynamic", "hosts": [{"name": "here", "local": True}],
+    doc = {"schema": 1, "job_id": "j1", "job_dir": str(job_dir), "platform": "CPU", "mode": "dynamic", "hosts": [{"name": "here", "local": True}],
            "ranks": [{"rank": 0, "host": "here", "log_dir": log_dir}], "status": {"state": "running"}}
     doc.update(top)
     (job_dir / "job.json").write_text(json.dumps(doc))
