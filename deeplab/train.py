@@ -179,6 +179,22 @@ def _raise_terminated(signum, _frame) -> None:
     raise Terminated(signum)
 
 
+def keep_global_batch(cfg, rank_size: int, environ: Mapping[str, str]):
+    """On fewer ranks than the job was planned for (LAUNCH_TRAIN_PLANNED_RANKS: hosts were lost and
+    the launcher went on without them), keep the job's global batch, and with it the learning rate
+    and the steps per epoch: a larger batch per rank. (cfg, what the start-up line says about it)."""
+    raw = environ.get("LAUNCH_TRAIN_PLANNED_RANKS", "").strip()
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) < 8) or int(raw) == rank_size:
+        return cfg, ""
+    planned = int(raw)
+    global_batch = cfg.global_batch_size or cfg.batch_size * planned
+    if global_batch % rank_size:
+        raise UsageError(f"LAUNCH_TRAIN_PLANNED_RANKS={planned}: the job's global batch {global_batch} does not "
+                         f"divide over the {rank_size} rank(s) left; set global_batch_size to a multiple of both")
+    return cfg.replace(global_batch_size=global_batch), (
+        f" (the job's global batch of {planned} planned ranks, kept with a larger batch per rank)")
+
+
 def data_workers(cfg_workers: int, threads: int) -> int:
     """Data workers for one rank: num_parallel_workers when set, else one per thread (core) it owns.
 
@@ -264,6 +280,7 @@ def build_training(opts: TrainOptions) -> Training:
 
     cfg = load_config(opts.config, overrides=opts.overrides)
     start = distributed.detect()
+    cfg, kept = keep_global_batch(cfg, start.rank_size, os.environ)
     batch_plan = plan_batch(cfg, start.rank_size)  # a global batch that does not divide stops here
     threads = runtime.resolve_threads(cfg.threads, start.ranks_on_host)
     # The resolved config: what this rank really runs (config.yaml and collect-results read it).
@@ -307,7 +324,7 @@ def build_training(opts: TrainOptions) -> Training:
     how = f"{start.mode} start" if start.is_distributed else "single process"
     _print(f"deeplab-train: rank {start.rank_id} of {start.rank_size} ({how}), "
            f"{opts.device_target} with {threads} thread(s) and {cfg.num_parallel_workers} data worker(s), "
-           f"{total_steps} steps ({steps_per_epoch} per epoch), {batch_plan.describe()}, "
+           f"{total_steps} steps ({steps_per_epoch} per epoch), {batch_plan.describe()}{kept}, "
            f"checkpoints {'in ' + str(ckpt_dir) if saves else 'off on this rank'}")
     if cache is not None:
         found = compile_cache.cached_graphs(cache)

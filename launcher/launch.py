@@ -11,6 +11,7 @@ that chooses the backend and gets here.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from launcher.errors import LaunchError
 from launcher.job.disk_space import release_reserve
-from launcher.run.failures import JobFailed, RankExit, RankFailure
+from launcher.run.failures import HostLost, JobFailed, RankExit, RankFailure
 from launcher.atomic_write import write_atomic
 from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_job_json
 from launcher.console import LiveStatus
@@ -35,6 +36,8 @@ from launcher.job.spec import JobSpec
 from launcher.run.supervisor import STOP_GRACE_S, AttemptOutcome, Interrupt, run_attempt
 
 GroupFactory = Callable[[Plan], Sequence[ProcessGroup]]
+# (spec, lost hosts -> why, attempt) -> the next attempt's spec, or None to restart on the same hosts
+Replan = Callable[[JobSpec, dict, int], Optional[JobSpec]]
 
 
 class LaunchInterrupted(Exception):
@@ -179,6 +182,8 @@ def launch(
     spec: JobSpec,
     *,
     group_factory: Optional[GroupFactory] = None,
+    replan: Optional[Replan] = None,
+    host_changes: Optional[Callable[[], dict]] = None,
     out: Optional[TextIO] = None,
     status_out: Optional[TextIO] = None,
     is_tty: Optional[bool] = None,
@@ -186,7 +191,11 @@ def launch(
     grace: float = STOP_GRACE_S,
     interrupt: Optional[Interrupt] = None,
 ) -> JobResult:
-    """Run the job described by ``spec`` to the end; bad input raises LaunchError before anything starts."""
+    """Run the job described by ``spec`` to the end; bad input raises LaunchError before anything starts.
+
+    ``replan(spec, lost, attempt)``: the next attempt's spec when an attempt lost hosts (a backend's
+    spares, or fewer hosts); ``host_changes()``: what job.json then records about them.
+    """
     if group_factory is None:
         from launcher.backends.local import LocalBackend
 
@@ -220,27 +229,33 @@ def launch(
     t0 = time.monotonic()
     all_exits: tuple[RankExit, ...] = ()
     hangs: list[dict] = []
+    history = _History(earlier, host_changes)
     restarts = 0
     try:
         if resuming:
             _mark_logs(plan, f"resume (attempt {plan.attempt})")
-        write_job_json(spec.job_dir, job_document(plan, JobStatus(state="running", started=started,
-                                                                  earlier_launches=earlier)))
+        write_job_json(spec.job_dir, job_document(plan, history.status(state="running", started=started)))
         while True:
             status = LiveStatus(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
+            attempt_started = utc_now()
             try:
                 outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
                                       restarts_left=spec.max_restarts - restarts, save_grace_s=spec.save_grace_s)
+            except HostLost as lost:
+                # A host that cannot even start its ranks is lost like one that dies later.
+                outcome = AttemptOutcome("failed", (), helper_problem=str(lost), lost_hosts={lost.host: str(lost)})
             except OSError:
                 # A group could not start (every group is closed by now): job.json must not say "running".
-                failed = JobStatus(state="failed", started=started, ended=utc_now(), exit_code=1, restarts=restarts,
-                                   wall_time_s=round(time.monotonic() - t0, 3), rank_exits=all_exits,
-                                   earlier_launches=earlier)
+                failed = history.status(state="failed", started=started, ended=utc_now(), exit_code=1,
+                                        restarts=restarts, wall_time_s=round(time.monotonic() - t0, 3),
+                                        rank_exits=all_exits)
                 write_job_json(spec.job_dir, job_document(plan, failed))
                 raise
             all_exits = merge_exits(all_exits, outcome.exits)
+            what = _what_failed(outcome.first_failure, outcome.helper_problem, outcome.state)
+            history.attempt(plan, attempt_started, outcome, what)
             if outcome.hang is not None:
                 hangs.append(outcome.hang.record)
                 stacks = sorted({r["stack"] for r in outcome.hang.record["ranks"] if r.get("stack")})
@@ -249,11 +264,15 @@ def launch(
             if outcome.state != "failed" or restarts >= spec.max_restarts:
                 break
             restarts += 1
-            what = _what_failed(outcome.first_failure, outcome.helper_problem, outcome.state)
-            _say(status_out, f"{what}; restarting the whole job ({restarts} of {spec.max_restarts})")
-            next_plan = plan_restart(plan)
             try:
-                _rewrite_rank_scripts(next_plan, restarts, started, earlier)
+                next_plan, where = _next_plan(plan, outcome.lost_hosts, replan)
+            except LaunchError as exc:  # a lost host and no way on without it
+                restarts -= 1
+                _say(status_out, f"{what}; cannot restart: {exc}")
+                break
+            _say(status_out, f"{what}; restarting the whole job{where} ({restarts} of {spec.max_restarts})")
+            try:
+                _write_next_attempt(next_plan, restarts, started, history, same_hosts=not where)
             except OSError as exc:  # a full disk: end with the failure we have, and say why there is no restart
                 restarts -= 1
                 _say(status_out, f"cannot restart: {exc.filename or spec.job_dir}: {exc.strerror or exc}")
@@ -272,8 +291,9 @@ def launch(
             first_failure=result.first_failure,
             hang=_hang_status(hangs),
             preempted=outcome.preempted,
-            earlier_launches=earlier,
         )
+        final = history.status(**{f.name: getattr(final, f.name) for f in dataclasses.fields(final)
+                                   if f.name not in _History.KEPT})
         try:
             write_job_json(spec.job_dir, job_document(plan, final))
         except OSError as exc:
@@ -351,13 +371,50 @@ def _say(stream: TextIO, message: str) -> None:
     stream.flush()
 
 
-def _rewrite_rank_scripts(plan: Plan, restarts: int, started: str, earlier: Sequence[dict] = ()) -> None:
+class _History:
+    """What job.json's status says about the whole launch: earlier launches, every attempt, host changes."""
+
+    KEPT = ("earlier_launches", "attempts", "excluded_hosts", "spare_hosts")
+
+    def __init__(self, earlier: Sequence[dict], host_changes: Optional[Callable[[], dict]]) -> None:
+        self.earlier = tuple(earlier)
+        self.attempts: list[dict] = []
+        self.host_changes = host_changes
+
+    def attempt(self, plan: Plan, started: str, outcome: AttemptOutcome, what: str) -> None:
+        self.attempts.append({
+            "attempt": plan.attempt, "started": started, "ended": utc_now(), "state": outcome.state,
+            "cause": None if outcome.state == "succeeded" else what,
+            "lost_hosts": dict(outcome.lost_hosts), "hosts": [entry.host.name for entry in plan.hosts],
+        })
+
+    def status(self, **fields) -> JobStatus:
+        changes = self.host_changes() if self.host_changes is not None else {}
+        return JobStatus(**fields, earlier_launches=self.earlier, attempts=tuple(self.attempts),
+                         excluded_hosts=tuple(changes.get("excluded_hosts", ())),
+                         spare_hosts=tuple(changes.get("spare_hosts", ())))
+
+
+def _next_plan(plan: Plan, lost: dict, replan: Optional[Replan]) -> tuple[Plan, str]:
+    """The next attempt's plan, and (when hosts changed) how, for the console. LaunchError: no way on."""
+    new_spec = replan(plan.spec, lost, plan.attempt) if (lost and replan is not None) else None
+    if new_spec is None:
+        return plan_restart(plan), ""
+    next_plan = plan_job(new_spec, attempt=plan.attempt + 1)
+    gone = ", ".join(sorted(lost))
+    return next_plan, (f" without {gone} (lost) on {', '.join(h.host.name for h in next_plan.hosts)}")
+
+
+def _write_next_attempt(plan: Plan, restarts: int, started: str, history: _History, *, same_hosts: bool) -> None:
     job_dir = plan.spec.job_dir
-    for item in render_rank_files(plan):  # env.sh carries the new LAUNCH_TRAIN_RESTART_COUNT
-        write_atomic(job_dir / item.path, item.text, executable=item.executable)
+    # Same hosts: only env.sh/run.sh change (the new LAUNCH_TRAIN_RESTART_COUNT). Other hosts: every file
+    # (rank table, hostfile, the scheduler's script and address).
+    for item in (render_rank_files(plan) if same_hosts else render_job(plan)):
+        target = job_dir / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, item.text, executable=item.executable)
     _mark_logs(plan, f"restart {restarts}")
-    write_job_json(job_dir, job_document(plan, JobStatus(state="running", started=started, restarts=restarts,
-                                                         earlier_launches=tuple(earlier))))
+    write_job_json(job_dir, job_document(plan, history.status(state="running", started=started, restarts=restarts)))
 
 
 def _mark_logs(plan: Plan, what: str) -> None:

@@ -22,7 +22,10 @@ def _local(options: LaunchOptions, environ: Mapping[str, str]) -> Backend:
     from launcher.backends.local import LocalBackend
     from launcher.backends.ssh import hosts_of
 
-    remote = [entry.label for entry in hosts_of(options) if not entry.local]
+    entries = hosts_of(options)
+    if [entry for entry in entries if entry.spare]:
+        raise LaunchError("--spare-hosts: spares take the place of a lost SSH host; use --launcher ssh")
+    remote = [entry.label for entry in entries if not entry.local]
     if remote:
         raise LaunchError("--launcher local: --hosts/--hostfile name other machines; use --launcher ssh")
     return LocalBackend()
@@ -33,7 +36,9 @@ def _ssh(options: LaunchOptions, environ: Mapping[str, str]) -> Backend:
     from launcher.backends.ssh import SshBackend, hosts_of
 
     entries = hosts_of(options)
-    if all(entry.local for entry in entries):
+    if all(entry.local and not entry.spare for entry in entries):
+        if options.min_hosts is not None and options.min_hosts > len(entries):
+            raise LaunchError(f"--min-hosts {options.min_hosts}: the job has only {len(entries)} host(s)")
         return LocalBackend()  # every host is this machine: no SSH needed
     return SshBackend.from_options(options, entries)
 

@@ -68,7 +68,17 @@ class Backend(ABC):
         """Run the job to its end under the supervisor (launcher.launch.launch) with this backend's groups."""
         from launcher.launch import launch
 
-        return launch(spec, group_factory=self.groups, **supervision)
+        return launch(spec, group_factory=self.groups, replan=self.replan, host_changes=self.host_changes,
+                      **supervision)
+
+    def replan(self, spec: "JobSpec", lost: "dict[str, str]", attempt: int) -> Optional["JobSpec"]:
+        """The next attempt's spec when hosts were lost (host name -> why); None: restart on the same hosts.
+        LaunchError when the job cannot go on without them. Default: this place has no other hosts."""
+        return None
+
+    def host_changes(self) -> dict:
+        """What job.json says about hosts lost and spares taken (status.excluded_hosts, status.spare_hosts)."""
+        return {}
 
     def submit(self, options: LaunchOptions) -> int:
         raise LaunchError(f"--submit: the {self.name} backend starts jobs, it does not submit them")

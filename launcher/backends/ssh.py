@@ -58,9 +58,19 @@ class SshBackend(Backend):
     heartbeat_timeout_s: float = 30.0
     name = "ssh"
 
+    min_hosts: Optional[int] = None
+
     def __post_init__(self) -> None:
         self.remote: "dict[str, RemoteHost]" = {}  # by plan host name
         self.reports: "dict[str, HostReport]" = {}
+        # The planned hosts run the job; spares wait to take the place of a lost one (replan).
+        self.spares: list[HostEntry] = [entry for entry in self.entries if entry.spare]
+        self.entries = tuple(entry for entry in self.entries if not entry.spare)
+        if self.min_hosts is not None and self.min_hosts > len(self.entries):
+            raise LaunchError(f"--min-hosts {self.min_hosts}: the job has only {len(self.entries)} host(s)")
+        self.excluded: list[dict] = []  # hosts this job lost: {host, reason, at, attempt}
+        self.taken: list[dict] = []  # spares that took a lost host's place: {host, replaces, at, attempt}
+        self._settled: Optional[LaunchOptions] = None
 
     @classmethod
     def from_options(cls, options: LaunchOptions, entries: Optional[Sequence[HostEntry]] = None) -> "SshBackend":
@@ -74,7 +84,8 @@ class SshBackend(Backend):
                              accept_unknown_host_keys=options.ssh_accept_unknown_host_keys)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
-        return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s)
+        return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s,
+                   min_hosts=options.min_hosts)
 
     def discover(self, options: LaunchOptions, *, check: bool = True) -> Discovered:
         """Settle the platform (detected here unless given), then resolve and pre-flight the hosts."""
@@ -84,7 +95,52 @@ class SshBackend(Backend):
         if options.platform is None and not self.entries[0].local:
             print(f"launch-train: warning: --platform not given: {settled.platform} detected on this machine, "
                   "not on the hosts; give --platform if they differ", file=sys.stderr)
+        self._settled = settled
         return Discovered(settled, self.prepare(settled, check=check))
+
+    def replan(self, spec, lost: "dict[str, str]", attempt: int):
+        """The next attempt's JobSpec without the hosts in ``lost`` (host name -> why): each one's place taken
+        by a spare, in its rank position, else (--min-hosts) the job goes on with the hosts left.
+
+        None when no planned host was lost (restart on the same hosts); LaunchError when the job
+        cannot go on (no spare left and fewer hosts than --min-hosts, or no --min-hosts).
+        """
+        from launcher.job.job_json import utc_now
+        from launcher.job.resolve import resolve_spec
+
+        gone = [entry for entry in self.entries if entry.name in lost]
+        if not gone or self._settled is None:
+            return None
+        now = utc_now()
+        hosts: list[Optional[HostEntry]] = list(self.entries)
+        for index, entry in enumerate(hosts):
+            if entry is None or entry.name not in lost:
+                continue
+            self.excluded.append({"host": entry.name, "reason": lost[entry.name], "at": now, "attempt": attempt})
+            if self.spares:
+                spare = self.spares.pop(0)
+                hosts[index] = spare
+                self.taken.append({"host": spare.name, "replaces": entry.name, "at": now, "attempt": attempt + 1,
+                                   "reason": f"in place of {entry.name}"})
+            else:
+                hosts[index] = None
+        left = [entry for entry in hosts if entry is not None]
+        if len(left) < len(self.entries) and (self.min_hosts is None or len(left) < self.min_hosts):
+            names = ", ".join(entry.name for entry in gone)
+            floor = (f"--min-hosts {self.min_hosts} needs more" if self.min_hosts is not None
+                     else "give --spare-hosts, or --min-hosts to go on with fewer hosts")
+            raise LaunchError(f"lost {names}; no spare host left and {len(left)} host(s) remain ({floor})")
+        self.entries = tuple(left)
+        settled = dataclasses.replace(self._settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
+                                      first_attempt=attempt + 1)
+        found = self.prepare(settled, check=True)
+        new_spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts,
+                                scheduler_port=found.scheduler_port, gpu_ids=found.gpu_ids)
+        return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
+
+    def host_changes(self) -> dict:
+        """job.json status: the hosts this job lost, and the spares that took their place."""
+        return {"excluded_hosts": list(self.excluded), "spare_hosts": list(self.taken)}
 
     def prepare(self, options: LaunchOptions, *, check: bool = True) -> PreparedHosts:
         """Resolve the remote hosts (ssh config) and pre-flight them; ``options`` has platform and mode settled.
@@ -202,6 +258,6 @@ class SshBackend(Backend):
 def hosts_of(options: LaunchOptions) -> tuple[HostEntry, ...]:
     """The job's hosts as the user wrote them (--hosts / --hostfile; this machine when neither)."""
     try:
-        return host_entries(options.hosts, options.hostfile)
+        return host_entries(options.hosts, options.hostfile, options.spare_hosts)
     except ValueError as exc:
         raise LaunchError(str(exc)) from None

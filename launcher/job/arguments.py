@@ -57,7 +57,11 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     where.add_argument("--visible-devices", metavar="LIST", help="device ids per host, e.g. 0,1,4-7")
     where.add_argument("--hosts", metavar="H1,H2", help="hosts in rank order (default: this machine)")
     where.add_argument("--hostfile", type=Path, metavar="FILE",
-                       help="hosts, one per line: [user@]host[:port] [slots=N]; # comments")
+                       help="hosts, one per line: [user@]host[:port] [slots=N] [spare]; # comments")
+    where.add_argument("--spare-hosts", metavar="H1,H2",
+                       help="hosts that take the place of a lost host (SSH hosts)")
+    where.add_argument("--min-hosts", type=whole_number_arg("--min-hosts", 1, 100_000), metavar="N",
+                       help="with no spare left, go on without a lost host while at least N hosts remain")
     where.add_argument("--platform", metavar="Ascend|GPU|CPU", help="default: detected")
     where.add_argument("--mode", choices=MODES, help="start mode (default by platform)")
     where.add_argument("--rank-table", type=Path, metavar="FILE", help="Ascend rank table to use")

@@ -18,6 +18,7 @@ naming the flag or ``file:line``.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class HostEntry:
     slots: Optional[int] = None
     source: str = "--hosts"  # where it was written, for error messages ("--hosts", "hosts.txt:3")
     local: bool = False  # this machine (no user, no port, one of its names)
+    spare: bool = False  # not planned: takes the place of a host that is lost (--spare-hosts, "spare")
 
     def __post_init__(self) -> None:
         _check_host(self.host, self.source)
@@ -206,7 +208,7 @@ def parse_hosts_arg(value: str, flag: str = "--hosts",
 
 
 def parse_hostfile(text: str, path: str, names_of_this_machine: Optional[Iterable[str]] = None) -> tuple[HostEntry, ...]:
-    """Parse hostfile text: ``[user@]host[:port] [slots=N]`` per line, ``#`` comments."""
+    """Parse hostfile text: ``[user@]host[:port] [slots=N] [spare]`` per line, ``#`` comments."""
     mine = local_names() if names_of_this_machine is None else frozenset(names_of_this_machine)
     entries = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -215,10 +217,14 @@ def parse_hostfile(text: str, path: str, names_of_this_machine: Optional[Iterabl
             continue
         where = f"{path}:{number}"
         slots: Optional[int] = None
+        spare = False
         for extra in fields[1:]:
+            if extra == "spare":
+                spare = True
+                continue
             match = _SLOTS.match(extra)
             if not match:
-                raise ValueError(f"{where}: unexpected {extra!r} (expected 'slots=N')")
+                raise ValueError(f"{where}: unexpected {extra!r} (expected 'slots=N' or 'spare')")
             if slots is not None:
                 raise ValueError(f"{where}: slots given twice")
             if not (match.group(1).isascii() and match.group(1).isdigit()):
@@ -227,9 +233,9 @@ def parse_hostfile(text: str, path: str, names_of_this_machine: Optional[Iterabl
                 raise ValueError(f"{where}: slots={match.group(1)[:20]} is more than {MAX_SLOTS} ranks on one host")
             slots = int(match.group(1))
         entry = parse_host(fields[0], where, mine)
-        entries.append(HostEntry(entry.host, entry.user, entry.port, slots, where, entry.local))
-    if not entries:
-        raise ValueError(f"{path}: no hosts in hostfile")
+        entries.append(HostEntry(entry.host, entry.user, entry.port, slots, where, entry.local, spare))
+    if not [entry for entry in entries if not entry.spare]:
+        raise ValueError(f"{path}: no hosts in hostfile" + (" (only spares)" if entries else ""))
     result = tuple(entries)
     check_distinct(result)
     return result
@@ -244,15 +250,27 @@ def read_hostfile(path: Path, names_of_this_machine: Optional[Iterable[str]] = N
     return parse_hostfile(text, str(path), names_of_this_machine)
 
 
-def host_entries(hosts: Optional[str], hostfile: Optional[Path]) -> tuple[HostEntry, ...]:
-    """The job's hosts from ``--hosts`` or ``--hostfile`` (one of them); this machine when neither."""
+def host_entries(hosts: Optional[str], hostfile: Optional[Path], spare_hosts: Optional[str] = None
+                 ) -> tuple[HostEntry, ...]:
+    """The job's hosts from ``--hosts`` or ``--hostfile`` (one of them; this machine when neither),
+    then the spares (``--spare-hosts``, and hostfile lines marked ``spare``), marked ``spare``."""
     if hosts and hostfile:
         raise ValueError("--hosts and --hostfile: give one of them")
     if hostfile:
-        return read_hostfile(hostfile)
-    if hosts is not None and hosts.strip():
-        return parse_hosts_arg(hosts)
-    return (this_machine(),)
+        entries = read_hostfile(hostfile)
+    elif hosts is not None and hosts.strip():
+        entries = parse_hosts_arg(hosts)
+    else:
+        entries = (this_machine(),)
+    if spare_hosts is not None and spare_hosts.strip():
+        spares = tuple(dataclasses.replace(entry, spare=True)
+                       for entry in parse_hosts_arg(spare_hosts, "--spare-hosts"))
+        try:
+            check_distinct(entries + spares)
+        except ValueError as exc:
+            raise ValueError(f"--spare-hosts: a spare is one of the job's hosts ({exc})") from None
+        entries += spares
+    return entries
 
 
 def _literal_address(entry: HostEntry) -> tuple[str, int]:

@@ -43,6 +43,11 @@ class JobStatus:
     preempted: Optional[dict] = None
     # Earlier launches of this job dir (launch-train --resume): their status documents, oldest first.
     earlier_launches: tuple[dict, ...] = ()
+    # This launch's attempts: {attempt, started, ended, state, cause, hosts}, in order.
+    attempts: tuple[dict, ...] = ()
+    # Hosts lost ({host, reason, at, attempt}) and spares that took their place ({host, replaces, ...}).
+    excluded_hosts: tuple[dict, ...] = ()
+    spare_hosts: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -145,6 +150,9 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "hang": status.hang,
         "preempted": status.preempted,
         "earlier_launches": list(status.earlier_launches),
+        "attempts": list(status.attempts),
+        "excluded_hosts": list(status.excluded_hosts),
+        "spare_hosts": list(status.spare_hosts),
     }
 
 

@@ -45,6 +45,9 @@ class LaunchOptions:
     devices: Optional[int] = field(default=None, metadata=flag("--devices"))
     visible_devices: Optional[tuple[int, ...]] = field(default=None, metadata=flag("--visible-devices"))
     hosts: Optional[str] = field(default=None, metadata=flag("--hosts"))
+    # Hosts that take the place of a lost one (launcher/backends/ssh.py), and how few hosts a job may shrink to.
+    spare_hosts: Optional[str] = field(default=None, metadata=flag("--spare-hosts"))
+    min_hosts: Optional[int] = field(default=None, metadata=flag("--min-hosts"))
     hostfile: Optional[Path] = field(default=None, metadata=flag("--hostfile"))
     platform: Optional[str] = field(default=None, metadata=flag("--platform"))
     mode: Optional[str] = field(default=None, metadata=flag("--mode"))
@@ -126,6 +129,10 @@ class LaunchOptions:
                 refuse_control(str(self.job_dir), "--job-dir")
             if self.hosts is not None:
                 refuse_control(self.hosts, "--hosts")
+            if self.spare_hosts is not None:
+                refuse_control(self.spare_hosts, "--spare-hosts")
+            if self.min_hosts is not None and not 1 <= self.min_hosts <= 100_000:
+                raise ValueError(f"--min-hosts {self.min_hosts}: must be at least 1")
             if self.master_addr is not None:
                 # The scheduler's address reaches env.sh comments, hostfiles and other hosts' commands.
                 refuse_control(self.master_addr, "--master-addr")

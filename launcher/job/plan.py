@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Sequence
 
 from launcher.job.hosts import Host
 from launcher.job.platform_timeouts import platform_timeout_env
-from launcher.job.rank_env import JOB_MARKER_VAR, job_env
+from launcher.job.rank_env import PLANNED_RANKS_VAR, JOB_MARKER_VAR, job_env
 from launcher.job.spec import JobSpec
 
 SCHEDULER_MODULE = "launcher.run.ms_scheduler"
@@ -187,6 +187,8 @@ def _launch_env(spec: JobSpec, attempt: int, host_index: int, local_index: int, 
         "RANK_SIZE": str(size),
         "DEVICE_ID": str(device_id),
     }
+    if spec.planned_rank_size is not None and spec.planned_rank_size != size:
+        env[PLANNED_RANKS_VAR] = str(spec.planned_rank_size)
     if spec.platform == "GPU":
         # MindSpore picks the GPU by local rank among the visible ones.
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.devices))

@@ -15,6 +15,8 @@ being restarted; it reads these variables (deeplab-train does; an ``--entry`` sc
 |                              | so every rank resumes from the same files after a restart          |
 | LAUNCH_TRAIN_SAVE_SIGNAL     | SIGUSR1 when --grace > 0: the signal that asks a rank to save a     |
 |                              | checkpoint and stop (before a preemption); unset with --grace 0     |
+| LAUNCH_TRAIN_PLANNED_RANKS   | the job's first rank count, only once it runs on fewer hosts (lost  |
+|                              | hosts, --min-hosts): the trainer keeps that global batch            |
 
 plus the start mode's own variables (MS_* for the dynamic cluster, RANK_TABLE_FILE and
 SERVER_ID for a rank table; Open MPI adds OMPI_COMM_WORLD_* under mpirun). The launcher
@@ -36,6 +38,7 @@ MAX_RESTARTS_VAR = "LAUNCH_TRAIN_MAX_RESTARTS"
 CKPT_DIR_VAR = "LAUNCH_TRAIN_CKPT_DIR"
 SAVE_SIGNAL_VAR = "LAUNCH_TRAIN_SAVE_SIGNAL"
 SAVE_SIGNAL = "SIGUSR1"
+PLANNED_RANKS_VAR = "LAUNCH_TRAIN_PLANNED_RANKS"
 # Rank 0's working directory: collect-results, `make demo` and the README find checkpoints there.
 CKPT_SUBDIR = "LOG0/ckpt"
 

@@ -74,7 +74,7 @@ def ranks_per_host(devices: Optional[int], hosts: Sequence["Host | HostEntry"]) 
 def local_hosts(options: LaunchOptions) -> tuple[Host, ...]:
     """The hosts of ``--hosts``/``--hostfile`` when every one is this machine (the library call's default)."""
     try:
-        entries = host_entries(options.hosts, options.hostfile)
+        entries = tuple(entry for entry in host_entries(options.hosts, options.hostfile) if not entry.spare)
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
     remote = [entry.label for entry in entries if not entry.local]

@@ -92,6 +92,9 @@ class JobSpec:
     first_attempt: int = 0
     # The launch-train arguments of this job (LaunchOptions.to_argv()): what --resume runs again.
     argv: tuple[str, ...] = ()
+    # The job's rank count as first planned, when it now runs on fewer hosts (--min-hosts): every
+    # rank is told (LAUNCH_TRAIN_PLANNED_RANKS) so the trainer keeps the job's global batch.
+    planned_rank_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9_.-]+\Z", self.job_id):

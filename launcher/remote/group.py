@@ -26,7 +26,7 @@ from launcher.remote.session import (
     push_job_files,
 )
 from launcher.remote.ssh import RemoteHost, SshOptions, run_on_each
-from launcher.run.failures import RankExit
+from launcher.run.failures import HostLost, RankExit
 from launcher.run.group import ProcessGroup
 from launcher.run.mpirun import MpirunGroup
 
@@ -65,6 +65,7 @@ class RemoteHostGroup(ProcessGroup):
         self._helper_message: Optional[str] = None
         self._helper_finished = not self.has_scheduler
         self._problem: Optional[str] = None  # lost connection or agent error
+        self._lost: Optional[str] = None  # the host is gone: connection lost, silent, unreachable
         self._agent_started = False
         self._stop_sent = False
         self._launch_attempted = False
@@ -105,6 +106,7 @@ class RemoteHostGroup(ProcessGroup):
         elif kind == "lost":
             if not self._closed:
                 self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
+                self._lost = self._lost or f"lost its agent: {event.get('reason')}"
 
     # -- ProcessGroup hooks ---------------------------------------------------------------
     def _launch(self) -> None:
@@ -118,8 +120,9 @@ class RemoteHostGroup(ProcessGroup):
         for group, error in outcome.failed.items():
             group._launch_error = error
         if self._launch_error is not None:
-            raise self._launch_error if isinstance(self._launch_error, OSError) else OSError(
-                f"cannot start the agent on {self.host}: {self._launch_error}")
+            self._lost = f"its agent could not be started: {self._launch_error}"
+            raise HostLost(self.host, str(self._launch_error) if isinstance(self._launch_error, OSError) else
+                           f"cannot start the agent on {self.host}: {self._launch_error}")
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             event = self._wait_event(deadline)
@@ -129,8 +132,10 @@ class RemoteHostGroup(ProcessGroup):
                 return
             if event["event"] in ("error", "lost", "done"):
                 message = event.get("message") or event.get("reason") or "agent ended at start"
-                raise OSError(f"agent on {self.host} did not start: {message}")
-        raise OSError(f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
+                self._lost = f"its agent did not start: {message}"
+                raise HostLost(self.host, f"agent on {self.host} did not start: {message}")
+        self._lost = f"its agent did not report within {self.start_timeout_s:g} s"
+        raise HostLost(self.host, f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
 
     def _start_agent(self) -> None:
         """Connect, copy this host's files, start the agent (its "hello" is awaited in _launch())."""
@@ -195,6 +200,7 @@ class RemoteHostGroup(ProcessGroup):
         if silent > self.heartbeat_timeout_s:
             blocked = self.session.send_blocked_since
             how = f"; a write to it has been blocked for {time.monotonic() - blocked:.0f} s" if blocked else ""
+            self._lost = self._lost or f"stopped answering: nothing from its agent for {silent:.0f} s"
             return (f"host {self.host} stopped answering: nothing from its agent for {silent:.0f} s "
                     f"(--heartbeat-timeout {self.heartbeat_timeout_s:g}){how}; given up")
         return None
@@ -241,6 +247,10 @@ class RemoteHostGroup(ProcessGroup):
             looks[rank] = RankLook(rank, self.rank_host(rank), tuple(int(p) for p in item.get("pids") or ()),
                                    str(item.get("state") or "?"), item.get("waiting_in"), item.get("stack"))
         return looks
+
+    def _host_lost(self) -> Optional[str]:
+        self._pump()
+        return self._lost
 
     def _ask_to_save(self) -> bool:
         """The agent passes "save and stop" to its ranks (its own group's save_and_stop)."""

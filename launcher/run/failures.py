@@ -15,6 +15,14 @@ def signal_name(number: Optional[int]) -> Optional[str]:
         return f"SIG{number}"
 
 
+class HostLost(OSError):
+    """A host's group could not be started (unreachable, its agent never reported): the host's fault."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
 @dataclass(frozen=True)
 class RankExit:
     """One rank's end. ``signal`` set when it was killed by a signal (then ``exit_code`` is None).

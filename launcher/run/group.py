@@ -120,6 +120,10 @@ class ProcessGroup(ABC):
         """Where the rank's log is, as the user should look for it (host:path for remote hosts)."""
         return self._where(rank)
 
+    def host_lost(self) -> Optional[str]:
+        """Why this group's host is gone (its agent lost, unreachable), else None (launcher/run/host_faults.py)."""
+        return self._host_lost()
+
     def save_and_stop(self) -> bool:
         """Ask every running rank to save a checkpoint and stop (SIGUSR1, launch-train's preemption
         request); returns at once, False when this kind of group cannot pass it on."""
@@ -201,6 +205,10 @@ class ProcessGroup(ABC):
     def _ask_to_save(self) -> bool:
         """Default: a group whose ranks cannot be signalled one by one (one mpirun/srun) stops as usual."""
         return False
+
+    def _host_lost(self) -> Optional[str]:
+        """Default: the group runs here; this machine is never "lost" to itself."""
+        return None
 
     def _helpers_done(self) -> bool:
         return True

@@ -22,6 +22,7 @@ from launcher.job.hang_policy import HangPolicy
 from launcher.log_format import parse_loss_line, parse_saved_and_stopped
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
+from launcher.run.host_faults import lost_hosts
 from launcher.run.watchdog import HangVerdict, Watchdog
 
 POLL_INTERVAL_S = 0.02
@@ -51,6 +52,7 @@ class AttemptOutcome:
     signal_received: Optional[int] = None
     hang: Optional[HangReport] = None
     preempted: Optional[dict] = None  # the save-and-stop record (job.json status.preempted)
+    lost_hosts: dict = field(default_factory=dict)  # host -> why: failures that were a host's (host_faults.py)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def run_attempt(
             status.finish(groups)
 
     ordered = tuple(exits[k] for k in sorted(exits))
+    failure = None
     if first is not None and first_group is not None:
         failure = RankFailure(
             rank=first.rank,
@@ -215,11 +218,17 @@ def run_attempt(
             tail=first_group.log_tail(first.rank, TAIL_LINES),
             note=_disk_note(first_group, first.rank),
         )
-        return AttemptOutcome("failed", ordered, first_failure=failure)
-    if hung is not None:
-        return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung)
-    if problem is not None:
-        return AttemptOutcome("failed", ordered, helper_problem=problem)
+    if first is not None or hung is not None or problem is not None:
+        ranks_by_host: dict = {}
+        for group in groups:
+            for rank in group.ranks:
+                ranks_by_host.setdefault(group.rank_host(rank), []).append(rank)
+        lost = lost_hosts(groups, ordered, failure, ranks_by_host)
+        if failure is not None:
+            return AttemptOutcome("failed", ordered, first_failure=failure, lost_hosts=lost)
+        if hung is not None:
+            return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung, lost_hosts=lost)
+        return AttemptOutcome("failed", ordered, helper_problem=problem, lost_hosts=lost)
     if interrupt.signal is not None:
         return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal,
                               preempted=saving.record(exits, total) if saving is not None else None)
