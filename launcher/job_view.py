@@ -71,6 +71,14 @@ def show_status(job_dir: Path, out: TextIO) -> int:
     hang = status.get("hang")
     if isinstance(hang, dict) and hang.get("message"):
         out.write(f"  hang watchdog: {hang['message']}\n")
+    slow = {}
+    for record in status.get("stragglers") or []:
+        if isinstance(record, dict) and isinstance(record.get("rank"), int):
+            slow[record["rank"]] = record
+            out.write(f"  straggler: rank {record['rank']} on {record.get('host')}: {record.get('reason')}\n")
+    for record in status.get("excluded_hosts") or []:
+        if isinstance(record, dict):
+            out.write(f"  host lost: {record.get('host')} ({record.get('reason')}), attempt {record.get('attempt')}\n")
     local = _local_hosts(doc)
     procs = rank_processes(str(job_dir))
     now = time.time()
@@ -93,7 +101,8 @@ def show_status(job_dir: Path, out: TextIO) -> int:
             how = "not running"
         else:
             how = "on another host (not inspected from here)"
-        out.write(f"  rank {rank:>3} [{host}] {how}; {last_step(log)}; {quiet}\n")
+        mark = " SLOW" if rank in slow else ""
+        out.write(f"  rank {rank:>3} [{host}]{mark} {how}; {last_step(log)}; {quiet}\n")
     return 0
 
 

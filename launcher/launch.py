@@ -240,9 +240,20 @@ def launch(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
             )
             attempt_started = utc_now()
+
+            def on_straggler(record: dict, plan: Plan = plan, restarts: int = restarts) -> None:
+                # Said at once, and in job.json while the job runs (launch-train --status shows it).
+                from launcher.run.stragglers import describe
+
+                history.stragglers.append({**record, "attempt": plan.attempt})
+                _say(status_out, describe(record))
+                write_job_json(spec.job_dir, job_document(plan, history.status(state="running", started=started,
+                                                                               restarts=restarts)))
+
             try:
                 outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
-                                      restarts_left=spec.max_restarts - restarts, save_grace_s=spec.save_grace_s)
+                                      restarts_left=spec.max_restarts - restarts, save_grace_s=spec.save_grace_s,
+                                      on_straggler=on_straggler)
             except HostLost as lost:
                 # A host that cannot even start its ranks is lost like one that dies later.
                 outcome = AttemptOutcome("failed", (), helper_problem=str(lost), lost_hosts={lost.host: str(lost)})
@@ -374,11 +385,12 @@ def _say(stream: TextIO, message: str) -> None:
 class _History:
     """What job.json's status says about the whole launch: earlier launches, every attempt, host changes."""
 
-    KEPT = ("earlier_launches", "attempts", "excluded_hosts", "spare_hosts")
+    KEPT = ("earlier_launches", "attempts", "excluded_hosts", "spare_hosts", "stragglers")
 
     def __init__(self, earlier: Sequence[dict], host_changes: Optional[Callable[[], dict]]) -> None:
         self.earlier = tuple(earlier)
         self.attempts: list[dict] = []
+        self.stragglers: list[dict] = []
         self.host_changes = host_changes
 
     def attempt(self, plan: Plan, started: str, outcome: AttemptOutcome, what: str) -> None:
@@ -392,7 +404,7 @@ class _History:
         changes = self.host_changes() if self.host_changes is not None else {}
         return JobStatus(**fields, earlier_launches=self.earlier, attempts=tuple(self.attempts),
                          excluded_hosts=tuple(changes.get("excluded_hosts", ())),
-                         spare_hosts=tuple(changes.get("spare_hosts", ())))
+                         spare_hosts=tuple(changes.get("spare_hosts", ())), stragglers=tuple(self.stragglers))
 
 
 def _next_plan(plan: Plan, lost: dict, replan: Optional[Replan]) -> tuple[Plan, str]:

@@ -87,6 +87,7 @@ class Config:
     ckpt_pre_trained: str = ""
     num_parallel_workers: int = 0  # data workers per rank; 0: one per thread of the rank (see train.py)
     log_every_steps: int = 1  # read the loss back (a host sync) and print it every N steps
+    timing_every_steps: int = 20  # a "timing:" line every N steps (data wait, step, device probe); 0: none
     eval_every_epochs: int = 0  # > 0: rank 0 evaluates every N epochs and at the end; keeps deeplab-best.ckpt
     train_eval_scale: float = 1.0  # the single scale of evaluation during training (no flip)
     fuse_allreduce: bool = True  # CPU data parallel: one all-reduce of all gradients per step (grad_fusion.py)
@@ -169,7 +170,7 @@ def _range_problems(cfg: Config) -> typing.Iterator[tuple[str, str]]:
             yield name, "must be > 0"
     for name in ("end_lr", "warmup_steps", "warmup_epochs", "weight_decay", "threads", "ignore_label",
                  "global_batch_size", "lr_reference_batch", "eval_every_epochs", "num_parallel_workers",
-                 "save_checkpoint_seconds"):
+                 "save_checkpoint_seconds", "timing_every_steps"):
         if getattr(cfg, name) < 0:
             yield name, "must be >= 0"
     if cfg.warmup_steps > 0 and cfg.warmup_epochs > 0:

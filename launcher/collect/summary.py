@@ -162,6 +162,19 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def straggler_records(job: JobRecord) -> list[dict[str, Any]]:
+    """job.json status.stragglers (launcher/run/stragglers.py), each field of a known type, the rest dropped."""
+    out = []
+    for entry in job.status.get("stragglers") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("rank"), int) or isinstance(entry.get("rank"), bool):
+            continue
+        numbers = {key: float(entry[key]) for key in ("step_s", "median_s", "ratio")
+                   if isinstance(entry.get(key), (int, float)) and not isinstance(entry.get(key), bool)}
+        texts = {key: str(entry[key])[:300] for key in ("host", "metric", "reason", "at") if entry.get(key) is not None}
+        out.append({"rank": entry["rank"], **texts, **numbers})
+    return out
+
+
 def hang_record(job: JobRecord) -> dict[str, Any] | None:
     """The launcher's hang watchdog record from job.json status.hang, in a known shape (or None).
 
@@ -311,6 +324,7 @@ def build_summary(
         "training_evaluation": training_evaluation(ranks),
         "first_failure": first_failure(job, ranks),
         "hang": hang,
+        "stragglers": straggler_records(job),
         "problems": [p.to_dict() for p in problems],
         "collection": collection,
         "files": len(entries),

@@ -48,6 +48,8 @@ class JobStatus:
     # Hosts lost ({host, reason, at, attempt}) and spares that took their place ({host, replaces, ...}).
     excluded_hosts: tuple[dict, ...] = ()
     spare_hosts: tuple[dict, ...] = ()
+    # Ranks named slow: {rank, host, metric, step_s, median_s, ratio, at, reason} (launcher/run/stragglers.py).
+    stragglers: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -153,6 +155,7 @@ def _status_document(plan: Plan, status: JobStatus) -> dict[str, Any]:
         "attempts": list(status.attempts),
         "excluded_hosts": list(status.excluded_hosts),
         "spare_hosts": list(status.spare_hosts),
+        "stragglers": list(status.stragglers),
     }
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from launcher.log_format import parse_epoch_time_line, parse_loss_line
+from launcher.log_format import parse_epoch_time_line, parse_loss_line, parse_timing_line
 
 EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks")
 # The agent says "alive" this often, so the controller can tell a host that stopped answering.
@@ -62,6 +62,6 @@ def progress_event(rank: int, line: str) -> Optional[dict]:
     if loss is not None:
         epoch, step, value = loss
         return {"rank": rank, "epoch": epoch, "step": step, "loss": value, "line": line}
-    if parse_epoch_time_line(line) is not None:
-        return {"rank": rank, "line": line}
+    if parse_epoch_time_line(line) is not None or parse_timing_line(line) is not None:
+        return {"rank": rank, "line": line}  # the timing lines name stragglers (launcher/run/stragglers.py)
     return None

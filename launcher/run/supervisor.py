@@ -23,6 +23,7 @@ from launcher.log_format import parse_loss_line, parse_saved_and_stopped
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
 from launcher.run.host_faults import lost_hosts
+from launcher.run.stragglers import StragglerDetector
 from launcher.run.watchdog import HangVerdict, Watchdog
 
 POLL_INTERVAL_S = 0.02
@@ -53,6 +54,7 @@ class AttemptOutcome:
     hang: Optional[HangReport] = None
     preempted: Optional[dict] = None  # the save-and-stop record (job.json status.preempted)
     lost_hosts: dict = field(default_factory=dict)  # host -> why: failures that were a host's (host_faults.py)
+    stragglers: tuple = ()  # ranks named slow (launcher/run/stragglers.py): job.json status.stragglers
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def run_attempt(
     restarts_left: int = 0,
     policy: AttemptPolicy = AttemptPolicy(),
     save_grace_s: float = 0.0,
+    on_straggler: Optional[Callable[[dict], None]] = None,
 ) -> AttemptOutcome:
     """Start ``groups`` and watch them until the attempt ends (``policy``); close every group.
 
@@ -135,8 +138,11 @@ def run_attempt(
     be a callable, read when the groups are closed (an agent learns it with the stop request).
     ``save_grace_s`` > 0: SIGTERM/SIGUSR1 first ask every rank to save a checkpoint and stop, and
     wait that long for them (a second signal, or the time running out, stops them as usual).
+    ``on_straggler(record)``: a rank was named slow (the controller's attempt only: an agent's
+    ranks are one host's, compared by the controller with every other host's).
     """
     interrupt = interrupt or Interrupt()
+    stragglers: Optional[StragglerDetector] = None
     total = sum(len(g.ranks) for g in groups)
     exits: dict[int, RankExit] = {}
     first: Optional[RankExit] = None
@@ -151,6 +157,8 @@ def run_attempt(
             group.start()
         if hang is not None and hang.enabled:
             watchdog = Watchdog.start(hang, [(r, g.rank_host(r)) for g in groups for r in g.ranks], time.monotonic())
+        stragglers = StragglerDetector({r: g.rank_host(r) for g in groups for r in g.ranks}) \
+            if on_straggler is not None else None
         saving: Optional[_Saving] = None
         while first is None and problem is None and hung is None:
             if interrupt.signal is not None:
@@ -178,6 +186,14 @@ def run_attempt(
                 break
             lines = [item for group in groups for item in group.new_log_lines()]
             now = time.monotonic()
+            if stragglers is not None and lines:
+                from launcher.job.job_json import utc_now
+
+                for rank, line in lines:
+                    for record in stragglers.feed(rank, line, utc_now()):
+                        if status is not None:
+                            status.mark(record["rank"], "SLOW")
+                        on_straggler(record)
             if saving is not None:
                 saving.steps.update((rank, step) for rank, line in lines
                                     if (step := parse_saved_and_stopped(line)) is not None)
@@ -207,6 +223,7 @@ def run_attempt(
             status.finish(groups)
 
     ordered = tuple(exits[k] for k in sorted(exits))
+    named = tuple(stragglers.named) if stragglers is not None else ()
     failure = None
     if first is not None and first_group is not None:
         failure = RankFailure(
@@ -225,14 +242,16 @@ def run_attempt(
                 ranks_by_host.setdefault(group.rank_host(rank), []).append(rank)
         lost = lost_hosts(groups, ordered, failure, ranks_by_host)
         if failure is not None:
-            return AttemptOutcome("failed", ordered, first_failure=failure, lost_hosts=lost)
+            return AttemptOutcome("failed", ordered, first_failure=failure, lost_hosts=lost, stragglers=named)
         if hung is not None:
-            return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung, lost_hosts=lost)
-        return AttemptOutcome("failed", ordered, helper_problem=problem, lost_hosts=lost)
+            return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung, lost_hosts=lost,
+                                  stragglers=named)
+        return AttemptOutcome("failed", ordered, helper_problem=problem, lost_hosts=lost, stragglers=named)
     if interrupt.signal is not None:
         return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal,
-                              preempted=saving.record(exits, total) if saving is not None else None)
-    return AttemptOutcome("succeeded", ordered)
+                              preempted=saving.record(exits, total) if saving is not None else None,
+                              stragglers=named)
+    return AttemptOutcome("succeeded", ordered, stragglers=named)
 
 
 def _disk_note(group: ProcessGroup, rank: int) -> Optional[str]:
