@@ -4,6 +4,7 @@ fake Ascend devices (rank-table start: real processes, no MindSpore), so they ta
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +48,15 @@ def test_a_job_that_restarted_shows_the_restart_in_its_timeline(tmp_path, hccn_c
     timeline_doc = outcome.summary["timeline"]
     assert timeline_doc["rows_are"] == "ranks" and timeline_doc["rows"] == 2
     (restart,) = [e for e in timeline_doc["events"] if e["kind"] == "restart"]
-    assert restart["row"] is None and restart["label"] == "1 restart before this attempt"
+    # job.json records every attempt (status.attempts): the restart is drawn when it happened, with its cause.
+    assert restart["row"] is None and restart["label"].startswith("restart 1: rank 1 on ")
+    assert "failed (exit code 4)" in restart["label"]
     status = json.loads((job_dir / "job.json").read_text())["status"]
-    last_start = min(r["started"] for r in status["ranks"])
-    assert restart["at_s"] == pytest.approx(_seconds_between(status["started"], last_start), abs=1e-3)
+    second_start = status["attempts"][1]["started"]
+    assert restart["at_s"] == pytest.approx(_seconds_between(status["started"], second_start), abs=1e-3)
     html = outcome.report.read_text()
     assert "<h2>Timeline</h2>" in html and 'alt="Timeline per rank"' in html
-    assert "records their number, not their times or causes" in html
+    assert "records their number, not their times or causes" not in html
 
 
 def _seconds_between(earlier: str, later: str) -> float:
@@ -78,7 +81,7 @@ def test_a_job_that_hung_and_restarted_shows_both_in_its_timeline(tmp_path, hccn
     stuck = [r for record in (*hang["earlier"], hang) for r in record["stuck_ranks"]]
     assert stuck and sorted(e["row"] for e in hung) == sorted(f"rank {r}" for r in stuck)
     restart = next(e for e in events if e["kind"] == "restart")
-    assert restart["label"] == "1 restart before this attempt (after a hang)"
+    assert restart["label"].startswith("restart 1: hung (no new step within")
     # Each attempt's hang: the first one before the restart, the last one after it.
     before = [e for e in hung if e["at_s"] < restart["at_s"]]
     after = [e for e in hung if e["at_s"] > restart["at_s"] + 3]
@@ -180,6 +183,8 @@ def test_odd_future_fields_are_drawn_or_dropped_never_raised():
 def test_predict_without_an_evaluation_says_why_none_could_be_run(tmp_path):
     # The job's args name no --data-root: nothing to evaluate on.
     job_dir = make_job(tmp_path / "jobs", [RankSpec(0, ckpts={"deeplab-step000004.ckpt": 64})])
+    for checkpoint in job_dir.glob("LOG0/**/*.ckpt"):  # written in 2023, long before this job
+        os.utime(checkpoint, (1_700_000_000, 1_700_000_000))
     outcome = collect(CollectRequest(job_dir=job_dir, results_root=tmp_path / "r1", hash_cache=None, predict=2))
     assert outcome.summary["predictions"]["note"] == ("Sample predictions left out: no evaluation ran, and the job's "
                                                       "arguments name no --config and --data-root to run one.")

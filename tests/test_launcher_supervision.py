@@ -81,8 +81,9 @@ def test_ctrl_c_or_sigterm_to_the_launcher_stops_every_rank(tmp_path, hccn_conf,
     job_dir = tmp_path / "job"
     baseline = descendant_pids()
     # --ignore-term: the ranks survive SIGTERM, so the SIGKILL after the grace period is exercised too.
-    proc = subprocess.Popen([*LAUNCH, "--job-dir", str(job_dir), "--entry", PAYLOAD, *ascend(hccn_conf, 2), "--",
-                             "--sleep", "120", "--ignore-term"],
+    # --grace 0: no "save and stop" first (tests/faults/test_preemption.py has that).
+    proc = subprocess.Popen([*LAUNCH, "--job-dir", str(job_dir), "--entry", PAYLOAD, *ascend(hccn_conf, 2),
+                             "--grace", "0", "--", "--sleep", "120", "--ignore-term"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         wait_for(lambda: all((job_dir / f"LOG{r}" / "record.json").exists() for r in range(2)))

@@ -139,10 +139,11 @@ class LaunchOptions:
                 if not re.fullmatch(r"[A-Za-z0-9_.:%-]+", self.master_addr):
                     raise ValueError(f"--master-addr {self.master_addr[:80]!r}: not a host name or IP address")
             for name, value, high in (("--status-interval", self.status_interval_s, 86400),
-                                      ("--heartbeat-timeout", self.heartbeat_timeout_s, 86400),
-                                      ("--ssh-timeout", self.ssh_timeout_s, 86400)):
+                                      ("--heartbeat-timeout", self.heartbeat_timeout_s, 86400)):
                 if not 0 < value <= high:  # NaN and inf fail this too
                     raise ValueError(f"{name} {value}: must be a number of seconds in (0, {high}]")
+            if not 0 < self.ssh_timeout_s <= 86400:
+                raise ValueError(f"--ssh-timeout {self.ssh_timeout_s}: must be a positive number of seconds")
             if not 0 <= self.grace_s <= 86400:
                 raise ValueError(f"--grace {self.grace_s}: must be a number of seconds in [0, 86400] (0: stop at once)")
             if not 0 <= self.rank_table_timeout_s <= 7 * 86400:

@@ -211,6 +211,12 @@ def run_attempt(
                 time.sleep(poll_interval)  # the interrupt's event stays set: waiting on it would spin
             elif hung is None:
                 interrupt.event.wait(poll_interval)
+        if saving is not None:
+            # The ranks that exited said which step they saved; read what they wrote since the last tick.
+            for group in groups:
+                for batch in group.remaining_log_lines():
+                    saving.steps.update((rank, step) for rank, line in batch
+                                        if (step := parse_saved_and_stopped(line)) is not None)
     finally:
         grace_s = grace() if callable(grace) else grace
         for group in groups:
