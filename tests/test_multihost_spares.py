@@ -123,3 +123,37 @@ def test_bad_spare_values_are_one_line(cluster, args, message):
                           text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
     assert not cluster["job_dir"].exists()
+
+
+def test_a_host_that_fails_pre_flight_is_replaced_by_a_spare_before_anything_starts(cluster):
+    from tests.fixtures.sshd import UNREACHABLE_ADDRESS
+
+    job_dir = cluster["job_dir"]
+    done = subprocess.run(launch_args(cluster, "--hosts", f"root@{UNREACHABLE_ADDRESS}", "--spare-hosts",
+                                      "root@127.0.0.3", "--platform", "CPU", "--ssh-timeout", "3", "--entry", PAYLOAD,
+                                      "--tee", "none", "--", "--steps", "2"),
+                          capture_output=True, text=True, timeout=180, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{UNREACHABLE_ADDRESS} failed pre-flight (ssh: " in done.stderr and "127.0.0.3 takes its place" in done.stderr
+    document = json.loads((job_dir / "job.json").read_text())
+    assert [h["name"] for h in document["hosts"]] == ["127.0.0.3"]
+    (excluded,) = document["status"]["excluded_hosts"]
+    assert excluded["host"] == UNREACHABLE_ADDRESS and excluded["reason"].startswith("pre-flight ssh:")
+
+
+def test_pre_flight_refuses_a_host_whose_job_dir_disk_is_nearly_full(cluster, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounts a tiny tmpfs (root)")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "launcher.cli", "--ssh-config", str(cluster["config"]),
+                               "--job-dir", str(small / "job"), "--hosts", "root@127.0.0.2", "--platform", "CPU",
+                               "--entry", PAYLOAD], capture_output=True, text=True, timeout=120, cwd=REPO,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 2, done.stderr
+        assert "disk" in done.stderr and "GiB needed" in done.stderr and "Traceback" not in done.stderr
+        assert not (small / "job").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -138,6 +138,29 @@ class SshBackend(Backend):
                                 scheduler_port=found.scheduler_port, gpu_ids=found.gpu_ids)
         return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
 
+    def _take_spares_for(self, failed: "dict[str, tuple[str, str]]") -> bool:
+        """Hosts that failed pre-flight (name -> (check, problem)) replaced by spares, in their places;
+        False (nothing changed) when there are not enough spares for all of them."""
+        from launcher.job.job_json import utc_now
+
+        by_name = {remote.name: name for name, remote in self.remote.items()}  # report names are RemoteHost names
+        gone = [by_name.get(host, host) for host in failed]
+        if not gone or len(gone) > len(self.spares):
+            return False
+        now = utc_now()
+        entries = list(self.entries)
+        for (host, (check, problem)), name in zip(failed.items(), gone):
+            index = next(i for i, entry in enumerate(entries) if entry.name == name)
+            spare = self.spares.pop(0)
+            self.excluded.append({"host": name, "reason": f"pre-flight {check}: {problem}", "at": now, "attempt": 0})
+            self.taken.append({"host": spare.name, "replaces": name, "at": now, "attempt": 0,
+                               "reason": f"in place of {name}"})
+            print(f"launch-train: {name} failed pre-flight ({check}: {problem}); {spare.name} takes its place",
+                  file=sys.stderr)
+            entries[index] = spare
+        self.entries = tuple(entries)
+        return True
+
     def host_changes(self) -> dict:
         """job.json status: the hosts this job lost, and the spares that took their place."""
         return {"excluded_hosts": list(self.excluded), "spare_hosts": list(self.taken)}
@@ -178,7 +201,10 @@ class SshBackend(Backend):
             try:
                 reports = run_preflight(resolved, self.ssh, request, hccn_conf_for=self.hccn_conf_path)
             except PreflightFailed as exc:
-                raise LaunchError(str(exc)) from None
+                failed = {report.host: report.failures[0] for report in exc.reports if report.failures}
+                if not self._take_spares_for(failed):
+                    raise LaunchError(str(exc)) from None
+                return self.prepare(options, check=check)  # the spares in their places, checked in turn
             self.reports = {host.host_name: report for host, report in zip(resolved, reports)}
         hosts = tuple(self._this_machine(entry) if entry.local else self._plan_host(entry) for entry in self.entries)
         texts = {}

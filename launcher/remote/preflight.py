@@ -4,11 +4,12 @@ One SSH session per host runs a small self-contained Python probe (the function
 ``probe`` below, shipped as source to ``--remote-python``) that checks, on that host:
 the interpreter and the imports the job needs (``launcher``, plus the package of ``--module``
 when one runs: ``deeplab`` by default; nothing more for ``--entry``); that the job dir can be created and
-written; the device count (CPU: usable cores, GPU: ``nvidia-smi``, Ascend: ``npu-smi``
+written, with 2 GiB free there; the device count (CPU: usable cores, GPU: ``nvidia-smi``, Ascend: ``npu-smi``
 or the ``address_N`` lines of hccn.conf); hccn.conf readable (Ascend, its text comes
 back for the rank table); ``mpirun`` on the first host and ``orted`` on the others
 (mpirun mode); and, on the first host of a dynamic job, that the scheduler port is free
-(port 0: the probe picks a free one). It also reports the host's usable cores and CPU
+(port 0: the probe picks a free one); on Ascend, where the tools exist, the NPUs' health
+(``npu-smi info``) and their links (``hccn_tool -i N -link -g``). It also reports the host's usable cores and CPU
 flags, which the plan uses for core binding and CPU tuning. Connection problems (refused,
 unknown host key, bad user/key, timeout) are failures of the ``ssh`` check.
 
@@ -32,6 +33,8 @@ from launcher.job.platforms import MAX_DEVICES_PER_HOST
 from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
+# Logs, rendered files and a few checkpoints of a big net (R101: ~0.7 GB each with optimizer state).
+MIN_FREE_BYTES = 2 << 30
 # What running the probe over an open connection raises when the connection or the command goes
 # wrong (invoke's CommandTimedOut is an invoke Failure); anything else is a bug, not a host problem.
 PROBE_TRANSPORT_ERRORS = (OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure)
@@ -50,6 +53,7 @@ class PreflightRequest:
     mpirun: bool = False  # mpirun mode: mpirun on the first host, Open MPI's orted on the others
     first_host: Optional[str] = None  # host_name of the job's first host (None: the first one checked)
     imports: tuple[str, ...] = ("launcher",)  # what the host's interpreter must import (the agent, the ranks' module)
+    min_free_bytes: int = MIN_FREE_BYTES  # free space the job dir's file system needs there
 
     def __post_init__(self) -> None:
         if not Path(self.job_dir).is_absolute():
@@ -135,6 +139,15 @@ def probe(request: dict) -> dict:
         checks["job_dir"] = [False, f"cannot create {job_dir}: {existing} is not writable"]
     else:
         checks["job_dir"] = [True, job_dir]
+    # Room for the logs and the checkpoints: a full disk mid-run kills the job at its next save.
+    try:
+        stats = os.statvfs(existing)
+        free = stats.f_bavail * stats.f_frsize
+        need = int(request.get("min_free_bytes") or 0)
+        checks["disk"] = [free >= need, f"{free / 2**30:.1f} GiB free in {existing}"
+                          + ("" if free >= need else f", {need / 2**30:.1f} GiB needed")]
+    except OSError as error:
+        checks["disk"] = [False, f"cannot stat {existing}: {error.strerror}"]
 
     port = request.get("scheduler_port")
     if port is not None:
@@ -201,6 +214,31 @@ def probe(request: dict) -> dict:
         else:
             checks["devices"] = [True, f"{count} found by {how}"]
     out["device_count"] = count
+
+    # Ascend: the NPUs' own health and their network links, where the tools are installed.
+    def run_text(command: list) -> "str | None":
+        if shutil.which(command[0]) is None:
+            return None
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    if platform == "Ascend":
+        table = run_text(["npu-smi", "info"])
+        if table is not None:
+            bad = [line.strip() for line in table.splitlines()
+                   if any(word in line for word in ("Critical", "Alarm", "Warning")) and "|" in line]
+            checks["npu_health"] = [not bad, bad[0][:160] if bad else "every NPU OK (npu-smi info)"]
+        if shutil.which("hccn_tool") is not None and isinstance(count, int):
+            down = []
+            for device in range(min(count, 64)):
+                text = run_text(["hccn_tool", "-i", str(device), "-link", "-g"])
+                if text is not None and "DOWN" in text.upper():
+                    down.append(str(device))
+            checks["npu_links"] = [not down, f"link DOWN on device(s) {','.join(down)}" if down
+                                   else "every device's link UP (hccn_tool -link -g)"]
     return out
 
 
@@ -263,6 +301,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
             "imports": list(request.imports),
             "scheduler_port": request.scheduler_port if first else None,
             "commands": (["mpirun"] if first else ["orted"]) if request.mpirun else [],
+            "min_free_bytes": request.min_free_bytes,
             "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
             if request.platform == "Ascend" and request.hccn_conf else None,
         }
