@@ -18,11 +18,6 @@ PAYLOAD = str(REPO / "tests" / "payloads" / "rank_behaviour.py")
 LAUNCH = [sys.executable, "-m", "launcher.cli"]
 
 
-@pytest.fixture()
-def hccn_conf(tmp_path: Path) -> Path:
-    path = tmp_path / "hccn.conf"
-    path.write_text("".join(f"address_{d}=192.168.30.{d + 1}\n" for d in range(8)))
-    return path
 
 
 def ascend(hccn_conf: Path, devices: int) -> list[str]:

@@ -41,21 +41,21 @@ def seconds(text: str, what: str, low: float, high: float) -> float:
     return value
 
 
-def whole_number_arg(flag: str, low: int = 0, high: int = 10**_MOST_DIGITS - 1) -> Callable[[str], int]:
-    """An argparse ``type=`` for whole_number (argparse names the flag itself)."""
-    def parse(text: str) -> int:
+def _argparse_type(check: Callable, flag: str, *bounds) -> Callable[[str], object]:
+    """``check(text, flag, *bounds)`` as an argparse ``type=`` (argparse names the flag itself)."""
+    def parse(text: str):
         try:
-            return whole_number(text, flag, low, high)
+            return check(text, flag, *bounds)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
     return parse
+
+
+def whole_number_arg(flag: str, low: int = 0, high: int = 10**_MOST_DIGITS - 1) -> Callable[[str], int]:
+    """An argparse ``type=`` for whole_number."""
+    return _argparse_type(whole_number, flag, low, high)
 
 
 def seconds_arg(flag: str, low: float, high: float) -> Callable[[str], float]:
     """An argparse ``type=`` for seconds."""
-    def parse(text: str) -> float:
-        try:
-            return seconds(text, flag, low, high)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
-    return parse
+    return _argparse_type(seconds, flag, low, high)

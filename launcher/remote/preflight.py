@@ -174,16 +174,19 @@ def probe(request: dict) -> dict:
         except OSError as error:
             checks["hccn_conf"] = [False, f"cannot read {hccn_path}: {error.strerror}"]
 
-    def count_lines(command: list, marker: str) -> "int | None":
+    def run_text(command: list) -> "str | None":
+        """A tool's output, or None when it is missing, fails or takes too long."""
         if shutil.which(command[0]) is None:
             return None
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=20)
         except (OSError, subprocess.SubprocessError):
             return None
-        if done.returncode != 0:
-            return None
-        return sum(1 for line in done.stdout.splitlines() if marker in line)
+        return done.stdout if done.returncode == 0 else None
+
+    def count_lines(command: list, marker: str) -> "int | None":
+        text = run_text(command)
+        return None if text is None else sum(1 for line in text.splitlines() if marker in line)
 
     out["cpus"] = sorted(os.sched_getaffinity(0))
     try:
@@ -216,15 +219,6 @@ def probe(request: dict) -> dict:
     out["device_count"] = count
 
     # Ascend: the NPUs' own health and their network links, where the tools are installed.
-    def run_text(command: list) -> "str | None":
-        if shutil.which(command[0]) is None:
-            return None
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
     if platform == "Ascend":
         table = run_text(["npu-smi", "info"])
         if table is not None:

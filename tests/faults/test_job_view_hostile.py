@@ -76,22 +76,15 @@ def test_stack_dumps_a_process_the_job_started(tmp_path, started):
     assert "<module> (<string>:1)" in (job_dir / "LOG0" / "stack.txt").read_text()
 
 
-def test_stack_ignores_a_process_that_only_carries_the_jobs_variables(tmp_path, started):
+@pytest.mark.parametrize("from_job_script, user", [
+    (False, None),  # a process that only carries the job's variables
+    pytest.param(True, NOBODY, marks=pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another user's process)")),
+], ids=["only-the-jobs-variables", "another-users-process"])
+def test_stack_never_touches_a_process_the_job_did_not_start(tmp_path, started, from_job_script, user):
     job_dir = tmp_path / "job"
     write_job(job_dir)
     (job_dir / "LOG0").mkdir()
-    started.append(start_rank_like(job_dir, from_job_script=False))
-    done = stack(job_dir)
-    assert done.returncode == 1 and "no stack" in done.stdout, done.stdout + done.stderr
-    assert not (job_dir / "LOG0" / "stack.txt").exists()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another user's process)")
-def test_stack_as_root_never_touches_another_users_process(tmp_path, started):
-    job_dir = tmp_path / "job"
-    write_job(job_dir)
-    (job_dir / "LOG0").mkdir()
-    started.append(start_rank_like(job_dir, user=NOBODY))
+    started.append(start_rank_like(job_dir, from_job_script=from_job_script, user=user))
     done = stack(job_dir)
     assert done.returncode == 1 and "no stack" in done.stdout, done.stdout + done.stderr
     assert not (job_dir / "LOG0" / "stack.txt").exists()
