@@ -134,7 +134,7 @@ def test_a_host_that_fails_pre_flight_is_replaced_by_a_spare_before_anything_sta
                                       "--tee", "none", "--", "--steps", "2"),
                           capture_output=True, text=True, timeout=180, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{UNREACHABLE_ADDRESS} failed pre-flight (ssh: " in done.stderr and "127.0.0.3 takes its place" in done.stderr
+    assert f"{UNREACHABLE_ADDRESS} failed pre-flight ssh: " in done.stderr and "127.0.0.3 takes its place" in done.stderr
     document = json.loads((job_dir / "job.json").read_text())
     assert [h["name"] for h in document["hosts"]] == ["127.0.0.3"]
     (excluded,) = document["status"]["excluded_hosts"]

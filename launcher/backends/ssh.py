@@ -61,15 +61,15 @@ class SshBackend(Backend):
     min_hosts: Optional[int] = None
 
     def __post_init__(self) -> None:
+        from launcher.backends.host_pool import HostPool
+
         self.remote: "dict[str, RemoteHost]" = {}  # by plan host name
         self.reports: "dict[str, HostReport]" = {}
         # The planned hosts run the job; spares wait to take the place of a lost one (replan).
-        self.spares: list[HostEntry] = [entry for entry in self.entries if entry.spare]
-        self.entries = tuple(entry for entry in self.entries if not entry.spare)
-        if self.min_hosts is not None and self.min_hosts > len(self.entries):
-            raise LaunchError(f"--min-hosts {self.min_hosts}: the job has only {len(self.entries)} host(s)")
-        self.excluded: list[dict] = []  # hosts this job lost: {host, reason, at, attempt}
-        self.taken: list[dict] = []  # spares that took a lost host's place: {host, replaces, at, attempt}
+        self.pool = HostPool([entry for entry in self.entries if not entry.spare],
+                             [entry for entry in self.entries if entry.spare], lambda entry: entry.name,
+                             self.min_hosts)
+        self.entries = tuple(self.pool.planned)
         self._settled: Optional[LaunchOptions] = None
 
     @classmethod
@@ -99,38 +99,14 @@ class SshBackend(Backend):
         return Discovered(settled, self.prepare(settled, check=check))
 
     def replan(self, spec, lost: "dict[str, str]", attempt: int):
-        """The next attempt's JobSpec without the hosts in ``lost`` (host name -> why): each one's place taken
-        by a spare, in its rank position, else (--min-hosts) the job goes on with the hosts left.
-
-        None when no planned host was lost (restart on the same hosts); LaunchError when the job
-        cannot go on (no spare left and fewer hosts than --min-hosts, or no --min-hosts).
-        """
+        """The next attempt's JobSpec without the hosts in ``lost`` (host name -> why), by HostPool's rule
+        (launcher/backends/host_pool.py): None when no planned host was lost (restart on the same hosts)."""
         from launcher.job.job_json import utc_now
         from launcher.job.resolve import resolve_spec
 
-        gone = [entry for entry in self.entries if entry.name in lost]
-        if not gone or self._settled is None:
+        if self._settled is None or not self.pool.replace(lost, attempt, utc_now()):
             return None
-        now = utc_now()
-        hosts: list[Optional[HostEntry]] = list(self.entries)
-        for index, entry in enumerate(hosts):
-            if entry is None or entry.name not in lost:
-                continue
-            self.excluded.append({"host": entry.name, "reason": lost[entry.name], "at": now, "attempt": attempt})
-            if self.spares:
-                spare = self.spares.pop(0)
-                hosts[index] = spare
-                self.taken.append({"host": spare.name, "replaces": entry.name, "at": now, "attempt": attempt + 1,
-                                   "reason": f"in place of {entry.name}"})
-            else:
-                hosts[index] = None
-        left = [entry for entry in hosts if entry is not None]
-        if len(left) < len(self.entries) and (self.min_hosts is None or len(left) < self.min_hosts):
-            names = ", ".join(entry.name for entry in gone)
-            floor = (f"--min-hosts {self.min_hosts} needs more" if self.min_hosts is not None
-                     else "give --spare-hosts, or --min-hosts to go on with fewer hosts")
-            raise LaunchError(f"lost {names}; no spare host left and {len(left)} host(s) remain ({floor})")
-        self.entries = tuple(left)
+        self.entries = tuple(self.pool.planned)
         settled = dataclasses.replace(self._settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
                                       first_attempt=attempt + 1)
         found = self.prepare(settled, check=True)
@@ -139,31 +115,23 @@ class SshBackend(Backend):
         return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
 
     def _take_spares_for(self, failed: "dict[str, tuple[str, str]]") -> bool:
-        """Hosts that failed pre-flight (name -> (check, problem)) replaced by spares, in their places;
-        False (nothing changed) when there are not enough spares for all of them."""
+        """Hosts that failed pre-flight (report name -> (check, problem)) replaced by spares, in their
+        places; False (nothing changed) when there are not enough spares for all of them."""
         from launcher.job.job_json import utc_now
 
         by_name = {remote.name: name for name, remote in self.remote.items()}  # report names are RemoteHost names
-        gone = [by_name.get(host, host) for host in failed]
-        if not gone or len(gone) > len(self.spares):
+        lost = {by_name.get(host, host): f"pre-flight {check}: {problem}" for host, (check, problem) in failed.items()}
+        if not lost or len(lost) > len(self.pool.spares):
             return False
-        now = utc_now()
-        entries = list(self.entries)
-        for (host, (check, problem)), name in zip(failed.items(), gone):
-            index = next(i for i, entry in enumerate(entries) if entry.name == name)
-            spare = self.spares.pop(0)
-            self.excluded.append({"host": name, "reason": f"pre-flight {check}: {problem}", "at": now, "attempt": 0})
-            self.taken.append({"host": spare.name, "replaces": name, "at": now, "attempt": 0,
-                               "reason": f"in place of {name}"})
-            print(f"launch-train: {name} failed pre-flight ({check}: {problem}); {spare.name} takes its place",
-                  file=sys.stderr)
-            entries[index] = spare
-        self.entries = tuple(entries)
+        self.pool.replace(lost, 0, utc_now())
+        for taken in self.pool.taken[-len(lost):]:
+            print(f"launch-train: {taken['replaces']} failed {lost[taken['replaces']]}; "
+                  f"{taken['host']} takes its place", file=sys.stderr)
+        self.entries = tuple(self.pool.planned)
         return True
 
     def host_changes(self) -> dict:
-        """job.json status: the hosts this job lost, and the spares that took their place."""
-        return {"excluded_hosts": list(self.excluded), "spare_hosts": list(self.taken)}
+        return self.pool.changes()
 
     def prepare(self, options: LaunchOptions, *, check: bool = True) -> PreparedHosts:
         """Resolve the remote hosts (ssh config) and pre-flight them; ``options`` has platform and mode settled.
