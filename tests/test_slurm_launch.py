@@ -220,3 +220,42 @@ def test_a_job_dir_node_two_cannot_see_is_refused_before_anything_starts(slurm_j
     assert last == (f"launch-train: error: --job-dir {job_dir}: not visible on node n2; under Slurm the job dir "
                     "must be on a file system every node sees (e.g. your home or a shared scratch)")
     assert not job_dir.exists() and not list(cluster.n1_only.iterdir())  # marker removed, nothing written
+
+
+def test_a_failed_node_is_replaced_by_a_spare_node_of_the_allocation(slurm_job):
+    """salloc --no-kill keeps the allocation when a node fails; n2 is the spare. n1 is set DOWN mid-run
+    (what slurmctld does to a node that died): srun says "Node failure on n1", the launcher excludes it
+    and the next attempt runs on n2."""
+    cluster, job_dir = slurm_job
+    proc = subprocess.Popen(["salloc", "-N2", "--no-kill", "--ntasks-per-node=1", LAUNCH_TRAIN, "--platform", "CPU",
+                             "--entry", PAYLOAD, "--job-dir", str(job_dir), "--spare-hosts", "n2", "--max-restarts",
+                             "1", "--tee", "none", "--", "--steps", "40", "--step-time", "0.1"],
+                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        log = job_dir / "LOG0" / "log.txt"
+        deadline = time.monotonic() + 120
+        while not (log.exists() and "step: 3," in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        cluster.run("scontrol", "update", "NodeName=n1", "State=DOWN", "Reason=launch-train-test")
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cluster.run("scontrol", "update", "NodeName=n1", "State=RESUME", check=False)
+    assert proc.returncode == 0, err[-3000:]
+    job = json.loads((job_dir / "job.json").read_text())
+    assert [h["name"] for h in job["hosts"]] == ["n2"] and job["status"]["restarts"] == 1
+    (excluded,) = job["status"]["excluded_hosts"]
+    assert excluded["host"] == "n1" and "n1" in excluded["reason"]
+    assert job["status"]["spare_hosts"][0]["host"] == "n2"
+    assert records(job_dir, 1)[0]["env"]["SLURMD_NODENAME"] == "n2"
+
+
+def test_spare_nodes_must_be_nodes_of_the_allocation(slurm_job):
+    cluster, job_dir = slurm_job
+    done = salloc(cluster, 1, "--platform", "CPU", "--entry", PAYLOAD, "--job-dir", str(job_dir), "--spare-hosts", "n9")
+    assert done.returncode == 2 and "--spare-hosts n9: not a node of Slurm job" in done.stderr, done.stderr
+    assert not job_dir.exists()

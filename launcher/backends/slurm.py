@@ -51,6 +51,9 @@ class SlurmBackend(Backend):
         self.environ = dict(os.environ if environ is None else environ)
         self.python = python
         self.probes: dict[str, NodeProbe] = {}
+        self.pool = None  # HostPool of node names: the planned nodes and the spares (settle)
+        self._settled = None
+        self._hccn: Optional[str] = None
         self._probe: Optional[ProbeRun] = None
         self._probe_key: Optional[tuple] = None
 
@@ -121,6 +124,7 @@ class SlurmBackend(Backend):
         if options.hostfile:
             raise LaunchError("--hostfile: under --launcher slurm the hosts are the allocation's nodes "
                               "(use --launcher ssh to list hosts yourself)")
+        self.pool = self._node_pool(options)
         platform = options.platform or self._platform_from_gres()
         settled = settle_platform(dataclasses.replace(options, platform=platform))
         # Slurm places and binds the tasks (its task plugin, --cpu-bind): a taskset inside a task could
@@ -147,10 +151,68 @@ class SlurmBackend(Backend):
         if options.platform == "GPU":
             # The launcher may run on a login node without GPUs: the nodes' GPUs are what Slurm allocated.
             gpu_ids = tuple(range(self.allocation.devices_per_node("GPU") or options.devices or 1))
-        port = None
-        if options.mode == "dynamic" and self.probes:
-            port = self.probes[self.allocation.first.name].free_port
-        return PreparedHosts(self._hosts(), self._hccn_texts(hccn), port, gpu_ids)
+        self._settled, self._hccn = options, hccn
+        return PreparedHosts(self._hosts(), self._hccn_texts(hccn), self._free_port(options), gpu_ids)
+
+    def _node_pool(self, options):
+        """--spare-hosts under Slurm names nodes of the allocation kept aside; the others run the job."""
+        from launcher.backends.host_pool import HostPool
+
+        names = list(self.allocation.node_names)
+        spares = [name.strip() for name in (options.spare_hosts or "").split(",") if name.strip()]
+        unknown = [name for name in spares if name not in names]
+        if unknown:
+            raise LaunchError(f"--spare-hosts {','.join(unknown)}: not a node of Slurm job {self.allocation.job_id} "
+                              f"(its nodes: {','.join(names)})")
+        planned = [name for name in names if name not in spares]
+        if not planned:
+            raise LaunchError("--spare-hosts: every node of the allocation is a spare; none would run the job")
+        return HostPool(planned, spares, lambda name: name, options.min_hosts)
+
+    def _free_port(self, options) -> Optional[int]:
+        if options.mode != "dynamic" or not self.probes:
+            return None
+        first = self.pool.planned[0] if self.pool is not None else self.allocation.first.name
+        return self.probes[first].free_port
+
+    def replan(self, spec, lost: "dict[str, str]", attempt: int):
+        """Without the nodes Slurm failed (srun's "Node failure on N", or a node now DOWN/DRAIN/FAIL/NOT
+        RESPONDING): a spare node in each one's place, else fewer nodes (--min-hosts). The nodes were all
+        probed at start, spares too: nothing to look at again. None: restart on the same nodes."""
+        from launcher.job.job_json import utc_now
+        from launcher.job.resolve import resolve_spec
+
+        if self.pool is None or self._settled is None:
+            return None
+        lost = {**self._unavailable(self.pool.planned), **lost}
+        if not self.pool.replace(lost, attempt, utc_now()):
+            return None
+        settled = dataclasses.replace(self._settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
+                                      first_attempt=attempt + 1)
+        gpu_ids = spec.devices if settled.platform == "GPU" else None
+        new_spec = resolve_spec(settled, hosts=self._hosts(), hccn_texts=self._hccn_texts(self._hccn),
+                                scheduler_port=self._free_port(settled), gpu_ids=gpu_ids)
+        return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
+
+    def host_changes(self) -> dict:
+        return self.pool.changes() if self.pool is not None else {}
+
+    def _unavailable(self, names) -> "dict[str, str]":
+        """Planned nodes Slurm now calls unusable: name -> their state (one scontrol call; none when it fails)."""
+        from launcher.cluster.slurm_query import SlurmQueryError, run_client
+
+        try:
+            text = run_client(["scontrol", "show", "node", "-o", ",".join(names)], self.environ)
+        except SlurmQueryError:
+            return {}
+        bad = {}
+        for line in text.splitlines():
+            fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+            state = fields.get("State", "")
+            if fields.get("NodeName") in names and any(flag in state for flag in
+                                                       ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING")):
+                bad[fields["NodeName"]] = f"Slurm node state {state}"
+        return bad
 
     def _hccn_texts(self, hccn: Optional[str]) -> dict:
         """Each node's hccn.conf as the probe read it there: node name -> (where, text)."""
@@ -180,10 +242,13 @@ class SlurmBackend(Backend):
         return self.allocation.devices_per_node(platform) if platform != "CPU" else None
 
     def _hosts(self) -> tuple[Host, ...]:
-        """The nodes in allocation order, reached by their NodeAddr (never "local": ranks start through srun)."""
+        """The planned nodes in rank order (allocation order, a spare where a node was lost), reached by their
+        NodeAddr (never "local": ranks start through srun)."""
         out = []
         cpus = self.allocation.cpus_per_node or (0,) * len(self.allocation.nodes)
-        for node, allocated in zip(self.allocation.nodes, cpus):
+        by_name = {node.name: (node, allocated) for node, allocated in zip(self.allocation.nodes, cpus)}
+        planned = self.pool.planned if self.pool is not None else list(by_name)
+        for node, allocated in (by_name[name] for name in planned):
             probe = self.probes.get(node.name)
             try:
                 # cpus: as many as Slurm allocated there (ids only count them: binding is Slurm's).

@@ -248,9 +248,9 @@ class RemoteHostGroup(ProcessGroup):
                                    str(item.get("state") or "?"), item.get("waiting_in"), item.get("stack"))
         return looks
 
-    def _host_lost(self) -> Optional[str]:
+    def _lost_hosts(self) -> "dict[str, str]":
         self._pump()
-        return self._lost
+        return {self.host: self._lost} if self._lost else {}
 
     def _ask_to_save(self) -> bool:
         """The agent passes "save and stop" to its ranks (its own group's save_and_stop)."""

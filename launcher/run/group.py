@@ -120,9 +120,10 @@ class ProcessGroup(ABC):
         """Where the rank's log is, as the user should look for it (host:path for remote hosts)."""
         return self._where(rank)
 
-    def host_lost(self) -> Optional[str]:
-        """Why this group's host is gone (its agent lost, unreachable), else None (launcher/run/host_faults.py)."""
-        return self._host_lost()
+    def lost_hosts(self) -> "dict[str, str]":
+        """The hosts of this group that are gone (an agent lost, a node failed): name -> why
+        (launcher/run/host_faults.py)."""
+        return self._lost_hosts()
 
     def save_and_stop(self) -> bool:
         """Ask every running rank to save a checkpoint and stop (SIGUSR1, launch-train's preemption
@@ -206,9 +207,9 @@ class ProcessGroup(ABC):
         """Default: a group whose ranks cannot be signalled one by one (one mpirun/srun) stops as usual."""
         return False
 
-    def _host_lost(self) -> Optional[str]:
+    def _lost_hosts(self) -> "dict[str, str]":
         """Default: the group runs here; this machine is never "lost" to itself."""
-        return None
+        return {}
 
     def _helpers_done(self) -> bool:
         return True

@@ -1,8 +1,8 @@
 """Which failures are a host's: the attempt's lost hosts, for excluding them and taking a spare.
 
 A failure is the host's (not the program's) when
-  * its agent is lost: the SSH connection closed, its heartbeats stopped, it could not be started
-    (the group says so: ``ProcessGroup.host_lost()``);
+  * its agent is lost: the SSH connection closed, its heartbeats stopped, it could not be started;
+    or Slurm failed the node under the job's step (the group says so: ``ProcessGroup.lost_hosts()``);
   * every rank on it was killed by a signal, not by the launcher, while the job ran (a node that
     rebooted, an OOM killer emptying the machine) -- for hosts with two ranks or more, since one
     killed rank alone says nothing about its host;
@@ -32,9 +32,8 @@ def lost_hosts(groups: Sequence, exits: Sequence[RankExit], first_failure: Optio
     """host name -> why it is counted as lost, for every host this attempt lost."""
     lost: dict[str, str] = {}
     for group in groups:
-        reason = group.host_lost()
-        if reason:
-            lost.setdefault(group.host, reason)
+        for host, reason in group.lost_hosts().items():
+            lost.setdefault(host, reason)
     killed: dict[str, list[RankExit]] = defaultdict(list)
     for exit_ in exits:
         if exit_.signal is not None and not exit_.stopped_by_launcher:

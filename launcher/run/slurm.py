@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import time
@@ -80,6 +81,10 @@ def _term_with_launcher() -> None:
         pass
 
 
+# What srun prints when Slurm fails a node under a step (a node that died or was set DOWN).
+NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+
+
 class SlurmStepGroup(OneCommandGroup):
     """All ranks of the plan, on every node of the allocation, as one supervised srun step."""
 
@@ -109,7 +114,25 @@ class SlurmStepGroup(OneCommandGroup):
             except FileNotFoundError:
                 raise OSError(f"{argv[0]}: not found (is this a Slurm client host?)") from None
 
+    def _lost_hosts(self) -> "dict[str, str]":
+        """Nodes srun said failed under this attempt's steps (its log is appended to on restarts)."""
+        from launcher.run.logs import tail_lines
+
+        lost = {}
+        for log in (self.job_dir / self.output, self.job_dir / SCHEDULER_SRUN_LOG):
+            this_attempt = tail_lines(log, 200).rsplit("==== launch-train: attempt", 1)[-1]
+            for match in NODE_FAILURE.finditer(this_attempt):
+                node = match.group(1).rstrip(".,;")
+                if node in {entry.host.name for entry in self.plan.hosts}:
+                    lost[node] = f"Slurm failed the node under the step ({match.group(0)})"
+        return lost
+
     def _launch(self) -> None:
+        mark = f"==== launch-train: attempt {self.plan.attempt} ====\n"
+        for log in (self.job_dir / self.output, self.job_dir / SCHEDULER_SRUN_LOG):
+            if log.exists():  # an earlier attempt's node failures are not this one's
+                with open(log, "a") as out:
+                    out.write(mark)
         for item in self._files:
             target = self.job_dir / item.path
             target.write_text(item.text)
