@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence, TextIO
 
 from launcher.job.plan import Plan
-from launcher.log_format import parse_epoch_time_line, parse_loss_line
+from launcher.log_format import parse_epoch_time_line, parse_loss_line, parse_timing_line
 from launcher.run.group import ProcessGroup
 
 _CLEAR_LINE = "\x1b[2K"
 # MindSpore's own C++ log records ("[WARNING] DISTRIBUTED(123,7f..,python):..."): dozens per
-# start-up, so the console copy (--tee) leaves them out; log.txt keeps everything, errors are shown.
+# start-up, so the console copy (--tee) leaves them out, and the ranks' timing lines; log.txt keeps
+# everything, errors are shown.
 _MINDSPORE_CHATTER = re.compile(r"^\[(DEBUG|INFO|WARNING)\] [A-Z_]+\(\d+,")
 _UP = "\x1b[{}A"
 
@@ -105,7 +106,9 @@ class LiveStatus:
         teed: list[str] = []
         for rank, line in lines:
             self.progress[rank] = update_progress(self.progress[rank], line, now)
-            if rank in self.tee and not _MINDSPORE_CHATTER.match(line):
+            # The ranks' "timing:" lines are for the straggler detector (launcher/run/stragglers.py), not
+            # for the person: log.txt keeps them.
+            if rank in self.tee and not _MINDSPORE_CHATTER.match(line) and parse_timing_line(line) is None:
                 teed.append(f"[{self.host_of[rank]}:{rank}] {line}")
         if teed:
             self._erase()

@@ -48,11 +48,12 @@ def test_progress_comes_from_step_lines_and_per_step_time():
     assert abs(p.seconds_per_step - 0.107378) < 1e-9 and p.lines == 3
 
 
-def test_tee_prefixes_host_and_rank_and_drops_mindspore_chatter():
+def test_tee_prefixes_host_and_rank_and_drops_mindspore_chatter_and_timing_lines():
     out, status = io.StringIO(), io.StringIO()
     live = LiveStatus(plan(), tee=[1], out=out, status_out=status, is_tty=False, plain_interval=3600)
     live.tick([ScriptedGroup([(0, "rank zero"), (1, "[WARNING] DISTRIBUTED(1,7f,python):x"),
-                              (1, "[ERROR] ME(1,7f,python):broken"), (1, "epoch: 1 step: 2, loss is 0.5")])])
+                              (1, "[ERROR] ME(1,7f,python):broken"), (1, "epoch: 1 step: 2, loss is 0.5"),
+                              (1, "timing: steps 1-20, data wait 0.0010 s, step 0.1000 s, device probe 0.0200 s")])])
     assert out.getvalue().splitlines() == ["[h:1] [ERROR] ME(1,7f,python):broken", "[h:1] epoch: 1 step: 2, loss is 0.5"]
     assert status.getvalue() == ""  # not a TTY: plain blocks only every plain_interval
     live.finish([ScriptedGroup([])])
