@@ -71,7 +71,8 @@ class SshBackend(Backend):
         try:
             ssh = SshOptions(config_file=options.ssh_config, key_file=options.ssh_key, timeout_s=options.ssh_timeout_s,
                              known_hosts=options.ssh_known_hosts,
-                             accept_unknown_host_keys=options.ssh_accept_unknown_host_keys)
+                             accept_unknown_host_keys=options.ssh_accept_unknown_host_keys,
+                             parallel=options.ssh_parallel)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
         return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s)

@@ -21,17 +21,16 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import paramiko
 
+from launcher.remote.host_slice import PushedFile, files_for_host, ranks_by_host
 from launcher.remote.protocol import decode_event
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp, run_on_each
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
-    from launcher.job.render import RenderedFile
 
 # What reading from or writing to an SSH channel raises when the connection goes away.
 TRANSPORT_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException)
@@ -41,24 +40,13 @@ DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
 
 
-@dataclass(frozen=True)
-class PushedFile:
-    """A file for the host's copy of the job dir; ``path`` relative to the job dir."""
-
-    path: str
-    text: str
-    executable: bool = False
-
-    def __post_init__(self) -> None:
-        if posixpath.isabs(self.path) or ".." in self.path.split("/"):
-            raise ValueError(f"pushed file {self.path}: must stay inside the job directory")
-
-
 def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> str:
+                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None) -> str:
     """The shell command that runs the agent on the host (every word quoted)."""
     words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
              "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+    if job_file is not None:
+        words += ["--job-file", job_file]
     if forward_ranks:
         words += ["--forward-lines", ",".join(str(rank) for rank in sorted(forward_ranks))]
     for key, value in sorted((env or {}).items()):
@@ -72,18 +60,21 @@ class AgentSession:
 
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
-                 agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> None:
+                 agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
+                 connect: Callable = connection) -> None:
+        """``connect(host, options, config)``: an unopened fabric-like Connection (a simulated one in bench/scale.py)."""
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
         self.plan_host = plan_host or host.host_name  # the host's name in job.json
         self.agent_env = dict(agent_env or {})
         self.forward_ranks = tuple(forward_ranks)
+        self.job_file = job_file  # the host's job document (launcher.remote.host_slice), None: job.json
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
         self.heartbeat_s = heartbeat_s
-        self.connection = connection(host, options, config)
+        self.connection = connect(host, options, config)
         self.channel = None
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.stderr_tail = ""
@@ -143,7 +134,7 @@ class AgentSession:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
-                                                 self.agent_env, self.forward_ranks))
+                                                 self.agent_env, self.forward_ranks, self.job_file))
         # A write that cannot go out for this long means the host stopped reading.
         self.channel.settimeout(max(1.0, heartbeat_timeout_s))
         for target in (self._read_events, self._read_stderr, self._send_heartbeats, self._send_lines):
@@ -252,35 +243,27 @@ def _lines_until_transport_ends(stream) -> Iterator[str]:
         return
 
 
-def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, job_json: str) -> list[PushedFile]:
-    """What ``host`` needs of the job dir: its ranks' scripts, the scheduler's if it runs there,
-    the shared files (rank table, hostfile), and job.json last-but-not-least (the agent reads it)."""
-    ranks = plan.ranks if (plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host) else plan.ranks_on(host)
-    own = {rank.log_dir for rank in ranks}
-    if plan.scheduler is not None and plan.scheduler.host == host:
-        own.add(plan.scheduler.log_dir)
-    files = []
-    for item in rendered:
-        top = item.path.split("/", 1)[0]
-        if "/" not in item.path or top in own:
-            files.append(PushedFile(item.path, item.text, item.executable))
-    files.append(PushedFile("job.json", job_json))
-    return files
+def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, connect: Callable = connection) -> None:
+    """Copy each host's part of the job dir to it, ``options.parallel`` hosts at a time (hosts whose
+    ranks someone else starts: mpirun's). OSError with one line for the first host that failed."""
+    by_host = ranks_by_host(plan)
+    index_of = {entry.host.name: index for index, entry in enumerate(plan.hosts)}
 
-
-def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, job_json: str) -> None:
-    """Copy each host's part of the job dir to it (hosts whose ranks someone else starts: mpirun)."""
-    from launcher.job.render import render_job
-
-    rendered = render_job(plan)
-    for remote in hosts:
-        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name)
+    def push_one(remote: RemoteHost) -> None:
+        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name, connect=connect)
         try:
             session.open()
-            session.push(files_for_host(plan, rendered, remote.host_name, job_json))
+            session.push(files_for_host(plan, remote.host_name, index_of[remote.host_name],
+                                        by_host.get(remote.host_name, ()), with_job_document=False))
         except OSError:
             raise
         except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {remote.host_name}:{plan.spec.job_dir}: {error}") from None
         finally:
             session.connection.close()
+
+    outcome = run_on_each(list(hosts), push_one, key=lambda remote: remote.host_name, parallel=options.parallel)
+    for remote in hosts:
+        error = outcome.failed.get(remote.host_name)
+        if error is not None:
+            raise error if isinstance(error, OSError) else OSError(f"{remote.host_name}: {error}")
