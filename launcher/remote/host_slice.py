@@ -83,6 +83,9 @@ def host_job_document(plan: "Plan", host: str, ranks: Sequence["Rank"]) -> dict:
     document = job_document(sliced)
     if sliced.host_slice is not None:
         document["host_slice"] = {"host": host, "job_rank_size": plan.rank_size}
+        # What only the controller reads: launch-train's argv (for --resume; --hosts alone grows with
+        # the host count) and the status it keeps.
+        del document["argv"], document["status"]
     return document
 
 
