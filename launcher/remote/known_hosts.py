@@ -37,6 +37,9 @@ class KnownHosts(paramiko.HostKeys):
     def __init__(self, filename: Optional[str] = None) -> None:
         self._by_name: dict[str, list[HostKeyEntry]] = {}
         self._hashed: list[HostKeyEntry] = []
+        # Names already looked up: a hashed entry costs an HMAC per lookup, and each host is looked
+        # up by pre-flight, the agent's connection and collect-results.
+        self._found: dict[str, Optional[HostKeyMatch]] = {}
         self._lock = threading.Lock()
         super().__init__(filename)  # paramiko's __init__ calls load(filename) when given
 
@@ -56,6 +59,7 @@ class KnownHosts(paramiko.HostKeys):
 
     def _index(self, entry: HostKeyEntry) -> None:
         with self._lock:
+            self._found.clear()
             self._entries.append(entry)
             for name in entry.hostnames:
                 if name.startswith("|1|"):
@@ -69,6 +73,9 @@ class KnownHosts(paramiko.HostKeys):
 
     def lookup(self, hostname: str) -> Optional[HostKeyMatch]:
         with self._lock:
+            if hostname in self._found:
+                known = self._found[hostname]
+                return HostKeyMatch(known) if known is not None else None
             candidates = list(self._by_name.get(hostname, ()))
             hashed = list(self._hashed)
         for entry in hashed:
@@ -81,6 +88,8 @@ class KnownHosts(paramiko.HostKeys):
             if entry.key.get_name() == "ssh-rsa":
                 for alias in ("rsa-sha2-256", "rsa-sha2-512"):
                     found.setdefault(alias, entry.key)
+        with self._lock:
+            self._found[hostname] = HostKeyMatch(found) if found else None
         return found or None
 
     def check(self, hostname: str, key: paramiko.PKey) -> bool:
