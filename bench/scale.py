@@ -24,6 +24,8 @@ Fields:
   controller_peak_rss_mb  peak RSS (sim: the bench process, fake hosts' few bytes of state included)
   controller_max_threads  most threads at once (sim: without the fake hosts' sim-* threads)
   controller_max_fds      most open file descriptors at once
+  idle_cpu_ms_per_host_s  sim: the controller's CPU per host per second while every rank runs
+                          (3 s between every first line and the fail-fast): heartbeats, polling
   bytes_per_host          sim: bytes pushed to each host (min, max)
   load_avg                1/5/15-minute load when the bench started and ended: figures taken at a
                           load above the core count are not final
@@ -45,6 +47,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+# How long the controller is watched doing nothing but keeping every agent company.
+IDLE_WINDOW_S = 3.0
 
 
 def _load() -> list[float]:
@@ -133,6 +139,10 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
     def end_it() -> None:
         if not everyone_seen.wait(3600):
             return
+        # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", polling).
+        cpu_before, host_before = time.process_time(), cluster.host_cpu_s
+        time.sleep(IDLE_WINDOW_S)
+        marks["idle_cpu_s"] = time.process_time() - cpu_before - (cluster.host_cpu_s - host_before)
         marks["end"] = time.monotonic()
         if end == "fail":
             cluster.fail_rank(total - 1)
@@ -164,6 +174,9 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
         "agents_started_s": round(max(started) - t0, 3) if len(started) == hosts else None,
         "first_line_s": round(max(first_lines.values()) - t0, 3) if len(first_lines) >= total else None,
         "end_s": round(returned - marks["end"], 3) if "end" in marks else None,
+        "idle_cpu_ms_per_host_s": round(marks["idle_cpu_s"] * 1000 / IDLE_WINDOW_S / hosts, 3)
+        if "idle_cpu_s" in marks else None,
+        "max_connections_setting_up": cluster.max_setting_up,
         "controller_cpu_s": round(cpu, 2),
         "host_cpu_s": round(cluster.host_cpu_s, 2),
         "controller_max_threads": sampler.max_threads,
@@ -191,6 +204,8 @@ def bench_sim(args: argparse.Namespace) -> dict:
                                       interrupted["controller_max_threads"] if interrupted else 0),
         "controller_max_fds": failed["controller_max_fds"],
         "max_open_connections": failed["max_open_connections"],
+        "max_connections_setting_up": failed["max_connections_setting_up"],
+        "idle_cpu_ms_per_host_s": failed["idle_cpu_ms_per_host_s"],
         "failfast_s": failed["end_s"], "failfast_exit_code": failed["exit_code"],
         "ctrl_c_s": interrupted["end_s"] if interrupted else None,
         "ctrl_c_exit_code": interrupted["exit_code"] if interrupted else None,
