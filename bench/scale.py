@@ -11,7 +11,9 @@ Transports:
        are measured apart and left out of the controller's figures. CPU platform, dynamic mode.
   ssh  launch-train itself (a subprocess) over real sshd hosts on 127.0.1.1.. (tests/fixtures/sshd.py),
        with a payload that prints a line and sleeps; pre-flight included. Controller figures are the
-       launch-train process's (psutil samples every 50 ms).
+       launch-train process's (psutil samples every 50 ms). --mode rank-table (default: Ascend with
+       fake hccn.conf files, nothing but the launcher and the payload runs) or dynamic (CPU: the first
+       host also starts MindSpore's scheduler, whose import dominates on a small machine).
 
 Fields:
   agents_started_s        sim: launch -> the last fake agent started (read its job document, said hello);
@@ -228,7 +230,14 @@ time.sleep(600)
 '''
 
 
-def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, parallel: int, end: str) -> dict:
+def _platform_args(mode: str, work: Path) -> list[str]:
+    if mode == "dynamic":  # CPU: the first host also runs MindSpore's scheduler (an import of MindSpore)
+        return ["--platform", "CPU"]
+    return ["--platform", "Ascend", "--hccn-conf", str(work / "hccn" / "{host}" / "hccn.conf"), "--no-topology-check"]
+
+
+def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, parallel: int, end: str,
+             mode: str) -> dict:
     import psutil
 
     job_dir = work / f"job-{end}"
@@ -236,7 +245,7 @@ def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, p
     env = dict(os.environ, FAIL_RANK=str(total - 1) if end == "fail" else "none")
     argv = [sys.executable, "-m", "launcher.cli", "--hosts", ",".join(hosts.specs()), "--ssh-config", str(config),
             "--ssh-known-hosts", str(known_hosts), "--ssh-parallel", str(parallel),
-            "--platform", "CPU", "--devices", str(devices), "--entry", str(work / "payload.py"),
+            *_platform_args(mode, work), "--devices", str(devices), "--entry", str(work / "payload.py"),
             "--env", f"FAIL_RANK={env['FAIL_RANK']}",
             "--tee", "none", "--status-interval", "3600", "--job-dir", str(job_dir)]
     t0 = time.monotonic()
@@ -302,13 +311,19 @@ def bench_ssh(args: argparse.Namespace) -> dict:
                 lines = filler_lines(args.known_hosts_entries - len(lines)) + lines
             known_hosts.write_text("\n".join(lines) + "\n")
             (work / "payload.py").write_text(PAYLOAD)
-            failed = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "fail")
-            interrupted = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "ctrl-c") \
-                if not args.no_ctrl_c else None
+            for index, spec in enumerate(hosts.specs()):  # fake hccn.conf per host (rank-table mode)
+                name = spec.split("@", 1)[1]
+                (work / "hccn" / name).mkdir(parents=True)
+                (work / "hccn" / name / "hccn.conf").write_text(
+                    "".join(f"address_{d}=192.168.{index}.{10 + d}\n" for d in range(8)))
+            failed = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "fail", args.mode)
+            interrupted = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "ctrl-c",
+                                   args.mode) if not args.no_ctrl_c else None
         finally:
             left = stop_sshd_hosts(hosts)
     return {
-        "transport": "ssh", "hosts": args.hosts, "ranks": args.hosts * args.devices, "ssh_parallel": args.ssh_parallel,
+        "transport": "ssh", "mode": args.mode, "hosts": args.hosts, "ranks": args.hosts * args.devices,
+        "ssh_parallel": args.ssh_parallel,
         "known_hosts_entries": max(args.known_hosts_entries, len(addresses)),
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
         "controller_cpu_s": failed["controller_cpu_s"], "controller_peak_rss_mb": failed["controller_peak_rss_mb"],
@@ -336,6 +351,9 @@ def main() -> int:
     parser.add_argument("--known-hosts-entries", type=int, default=0,
                         help="ssh: pad known_hosts to this many entries (other hosts' keys before the test hosts')")
     parser.add_argument("--no-ctrl-c", action="store_true", help="skip the second (Ctrl-C) run")
+    parser.add_argument("--mode", choices=("rank-table", "dynamic"), default="rank-table",
+                        help="ssh: rank-table (Ascend with fake hccn.conf files: only the launcher runs) or "
+                             "dynamic (CPU: the first host also runs MindSpore's scheduler)")
     args = parser.parse_args()
     if not 1 <= args.hosts <= 65536 or not 1 <= args.devices <= 64:
         parser.error("--hosts 1..65536, --devices 1..64")
