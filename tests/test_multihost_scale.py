@@ -192,3 +192,49 @@ def _ed25519(tmp_path, index: int):
     path = tmp_path / f"key{index}"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
+
+
+@pytest.mark.parametrize("tool, value", [("launcher.cli", "0"), ("launcher.cli", "2000"),
+                                         ("launcher.collect.cli", "0"), ("launcher.collect.cli", "1025")])
+def test_a_bad_ssh_parallel_is_one_line_and_exit_2(tmp_path, tool, value):
+    import subprocess
+
+    job_dir = tmp_path / "job"
+    extra = ["--hosts", "a,b", "--job-dir", str(job_dir)] if tool == "launcher.cli" else [str(tmp_path)]
+    done = subprocess.run([sys.executable, "-m", tool, "--ssh-parallel", value, *extra], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"{'launch-train: error' if tool == 'launcher.cli' else 'collect-results'}: --ssh-parallel {value}: "
+        "must be a whole number from 1 to 1024"]
+    assert not job_dir.exists()
+
+
+def test_collect_results_reads_at_most_ssh_parallel_hosts_at_once(tmp_path):
+    from launcher.collect.gather import gather
+    from launcher.collect.hashing import HashCache
+    from launcher.job.job_record import parse_job
+
+    hosts = [{"name": f"h{i}", "address": f"10.0.0.{i}", "port": 22} for i in range(12)]
+    job = parse_job({"schema": 1, "job_id": "j", "job_dir": str(tmp_path / "job"), "hosts": hosts,
+                     "ranks": [{"rank": i, "host": f"h{i}", "log_dir": f"LOG{i}"} for i in range(12)]})
+    lock = threading.Lock()
+    in_flight, most, opened = [0], [0], []
+    enough = threading.Event()
+
+    def open_files(plan):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            opened.append(plan.host.name if plan.host else None)
+            if in_flight[0] >= 3:
+                enough.set()
+        enough.wait(1.0)  # hold the slot until the pool is full, so a pool bigger than 3 would show
+        with lock:
+            in_flight[0] -= 1
+        raise ConnectionError("unreachable (test)")
+
+    result = gather(job, tmp_path / "stage", open_files, HashCache(None), parallel=3)
+    assert most[0] == 3
+    assert sorted(name for name in opened if name) == sorted(f"h{i}" for i in range(12))
+    assert sum(1 for host in result.hosts if host.error) == 13  # every host (and the job dir) reported, none lost
