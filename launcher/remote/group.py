@@ -69,6 +69,7 @@ class RemoteHostGroup(ProcessGroup):
         self._problem: Optional[str] = None  # lost connection or agent error
         self._agent_started = False
         self._stop_sent = False
+        self._siblings_asked = False  # a sibling's close asked every agent to stop already
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
         self._stacks_answer: Optional[dict] = None
@@ -165,8 +166,12 @@ class RemoteHostGroup(ProcessGroup):
         return out
 
     def _terminate(self, grace: float) -> None:
-        for group in self.siblings:
-            group.request_stop(grace)
+        if not self._siblings_asked:
+            # The first group closed asks every agent at once; the others need not ask again
+            # (asking from each group would be hosts x hosts calls: 1M at 1,024 hosts).
+            for group in self.siblings:
+                group.request_stop(grace)
+                group._siblings_asked = True
         if self._agent_started:
             # The agent needs the grace period plus the time to report, and says "alive" every
             # second meanwhile. A host that went quiet is not waited for: Ctrl-C must end the
