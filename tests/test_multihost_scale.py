@@ -238,3 +238,21 @@ def test_collect_results_reads_at_most_ssh_parallel_hosts_at_once(tmp_path):
     assert most[0] == 3
     assert sorted(name for name in opened if name) == sorted(f"h{i}" for i in range(12))
     assert sum(1 for host in result.hosts if host.error) == 13  # every host (and the job dir) reported, none lost
+
+
+def test_the_open_files_limit_is_raised_for_many_hosts_or_refused_in_one_line():
+    import resource
+
+    from launcher.remote.channel_hub import FDS_PER_HOST, FDS_RESERVE, ensure_fd_budget
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        hosts = (min(hard, 8192) - FDS_RESERVE) // FDS_PER_HOST
+        ensure_fd_budget(hosts)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= hosts * FDS_PER_HOST + FDS_RESERVE
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(ValueError, match=r"--hosts: \d+ hosts need about \d+ open files"):
+                ensure_fd_budget(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

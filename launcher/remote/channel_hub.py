@@ -20,6 +20,7 @@ connection), which only a tree of agents would take off the controller.
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import threading
 import time
@@ -30,6 +31,26 @@ if TYPE_CHECKING:
 
 # The writer looks at waiting hosts this often when some cannot take bytes (a full window).
 WRITE_RETRY_S = 0.05
+# Open files per connected host: paramiko's socket and the two ends of its channel's pipe.
+FDS_PER_HOST = 3
+# For everything else the controller opens (logs, job files, the pool's connections being set up).
+FDS_RESERVE = 256
+
+
+def ensure_fd_budget(hosts: int) -> None:
+    """Raise this process's soft open-files limit to what ``hosts`` connections need, up to the hard limit.
+
+    A default soft limit of 1,024 would otherwise end a start of ~300 hosts with "Too many open
+    files" half-way. ValueError (one line) when even the hard limit is too low.
+    """
+    needed = hosts * FDS_PER_HOST + FDS_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ValueError(f"--hosts: {hosts} hosts need about {needed} open files, and this process may open "
+                         f"at most {hard} (ulimit -Hn): raise the limit, or start from a host that allows more")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 class ChannelHub:

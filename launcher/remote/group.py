@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from launcher.errors import LaunchError
+from launcher.remote.channel_hub import ensure_fd_budget
 from launcher.remote.host_slice import files_for_host, host_job_file, ranks_by_host, runs_mpirun
 from launcher.remote.session import DEFAULT_HEARTBEAT_S, TRANSPORT_ERRORS, AgentSession, push_job_files
 from launcher.remote.ssh import RemoteHost, SshOptions, connection, run_on_each
@@ -314,6 +316,10 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
         groups: list[ProcessGroup] = []
         remote: list[RemoteHostGroup] = []
         by_host = ranks_by_host(plan)
+        try:
+            ensure_fd_budget(sum(1 for entry in plan.hosts if not entry.host.local))
+        except ValueError as error:
+            raise LaunchError(str(error)) from None
         for index, entry in enumerate(plan.hosts):
             name = entry.host.name
             if entry.host.local:
