@@ -18,6 +18,7 @@ Transports:
 Fields:
   agents_started_s        sim: launch -> the last fake agent started (read its job document, said hello);
                           ssh: launch-train started -> every rank process started (its first file write)
+  job_written_s           ssh: launch-train started -> job.json written (pre-flight and planning done)
   first_line_s            launch -> every rank's first log line reached the controller (sim) /
                           is in its log.txt (ssh)
   failfast_s              one rank exits 1 -> the controller has stopped every agent and returned/exited
@@ -223,6 +224,11 @@ import os, sys, time
 open("started", "w").close()
 print("epoch: 1 step: 1, loss is 0.5", flush=True)
 if os.environ.get("FAIL_RANK") == os.environ.get("RANK_ID"):
+    # Fail once every rank has started (the job dir is shared on loopback hosts): fail-fast then
+    # stops a whole running job, not one still starting.
+    job_dir, size = os.environ["LAUNCH_TRAIN_JOB_DIR"], int(os.environ["RANK_SIZE"])
+    while not all(os.path.exists(f"{job_dir}/LOG{r}/started") for r in range(size)):
+        time.sleep(0.1)
     time.sleep(0.5)
     open("failed_at", "w").write(repr(time.time()))
     sys.exit(3)
@@ -252,7 +258,7 @@ def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, p
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     watched = psutil.Process(proc.pid)
     cpu = threads = fds = rss = 0.0
-    started_s = first_s = end_at = None
+    started_s = first_s = end_at = written_s = None
     try:
         while proc.poll() is None:
             with contextlib.suppress(psutil.Error):
@@ -262,6 +268,8 @@ def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, p
                 fds = max(fds, watched.num_fds())
                 rss = max(rss, watched.memory_info().rss)
             now = time.monotonic()
+            if written_s is None and (job_dir / "job.json").exists():
+                written_s = now - t0  # pre-flight done, plan written: the agents' start begins
             if started_s is None and all((job_dir / f"LOG{r}" / "started").exists() for r in range(total)):
                 started_s = now - t0
             if first_s is None and started_s is not None and all(
@@ -285,6 +293,7 @@ def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, p
     returned = time.monotonic()
     stderr = proc.stderr.read().decode(errors="replace")[-300:] if proc.stderr else ""
     return {"exit_code": proc.returncode, "agents_started_s": round(started_s, 3) if started_s else None,
+            "job_written_s": round(written_s, 3) if written_s else None,
             "first_line_s": round(first_s, 3) if first_s else None,
             "end_s": round(returned - end_at, 3) if end_at else None, "controller_cpu_s": round(cpu, 2),
             "controller_max_threads": int(threads), "controller_max_fds": int(fds),
@@ -325,6 +334,7 @@ def bench_ssh(args: argparse.Namespace) -> dict:
         "transport": "ssh", "mode": args.mode, "hosts": args.hosts, "ranks": args.hosts * args.devices,
         "ssh_parallel": args.ssh_parallel,
         "known_hosts_entries": max(args.known_hosts_entries, len(addresses)),
+        "job_written_s": failed["job_written_s"],
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
         "controller_cpu_s": failed["controller_cpu_s"], "controller_peak_rss_mb": failed["controller_peak_rss_mb"],
         "controller_max_threads": max(failed["controller_max_threads"],
