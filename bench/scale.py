@@ -351,7 +351,7 @@ def bench_ssh(args: argparse.Namespace) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", choices=("sim", "ssh"), required=True)
     parser.add_argument("--hosts", type=int, required=True)
     parser.add_argument("--devices", type=int, default=8)
