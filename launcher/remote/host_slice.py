@@ -64,22 +64,24 @@ def runs_mpirun(plan: "Plan", host: str) -> bool:
     return plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
 
 
-def host_plan(plan: "Plan", host: str, ranks: Sequence["Rank"]) -> "Plan":
-    """The plan as the agent on ``host`` sees it: that host and its ranks (all of them for mpirun's host)."""
+def host_plan(plan: "Plan", host_index: int, ranks: Sequence["Rank"]) -> "Plan":
+    """The plan as the agent on the host sees it: that host and its ranks (all of them for mpirun's host)."""
     from launcher.job.plan import HostSlots, Plan
 
+    entry = plan.hosts[host_index]
+    host = entry.host.name
     if runs_mpirun(plan, host):
         return plan
-    entry = next(item for item in plan.hosts if item.host.name == host)
     return Plan(spec=plan.spec, ranks=tuple(ranks), hosts=(HostSlots(entry.host, entry.slots),),
                 scheduler=plan.scheduler, attempt=plan.attempt, host_slice=host)
 
 
-def host_job_document(plan: "Plan", host: str, ranks: Sequence["Rank"]) -> dict:
+def host_job_document(plan: "Plan", host_index: int, ranks: Sequence["Rank"]) -> dict:
     """job.json's schema for the host's slice, marked as such (the agent's plan keeps it a slice)."""
     from launcher.job.job_json import job_document
 
-    sliced = host_plan(plan, host, ranks)
+    sliced = host_plan(plan, host_index, ranks)
+    host = sliced.host_slice
     document = job_document(sliced)
     if sliced.host_slice is not None:
         document["host_slice"] = {"host": host, "job_rank_size": plan.rank_size}
@@ -113,6 +115,6 @@ def files_for_host(plan: "Plan", host: str, host_index: int, ranks: Sequence["Ra
             raise OSError(f"{local}: {error}") from None
         files.append(PushedFile(path, text, executable=bool(local.stat().st_mode & 0o111)))
     if with_job_document:
-        document = host_job_document(plan, host, ranks)
+        document = host_job_document(plan, host_index, ranks)
         files.append(PushedFile(host_job_file(host_index), json.dumps(document, indent=1) + "\n"))
     return files
