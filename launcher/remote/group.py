@@ -74,6 +74,7 @@ class RemoteHostGroup(ProcessGroup):
         self._siblings_asked = False  # a sibling's close asked every agent to stop already
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
+        self._files: list = []  # what this host is sent (launcher.remote.host_slice), read before the fan-out
         self._stacks_answer: Optional[dict] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
@@ -119,6 +120,14 @@ class RemoteHostGroup(ProcessGroup):
         waiting = [group for group in self.siblings if not group._launch_attempted]
         for group in waiting:
             group._launch_attempted = True
+            # Each host's files are read here, in one thread, before the fan-out: the pool's threads
+            # then only wait on the network. Read from 64 threads at once, every small read gives up
+            # and waits to retake the GIL, and a 1,024-host start was mostly that wait.
+            try:
+                group._files = files_for_host(group.plan, group.host, group.host_index, group.own_ranks)
+            except OSError as error:
+                group._launch_error = error
+        waiting = [group for group in waiting if group._launch_error is None]
         outcome = run_on_each(waiting, lambda group: group._start_agent(), parallel=self.session.options.parallel)
         for group, error in outcome.failed.items():
             group._launch_error = error
@@ -142,9 +151,8 @@ class RemoteHostGroup(ProcessGroup):
         self.session.open()  # ConnectionError (an OSError) with one clear line
         # The controller rendered and wrote the whole job dir before any group starts (launch()
         # does): the host gets its slice of those files, nothing is rendered again per host.
-        files = files_for_host(self.plan, self.host, self.host_index, self.own_ranks)
         try:
-            self.session.push(files)
+            self.session.push(self._files)
         except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
         if self.push_also:
