@@ -345,6 +345,7 @@ def bench_ssh(args: argparse.Namespace) -> dict:
         "ctrl_c_exit_code": interrupted["exit_code"] if interrupted else None,
         "first_line_s_ctrl_c_run": interrupted["first_line_s"] if interrupted else None,
         "stderr_tail": failed["stderr_tail"] if failed["exit_code"] not in (1, 3) else None,
+        "ctrl_c_stderr_tail": interrupted["stderr_tail"] if interrupted and interrupted["exit_code"] != 130 else None,
         "left_behind": left,
         "load_avg_before": load_before, "load_avg_after": _load(), "cores": os.cpu_count(),
     }
