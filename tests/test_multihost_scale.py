@@ -131,25 +131,23 @@ def test_a_host_job_document_is_job_json_schema_with_one_host(tmp_path, monkeypa
     assert plan.ranks[0].env["RANK_SIZE"] == "8"  # the job's size reaches the ranks, not the slice's
 
 
-def test_the_agent_refuses_a_job_file_outside_the_job_dir_and_a_fifo(tmp_path, capsys):
-    from launcher.remote import agent
+def test_the_agent_refuses_a_job_file_outside_the_job_dir_and_a_fifo(tmp_path):
+    """In a process of its own: the agent makes itself a subreaper and kills what it leaves behind."""
+    import subprocess
 
-    with pytest.raises(SystemExit) as exited:
-        agent.main(["--job-dir", str(tmp_path), "--host", "h", "--job-file", "../job.json"])
-    assert exited.value.code == 2
-    assert "--job-file '../job.json': must be a path inside the job dir" in capsys.readouterr().err
+    def agent(job_file: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "launcher.remote.agent", "--job-dir", str(tmp_path),
+                               "--host", "h", "--job-file", job_file], input="", capture_output=True, text=True,
+                              timeout=60)
+
+    outside = agent("../job.json")
+    assert outside.returncode == 2
+    assert "--job-file '../job.json': must be a path inside the job dir" in outside.stderr
     (tmp_path / "agents").mkdir()
     os.mkfifo(tmp_path / host_job_file(0))  # a FIFO would block a plain open() for ever
-    read, write = os.pipe()
-    with os.fdopen(read) as stdin, os.fdopen(write, "w"):
-        old = sys.stdin
-        sys.stdin = stdin
-        try:
-            assert agent.main(["--job-dir", str(tmp_path), "--host", "h", "--job-file", host_job_file(0)]) == 2
-        finally:
-            sys.stdin = old
-    out = capsys.readouterr().out
-    assert "not a regular file" in out and '"event":"done"' in out
+    fifo = agent(host_job_file(0))
+    assert fifo.returncode == 2
+    assert "not a regular file" in fifo.stdout and '"event":"done"' in fifo.stdout
 
 
 def _host_key_line(name: str, key: paramiko.PKey) -> str:
