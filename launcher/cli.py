@@ -33,6 +33,8 @@ Several hosts (SSH; see launcher/backends/ssh.py and docs/launching.md)
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
     --ssh-accept-unknown-host-keys
                               accept host keys missing from known_hosts (default: refuse)
+    --ssh-parallel N          SSH connections set up at once (default 64): the controller's
+                              threads and sockets while starting follow N, not the host count
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long

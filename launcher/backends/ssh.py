@@ -81,7 +81,8 @@ class SshBackend(Backend):
         try:
             ssh = SshOptions(config_file=options.ssh_config, key_file=options.ssh_key, timeout_s=options.ssh_timeout_s,
                              known_hosts=options.ssh_known_hosts,
-                             accept_unknown_host_keys=options.ssh_accept_unknown_host_keys)
+                             accept_unknown_host_keys=options.ssh_accept_unknown_host_keys,
+                             parallel=options.ssh_parallel)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
         return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s,
@@ -225,10 +226,11 @@ class SshBackend(Backend):
 
     def describe(self, plan: "Plan") -> str:
         """Per host: how it is reached and what runs there."""
+        from launcher.remote.host_slice import host_job_file
         from launcher.remote.session import agent_command
 
         lines = ["", "per host:"]
-        for entry in plan.hosts:
+        for index, entry in enumerate(plan.hosts):
             host = entry.host
             ranks = plan.ranks_on(host.name)
             what = [f"ranks {', '.join(str(r.rank) for r in ranks)}"]
@@ -242,10 +244,10 @@ class SshBackend(Backend):
             target = f"{remote.user}@{remote.hostname}"
             forward = sorted({r.rank for r in ranks} & set(plan.spec.tee))
             command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s,
-                                    forward_ranks=forward)
+                                    forward_ranks=forward, job_file=host_job_file(index))
             lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
-            lines.append(f"    (files pushed first: job.json, LOG<rank>/env.sh + run.sh of its ranks"
-                         f"{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
+            lines.append(f"    (files pushed first: {host_job_file(index)} (its slice of job.json), LOG<rank>/env.sh"
+                         f" + run.sh of its ranks{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
         return "\n".join(lines) + "\n"
 
 

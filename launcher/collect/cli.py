@@ -57,6 +57,8 @@ Options:
     --ssh-timeout S            connect timeout per host (default 10)
     --ssh-accept-unknown-host-keys
                                connect to hosts whose key is not known (insecure)
+    --ssh-parallel N           hosts read at once (default 64): threads and SSH connections
+                               follow N, not the host count
     --no-hash-cache            do not read or write the sha256 cache
                                ($XDG_CACHE_HOME/deeplab-launch/sha256-cache.json, keyed by
                                device, inode, size and mtime)
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssh-known-hosts", type=Path, metavar="FILE")
     parser.add_argument("--ssh-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument("--ssh-accept-unknown-host-keys", action="store_true")
+    parser.add_argument("--ssh-parallel", type=int, default=64, metavar="N")
     parser.add_argument("--no-hash-cache", action="store_true")
     parser.add_argument("--predict", type=int, default=None, metavar="N")
     return parser
@@ -150,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         ssh = SshOptions(config_file=args.ssh_config, key_file=args.ssh_key, timeout_s=args.ssh_timeout,
-                         known_hosts=args.ssh_known_hosts, accept_unknown_host_keys=args.ssh_accept_unknown_host_keys)
+                         known_hosts=args.ssh_known_hosts, accept_unknown_host_keys=args.ssh_accept_unknown_host_keys,
+                         parallel=args.ssh_parallel)
     except ValueError as err:  # names the flag
         sys.stderr.write(f"collect-results: {err}\n")
         return 2

@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # paramiko/fabric are imported only when a remote host is col
     from launcher.remote.ssh import SshOptions
 
 MANIFEST = "manifest.json"
+# Hosts read at once without SSH options given (launcher.remote.ssh.DEFAULT_SSH_PARALLEL, not imported: paramiko is slow).
+DEFAULT_GATHER_PARALLEL = 64
 MAX_PREDICT = 100
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -298,7 +300,8 @@ def collect(request: CollectRequest) -> CollectOutcome:
         os.chmod(stage, 0o755)  # mkdtemp makes 0700; results are meant to be shared
         cache = HashCache(request.hash_cache)
         result = gather(job, stage, _open_files(job_dir, request, cache, _created_epoch(job)), cache,
-                        request.include_checkpoints, show_progress=request.show_progress)
+                        request.include_checkpoints, show_progress=request.show_progress,
+                        parallel=request.ssh.parallel if request.ssh is not None else DEFAULT_GATHER_PARALLEL)
         entries = result.entries
         stage_problems = check_stage(stage, entries)
         ranks, parse_problems = read_rank_inputs(stage, job, result.ranks_found, entries)

@@ -276,10 +276,13 @@ def gather(
     cache: HashCache,
     include_checkpoints: bool = True,
     show_progress: bool = False,
+    parallel: int = 64,
 ) -> GatherResult:
+    """``parallel``: hosts read at once (--ssh-parallel): the pool, not the host count, bounds the
+    threads and SSH connections open at a time."""
     plans = plan_gather(job)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(plans)) as pool, \
+    with ThreadPoolExecutor(max_workers=max(1, min(len(plans), parallel))) as pool, \
             progress(len(plans), "hosts", "collect-results", enabled=show_progress) as meter:
         futures = [pool.submit(_gather_host, plan, open_files, stage, include_checkpoints) for plan in plans]
         for _ in as_completed(futures):  # counted here, in one thread

@@ -101,6 +101,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
                      help="known_hosts to check host keys against (default: ssh config, ~/.ssh/known_hosts)")
     ssh.add_argument("--ssh-accept-unknown-host-keys", action="store_true", default=None,
                      help="accept host keys that are not in known_hosts (not recommended)")
+    ssh.add_argument("--ssh-parallel", dest="ssh_parallel", type=int, metavar="N",
+                     help="SSH connections set up at once (pre-flight, copying, starting agents; default 64)")
     ssh.add_argument("--remote-python", dest="python", metavar="PATH",
                      help="interpreter on the hosts (default: this one's path)")
     ssh.add_argument("--master-addr", metavar="ADDR",

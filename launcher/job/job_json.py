@@ -233,5 +233,6 @@ def plan_from_job_document(document: dict) -> Plan:
                               port=int(scheduler_doc["port"]), command=(spec.python,), env={},
                               log_dir=str(Path(scheduler_doc.get("log", "scheduler/log.txt")).parent))
     slots = {host.name: sum(1 for r in ranks if r.host == host.name) for host in hosts}
+    host_slice = document.get("host_slice")  # one host's part only (launcher.remote.host_slice)
     return Plan(spec=spec, ranks=tuple(ranks), hosts=tuple(HostSlots(h, slots[h.name]) for h in hosts),
-                scheduler=scheduler)
+                scheduler=scheduler, host_slice=str(host_slice["host"]) if host_slice else None)

@@ -202,13 +202,15 @@ def parse_job(doc: Any) -> JobRecord:
     )
 
 
-def load_job(job_dir: Path) -> JobRecord:
+def load_job(job_dir: Path, file_name: str = JOB_FILE) -> JobRecord:
     """Read <job_dir>/job.json; JobFileError (one line naming the file) when unusable.
 
     Never blocks (a FIFO named job.json is refused without being opened for a blocking
     read) and never lets a hostile number, nesting or encoding escape as a traceback.
+    ``file_name``: another document of the same schema in the job dir (an SSH agent reads its
+    host's slice, launcher.remote.host_slice).
     """
-    path = job_dir / JOB_FILE
+    path = job_dir / file_name
     if not job_dir.is_dir():
         raise JobFileError(f"{job_dir}: not a directory")
     try:

@@ -92,9 +92,16 @@ class Plan:
     hosts: tuple[HostSlots, ...]
     scheduler: Optional[Scheduler] = None
     attempt: int = 0  # 0: the first run; N: the N-th restart (LAUNCH_TRAIN_RESTART_COUNT)
+    # One host's slice of a multi-host plan (launcher.remote.host_slice): only that host's ranks,
+    # which is all its agent runs; rank_size is then the slice's, not the job's.
+    host_slice: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if [r.rank for r in self.ranks] != list(range(len(self.ranks))):
+        numbers = [r.rank for r in self.ranks]
+        if self.host_slice is not None:
+            if numbers != sorted(set(numbers)):
+                raise ValueError(f"the slice of host {self.host_slice}: ranks must be distinct and in order")
+        elif numbers != list(range(len(self.ranks))):
             raise ValueError("plan ranks must be numbered 0..N-1 in order")
         if (self.scheduler is None) != (self.spec.mode != "dynamic"):
             raise ValueError("a scheduler belongs to dynamic mode and only to it")

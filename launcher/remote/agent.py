@@ -1,8 +1,9 @@
 """The per-host agent of a multi-host job: ``python -m launcher.remote.agent --job-dir DIR --host NAME``.
 
-The controller (``launch-train --hosts ...``) pushes the job's files to every host
-first (job.json, rank_table.json, LOG<rank>/env.sh + run.sh, scheduler/run.sh), then
-runs one agent per host over SSH. The agent starts that host's ranks (and the
+The controller (``launch-train --hosts ...``) pushes each host its slice of the job first
+(launcher.remote.host_slice: its ranks' LOG<rank>/env.sh + run.sh, scheduler/run.sh where the
+scheduler runs, rank_table.json, and ``agents/host-<index>.json``, job.json's schema with only
+this host's ranks, named by ``--job-file``), then runs one agent per host over SSH. The agent starts that host's ranks (and the
 scheduler, on the first host of a dynamic job) with the same local supervision code a
 local launch uses (launcher.backends.local.host_group: a LocalGroup, or MpirunGroup on the first
 host of an mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 import signal
 import sys
 import threading
@@ -202,16 +204,20 @@ class AgentReporter:
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
-              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset()) -> int:
-    """Start and supervise this host's ranks until the controller says stop (or vanishes)."""
+              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset(), job_file: str = "job.json") -> int:
+    """Start and supervise this host's ranks until the controller says stop (or vanishes).
+
+    ``job_file``: the document to run, relative to the job dir: the host's slice that the
+    controller pushed (launcher.remote.host_slice), read as strictly as job.json.
+    """
     from launcher.backends.local import host_group
     from launcher.job.job_record import load_job
     from launcher.run.supervisor import AttemptPolicy, run_attempt
 
-    plan = load_job(job_dir).plan()
+    plan = load_job(job_dir, job_file).plan()
     runs_mpirun = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
     if not runs_mpirun and not plan.ranks_on(host) and (plan.scheduler is None or plan.scheduler.host != host):
-        emit("error", message=f"job.json of {job_dir} has no ranks on host {host!r}")
+        emit("error", message=f"{job_dir}/{job_file} has no ranks on host {host!r}")
         emit("done", reason="error", code=2)
         return 2
     # The same group a local launch runs on this host (mpirun mode: one mpirun for every rank, which
@@ -246,6 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
     parser.add_argument("--host", required=True, help="this host's name in job.json")
+    parser.add_argument("--job-file", default="job.json", metavar="PATH",
+                        help="the job document to run, relative to the job dir (the controller pushes the host's slice)")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="stop the ranks when the controller is silent this long (seconds)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
@@ -254,6 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
     args = parser.parse_args(argv)
+    if posixpath.isabs(args.job_file) or ".." in args.job_file.split("/"):
+        parser.error(f"--job-file {args.job_file!r}: must be a path inside the job dir")
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -273,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
     try:
         forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
-        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward)
+        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward, job_file=args.job_file)
     except (OSError, ValueError, KeyError) as error:  # JobFileError is a ValueError
         # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")

@@ -18,20 +18,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from launcher.remote.session import (
-    DEFAULT_HEARTBEAT_S,
-    TRANSPORT_ERRORS,
-    AgentSession,
-    files_for_host,
-    push_job_files,
-)
-from launcher.remote.ssh import RemoteHost, SshOptions, run_on_each
+from launcher.errors import LaunchError
+from launcher.remote.channel_hub import ensure_fd_budget
+from launcher.remote.host_slice import files_for_host, host_job_file, ranks_by_host, runs_mpirun
+from launcher.remote.session import DEFAULT_HEARTBEAT_S, TRANSPORT_ERRORS, AgentSession, push_job_files
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, run_on_each
 from launcher.run.failures import HostLost, RankExit
 from launcher.run.group import ProcessGroup
 from launcher.run.mpirun import MpirunGroup
 
 if TYPE_CHECKING:
-    from launcher.job.plan import Plan
+    from launcher.job.plan import Plan, Rank
 
 # An agent says "alive" every second: one this long quiet is not waited for when stopping.
 QUIET_HOST_S = 3.0
@@ -47,9 +44,15 @@ class RemoteHostGroup(ProcessGroup):
     def __init__(self, plan: "Plan", host: str, remote: RemoteHost, options: SshOptions, remote_python: str,
                  *, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
-                 push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None) -> None:
-        mpirun_here = plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host
-        super().__init__(plan, host, plan.ranks if mpirun_here else plan.ranks_on(host))
+                 push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None,
+                 own_ranks: "Optional[Sequence[Rank]]" = None, host_index: Optional[int] = None,
+                 connect: Callable = connection) -> None:
+        """``own_ranks``, ``host_index``: when the caller has them (multi_host_groups finds them once for all hosts)."""
+        self.own_ranks = tuple(own_ranks) if own_ranks is not None else plan.ranks_on(host)
+        super().__init__(plan, host, plan.ranks if runs_mpirun(plan, host) else self.own_ranks)
+        self.host_index = host_index if host_index is not None else next(
+            index for index, entry in enumerate(plan.hosts) if entry.host.name == host)
+        self.connect = connect
         self.push_also = list(push_also)  # hosts that only need the files (mpirun starts their ranks)
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -57,7 +60,8 @@ class RemoteHostGroup(ProcessGroup):
         # The --tee ranks of this host send every log line; the others only their progress.
         forward = sorted(set(self.ranks) & set(plan.spec.tee))
         self.session = AgentSession(remote, options, str(self.job_dir), remote_python, heartbeat_s, config,
-                                    plan_host=host, agent_env=agent_env, forward_ranks=forward)
+                                    plan_host=host, agent_env=agent_env, forward_ranks=forward,
+                                    job_file=host_job_file(self.host_index), connect=connect)
         self._pending: list[RankExit] = []
         self._seen: set[int] = set()
         self._lines: list[tuple[int, str]] = []
@@ -68,8 +72,10 @@ class RemoteHostGroup(ProcessGroup):
         self._lost: Optional[str] = None  # the host is gone: connection lost, silent, unreachable
         self._agent_started = False
         self._stop_sent = False
+        self._siblings_asked = False  # a sibling's close asked every agent to stop already
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
+        self._files: list = []  # what this host is sent (launcher.remote.host_slice), read before the fan-out
         self._stacks_answer: Optional[dict] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
@@ -116,7 +122,15 @@ class RemoteHostGroup(ProcessGroup):
         waiting = [group for group in self.siblings if not group._launch_attempted]
         for group in waiting:
             group._launch_attempted = True
-        outcome = run_on_each(waiting, lambda group: group._start_agent())
+            # Each host's files are read here, in one thread, before the fan-out: the pool's threads
+            # then only wait on the network. Read from 64 threads at once, every small read gives up
+            # and waits to retake the GIL, and a 1,024-host start was mostly that wait.
+            try:
+                group._files = files_for_host(group.plan, group.host, group.host_index, group.own_ranks)
+            except OSError as error:
+                group._launch_error = error
+        waiting = [group for group in waiting if group._launch_error is None]
+        outcome = run_on_each(waiting, lambda group: group._start_agent(), parallel=self.session.options.parallel)
         for group, error in outcome.failed.items():
             group._launch_error = error
         if self._launch_error is not None:
@@ -140,17 +154,14 @@ class RemoteHostGroup(ProcessGroup):
     def _start_agent(self) -> None:
         """Connect, copy this host's files, start the agent (its "hello" is awaited in _launch())."""
         self.session.open()  # ConnectionError (an OSError) with one clear line
-        # The controller has written the job dir locally by now (launch() does, before start):
-        # the host gets the same rendered files and the same job.json.
-        from launcher.job.render import render_job
-
-        job_json = (self.job_dir / "job.json").read_text()
-        files = files_for_host(self.plan, render_job(self.plan), self.host, job_json)
+        # The controller rendered and wrote the whole job dir before any group starts (launch()
+        # does): the host gets its slice of those files, nothing is rendered again per host.
         try:
-            self.session.push(files)
+            self.session.push(self._files)
         except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
-        push_job_files(self.plan, self.push_also, self.session.options, job_json)
+        if self.push_also:
+            push_job_files(self.plan, self.push_also, self.session.options, self.connect)
         self.session.start(self.heartbeat_timeout_s)
         self._agent_started = True
 
@@ -170,8 +181,12 @@ class RemoteHostGroup(ProcessGroup):
         return out
 
     def _terminate(self, grace: float) -> None:
-        for group in self.siblings:
-            group.request_stop(grace)
+        if not self._siblings_asked:
+            # The first group closed asks every agent at once; the others need not ask again
+            # (asking from each group would be hosts x hosts calls: 1M at 1,024 hosts).
+            for group in self.siblings:
+                group.request_stop(grace)
+                group._siblings_asked = True
         if self._agent_started:
             # The agent needs the grace period plus the time to report, and says "alive" every
             # second meanwhile. A host that went quiet is not waited for: Ctrl-C must end the
@@ -292,15 +307,14 @@ class MpirunAcrossHosts(MpirunGroup):
         self.others, self.options = list(others), options
 
     def _launch(self) -> None:
-        job_json = (self.job_dir / "job.json").read_text()
-        push_job_files(self.plan, self.others, self.options, job_json)
+        push_job_files(self.plan, self.others, self.options)
         for key, value in mpirun_ssh_env(self.options).items():
             os.environ.setdefault(key, value)  # a user's own OMPI_MCA_plm_rsh_args wins
         super()._launch()
 
 
 def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
-                      **group_options: float) -> "Callable[[Plan], list[ProcessGroup]]":
+                      connect: Callable = connection, **group_options: float) -> "Callable[[Plan], list[ProcessGroup]]":
     """The ``group_factory`` for launch(): local hosts as LocalGroup, the others through agents.
 
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
@@ -315,15 +329,23 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
             if first.local:
                 return [MpirunAcrossHosts(plan, others, options)]
             return [RemoteHostGroup(plan, first.name, remote_hosts[first.name], options, remote_python,
-                                    push_also=others, agent_env=mpirun_ssh_env(options), **group_options)]
+                                    push_also=others, agent_env=mpirun_ssh_env(options), connect=connect,
+                                    **group_options)]
         groups: list[ProcessGroup] = []
         remote: list[RemoteHostGroup] = []
-        for entry in plan.hosts:
+        by_host = ranks_by_host(plan)
+        try:
+            ensure_fd_budget(sum(1 for entry in plan.hosts if not entry.host.local))
+        except ValueError as error:
+            raise LaunchError(str(error)) from None
+        for index, entry in enumerate(plan.hosts):
             name = entry.host.name
             if entry.host.local:
                 groups.append(LocalGroup(plan, name))
             else:
-                remote.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python, **group_options))
+                remote.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python,
+                                              own_ranks=by_host[name], host_index=index, connect=connect,
+                                              **group_options))
                 groups.append(remote[-1])
         for group in remote:
             group.siblings = remote

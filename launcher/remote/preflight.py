@@ -301,7 +301,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
         }
         return check_host(host, options, payload, config)
 
-    results = run_on_each(list(enumerate(hosts)), check, key=lambda index_host: index_host[0])
+    results = run_on_each(list(enumerate(hosts)), check, key=lambda index_host: index_host[0], parallel=options.parallel)
     reports = [
         results[index] if index not in results.failed
         else HostReport(host.name, {"preflight": (False, f"{type(results[index]).__name__}: {results[index]}")})

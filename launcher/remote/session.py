@@ -3,17 +3,20 @@
 ``AgentSession`` pushes the job's files to the host over SFTP (atomically: temp name,
 then rename, so hosts that share the job dir's file system see whole files), starts
 the agent on an SSH channel, turns its stdout into protocol events
-(launcher.remote.protocol) on a queue, sends heartbeats and other lines through one sender
-thread (a host that stops reading blocks only that thread; no lock is held across a write),
-notes when the agent was last heard from, and asks it to stop.
+(launcher.remote.protocol) on a queue, sends heartbeats and other lines, notes when the
+agent was last heard from, and asks it to stop. The reading and writing of every host's
+channel is done by one reader and one writer thread for all hosts
+(launcher.remote.channel_hub), with non-blocking sends: a host that stops reading delays
+only its own lines.
 launcher.remote.group.RemoteHostGroup drives it for the supervisor.
 
 A lost connection (the channel closes before the agent said ``done``) is an event
-too (``{"event": "lost", ...}``). The reader threads catch only what a dying transport
+too (``{"event": "lost", ...}``). The reader catches only what a dying transport
 raises (socket and SSH errors); a bug in handling a line is not disguised as a lost host.
 """
 from __future__ import annotations
 
+import collections
 import posixpath
 import queue
 import secrets
@@ -21,17 +24,17 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import paramiko
 
+from launcher.remote.channel_hub import channel_hub
+from launcher.remote.host_slice import PushedFile, files_for_host, ranks_by_host
 from launcher.remote.protocol import decode_event
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp, run_on_each
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
-    from launcher.job.render import RenderedFile
 
 # What reading from or writing to an SSH channel raises when the connection goes away.
 TRANSPORT_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException)
@@ -39,26 +42,17 @@ TRANSPORT_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException)
 AGENT_MODULE = "launcher.remote.agent"
 DEFAULT_HEARTBEAT_S = 2.0
 STDERR_KEEP_CHARS = 4000
-
-
-@dataclass(frozen=True)
-class PushedFile:
-    """A file for the host's copy of the job dir; ``path`` relative to the job dir."""
-
-    path: str
-    text: str
-    executable: bool = False
-
-    def __post_init__(self) -> None:
-        if posixpath.isabs(self.path) or ".." in self.path.split("/"):
-            raise ValueError(f"pushed file {self.path}: must stay inside the job directory")
+READ_CHUNK = 65536
+OUTBOX_LIMIT = 64  # lines for one agent not yet sent: a host this far behind is not reading
 
 
 def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> str:
+                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None) -> str:
     """The shell command that runs the agent on the host (every word quoted)."""
     words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
              "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+    if job_file is not None:
+        words += ["--job-file", job_file]
     if forward_ranks:
         words += ["--forward-lines", ",".join(str(rank) for rank in sorted(forward_ranks))]
     for key, value in sorted((env or {}).items()):
@@ -72,29 +66,38 @@ class AgentSession:
 
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
-                 agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = ()) -> None:
+                 agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
+                 connect: Callable = connection) -> None:
+        """``connect(host, options, config)``: an unopened fabric-like Connection (a simulated one in bench/scale.py)."""
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
         self.plan_host = plan_host or host.host_name  # the host's name in job.json
         self.agent_env = dict(agent_env or {})
         self.forward_ranks = tuple(forward_ranks)
+        self.job_file = job_file  # the host's job document (launcher.remote.host_slice), None: job.json
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
         self.heartbeat_s = heartbeat_s
-        self.connection = connection(host, options, config)
+        self.connection = connect(host, options, config)
         self.channel = None
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.stderr_tail = ""
         self.finished = threading.Event()  # agent said "done", or the channel closed
         self.said_done = False
         self.last_heard = time.monotonic()  # any line from the agent (it says "alive" every second)
-        self._threads: list[threading.Thread] = []
-        # Lines for the agent go through one sender thread: a host that stops reading fills the
-        # SSH window and blocks sendall(); only that thread waits then, never a caller (the
-        # heartbeat, the supervisor, Ctrl-C), and no lock is held across the blocking write.
-        self._outbox: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=64)
+        # Reading and writing are the process's channel hub's (launcher.remote.channel_hub): one
+        # reader and one writer for every host. Lines for the agent wait here; a host that stops
+        # reading fills its SSH window, and only its own lines wait then, never a caller (the
+        # heartbeat, the supervisor, Ctrl-C).
+        self._outbox: "collections.deque[Optional[str]]" = collections.deque()
+        self._outbox_lock = threading.Lock()
+        self._pending = b""  # the part of a line the channel has not taken yet
+        self._stdout = b""  # the agent's output after its last full line
+        self._gave_up = False
+        self._hub = None
+        self.write_limit_s = 30.0
         self.send_blocked_since: Optional[float] = None
 
     # -- set-up -------------------------------------------------------------------------
@@ -143,66 +146,96 @@ class AgentSession:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
-                                                 self.agent_env, self.forward_ranks))
+                                                 self.agent_env, self.forward_ranks, self.job_file))
         # A write that cannot go out for this long means the host stopped reading.
-        self.channel.settimeout(max(1.0, heartbeat_timeout_s))
-        for target in (self._read_events, self._read_stderr, self._send_heartbeats, self._send_lines):
-            thread = threading.Thread(target=target, daemon=True, name=f"agent-{self.host.name}-{target.__name__}")
-            thread.start()
-            self._threads.append(thread)
+        self.write_limit_s = max(1.0, heartbeat_timeout_s)
+        self._hub = channel_hub()
+        self._hub.add(self)
 
-    def _read_events(self) -> None:
-        for line in _lines_until_transport_ends(self.channel.makefile("r")):
-            event = decode_event(line)
-            if event is None:
-                continue
-            self.last_heard = time.monotonic()
-            if event["event"] == "done":
-                self.said_done = True
-            self.events.put(event)
-        if not self.said_done:
-            # Wait briefly for the exit status: an agent that crashed says why on stderr.
-            time.sleep(0.2)
-            self.events.put({"event": "lost", "host": self.host.name, "reason": self.lost_reason()})
+    def feed(self) -> bool:
+        """What the channel has now, without blocking (the hub's reader calls it); False once it ended."""
+        channel = self.channel
+        try:
+            while channel.recv_ready():
+                self._stdout += channel.recv(READ_CHUNK)
+            while channel.recv_stderr_ready():
+                self.stderr_tail = (self.stderr_tail + channel.recv_stderr(READ_CHUNK).decode(errors="replace")
+                                    )[-STDERR_KEEP_CHARS:]
+        except TRANSPORT_ERRORS:  # torn down mid-read: like EOF
+            return False
+        if b"\n" in self._stdout:
+            *lines, self._stdout = self._stdout.split(b"\n")
+            for line in lines:
+                event = decode_event(line.decode(errors="replace"))
+                if event is None:
+                    continue
+                self.last_heard = time.monotonic()
+                if event["event"] == "done":
+                    self.said_done = True
+                self.events.put(event)
+        return not ((channel.eof_received or channel.closed) and not channel.recv_ready()
+                    and not channel.recv_stderr_ready())
+
+    def ended(self) -> None:
+        """The channel ended (the hub's reader): "lost" unless the agent said "done"."""
+        if self.said_done:
+            self.finished.set()
+            return
+        # Wait briefly for the exit status (an agent that crashed says why on stderr), off the hub's thread.
+        timer = threading.Timer(0.2, self._report_lost)
+        timer.daemon = True
+        timer.start()
+
+    def _report_lost(self) -> None:
+        self.events.put({"event": "lost", "host": self.host.name, "reason": self.lost_reason()})
         self.finished.set()
-
-    def _read_stderr(self) -> None:
-        for line in _lines_until_transport_ends(self.channel.makefile_stderr("r")):
-            self.stderr_tail = (self.stderr_tail + line)[-STDERR_KEEP_CHARS:]
-
-    def _send_heartbeats(self) -> None:
-        while not self.finished.wait(self.heartbeat_s):
-            if not self.send("ping"):
-                return
 
     def send(self, line: Optional[str]) -> bool:
         """Queue a line for the agent (None: close our side); never blocks. False once the channel is gone."""
-        if self.channel is None or self.channel.closed or self.finished.is_set():
+        if self.channel is None or self.channel.closed or self.finished.is_set() or self._gave_up:
             return False
-        try:
-            self._outbox.put_nowait(line)
-        except queue.Full:
-            return line == "ping"  # the sender is stuck: heartbeats can wait, the silence is noticed
+        with self._outbox_lock:
+            if len(self._outbox) >= OUTBOX_LIMIT:
+                return line == "ping"  # the host is not reading: heartbeats can wait, the silence is noticed
+            self._outbox.append(line)
+        self._hub.wake_writer(self)
         return True
 
-    def _send_lines(self) -> None:
+    def write_some(self, now: float) -> bool:
+        """Send what the channel takes now, without blocking (the hub's writer); True while lines wait."""
+        channel = self.channel
         while True:
-            try:
-                line = self._outbox.get(timeout=0.5)
-            except queue.Empty:
-                if self.finished.is_set():
-                    return
-                continue
-            self.send_blocked_since = time.monotonic()
-            try:
+            if not self._pending:
+                with self._outbox_lock:
+                    if not self._outbox:
+                        self.send_blocked_since = None
+                        return False
+                    line = self._outbox.popleft()
                 if line is None:
-                    self.channel.shutdown_write()
-                else:
-                    self.channel.sendall((line + "\n").encode())
-            except TRANSPORT_ERRORS:  # a timeout (host not reading) or a dead channel: the reader reports the loss
+                    try:
+                        channel.shutdown_write()
+                    except TRANSPORT_ERRORS:
+                        pass
+                    continue
+                self._pending = (line + "\n").encode()
+            try:
+                if channel.closed:
+                    raise EOFError("channel closed")
+                if not channel.send_ready():
+                    self.send_blocked_since = self.send_blocked_since or now
+                    if now - self.send_blocked_since > self.write_limit_s:
+                        raise TimeoutError("the host stopped reading")
+                    return True
+                sent = channel.send(self._pending)
+            except TRANSPORT_ERRORS:  # a host not reading for too long, or a dead channel: the reader reports the loss
+                self._gave_up = True
                 self.send_blocked_since = None
-                return
-            self.send_blocked_since = None
+                self._pending = b""
+                with self._outbox_lock:
+                    self._outbox.clear()
+                return False
+            self._pending = self._pending[sent:]
+            self.send_blocked_since = None if not self._pending else (self.send_blocked_since or now)
 
     def silent_for(self) -> float:
         """Seconds since the agent was last heard from."""
@@ -220,6 +253,8 @@ class AgentSession:
         return "SSH session closed by the host without an exit status (connection cut or sshd session killed)"
 
     def drain(self) -> list[dict]:
+        if self.events.empty():  # the common case, every supervisor tick for every host: no exception raised
+            return []
         out = []
         while True:
             try:
@@ -237,50 +272,32 @@ class AgentSession:
         if self.channel is not None:
             self.stop()
             self.finished.wait(timeout_s)
-        # Closing the transport wakes every thread still blocked on the socket.
+            if self._hub is not None:
+                self._hub.remove(self)  # before the channel closes: closing it frees the fd the hub watches
         self.connection.close()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
 
 
-def _lines_until_transport_ends(stream) -> Iterator[str]:
-    """The stream's lines (decoded); a connection torn down mid-read ends them like EOF."""
-    try:
-        for raw in stream:
-            yield raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-    except TRANSPORT_ERRORS:
-        return
+def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, connect: Callable = connection) -> None:
+    """Copy each host's part of the job dir to it, ``options.parallel`` hosts at a time (hosts whose
+    ranks someone else starts: mpirun's). OSError with one line for the first host that failed."""
+    by_host = ranks_by_host(plan)
+    index_of = {entry.host.name: index for index, entry in enumerate(plan.hosts)}
 
-
-def files_for_host(plan: "Plan", rendered: Sequence["RenderedFile"], host: str, job_json: str) -> list[PushedFile]:
-    """What ``host`` needs of the job dir: its ranks' scripts, the scheduler's if it runs there,
-    the shared files (rank table, hostfile), and job.json last-but-not-least (the agent reads it)."""
-    ranks = plan.ranks if (plan.spec.mode == "mpirun" and plan.hosts[0].host.name == host) else plan.ranks_on(host)
-    own = {rank.log_dir for rank in ranks}
-    if plan.scheduler is not None and plan.scheduler.host == host:
-        own.add(plan.scheduler.log_dir)
-    files = []
-    for item in rendered:
-        top = item.path.split("/", 1)[0]
-        if "/" not in item.path or top in own:
-            files.append(PushedFile(item.path, item.text, item.executable))
-    files.append(PushedFile("job.json", job_json))
-    return files
-
-
-def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, job_json: str) -> None:
-    """Copy each host's part of the job dir to it (hosts whose ranks someone else starts: mpirun)."""
-    from launcher.job.render import render_job
-
-    rendered = render_job(plan)
-    for remote in hosts:
-        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name)
+    def push_one(remote: RemoteHost) -> None:
+        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name, connect=connect)
         try:
             session.open()
-            session.push(files_for_host(plan, rendered, remote.host_name, job_json))
+            session.push(files_for_host(plan, remote.host_name, index_of[remote.host_name],
+                                        by_host.get(remote.host_name, ()), with_job_document=False))
         except OSError:
             raise
         except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
             raise OSError(f"cannot copy the job files to {remote.host_name}:{plan.spec.job_dir}: {error}") from None
         finally:
             session.connection.close()
+
+    outcome = run_on_each(list(hosts), push_one, key=lambda remote: remote.host_name, parallel=options.parallel)
+    for remote in hosts:
+        error = outcome.failed.get(remote.host_name)
+        if error is not None:
+            raise error if isinstance(error, OSError) else OSError(f"{remote.host_name}: {error}")

@@ -24,10 +24,15 @@ from fabric import Config, Connection
 from fabric.group import GroupResult
 
 from launcher.job.hosts import HostEntry, check_distinct
+from launcher.remote.known_hosts import shared_known_hosts
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 T = TypeVar("T")
+# SSH operations in flight at once (connect, push, probe, collect): pdsh's default is 32, Slurm's
+# TreeWidth 50; 64 keeps a 2-core controller busy without a thread per host.
+DEFAULT_SSH_PARALLEL = 64
+MAX_SSH_PARALLEL = 1024
 # Remote commands never read the controller's terminal (invoke mirrors stdin by default).
 _RUN_DEFAULTS = {"run": {"in_stream": False}}
 
@@ -39,8 +44,11 @@ class SshOptions:
     timeout_s: float = 10.0
     known_hosts: Optional[Path] = None  # None: UserKnownHostsFile from ssh config, else ~/.ssh/known_hosts
     accept_unknown_host_keys: bool = False
+    parallel: int = DEFAULT_SSH_PARALLEL  # --ssh-parallel: SSH operations at once
 
     def __post_init__(self) -> None:
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_SSH_PARALLEL:
+            raise ValueError(f"--ssh-parallel {self.parallel}: must be a whole number from 1 to {MAX_SSH_PARALLEL}")
         if not 0 < self.timeout_s <= 86400:  # NaN and inf fail this too
             raise ValueError(f"--ssh-timeout {self.timeout_s}: must be a positive number of seconds")
         if self.config_file is not None and not Path(self.config_file).is_file():
@@ -142,10 +150,11 @@ def connection(host: RemoteHost, options: SshOptions, config: Optional[Config] =
     )
     known = known_hosts_path(host, options)
     if known.is_file():
-        try:
-            conn.client.load_host_keys(str(known))
-        except (OSError, paramiko.SSHException, ValueError) as error:
-            raise ValueError(f"known_hosts file {known}: cannot read: {error}") from None
+        # Parsed once per run and shared read-only (launcher.remote.known_hosts): paramiko's own
+        # loader is O(N^2) in the file's entries and would run once per connection. A key
+        # accepted for this run goes into the client's own (empty) set, so it stays with this
+        # connection and the user's file is never written.
+        conn.client._system_host_keys = shared_known_hosts(known)  # ValueError: one line
     policy = AcceptForThisRun() if options.accept_unknown_host_keys else paramiko.RejectPolicy()
     conn.client.set_missing_host_key_policy(policy)
     return conn
@@ -192,25 +201,38 @@ def open_sftp(conn, where: str):
         raise ConnectionError(f"{where}: the SSH connection closed while starting SFTP") from None
 
 
-def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item) -> GroupResult:
-    """Run ``work(item)`` for every item in parallel threads; results (or exceptions) by ``key(item)``.
+def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item,
+                parallel: int = DEFAULT_SSH_PARALLEL) -> GroupResult:
+    """Run ``work(item)`` for every item, at most ``parallel`` at a time; results (or exceptions) by ``key(item)``.
 
-    The same shape fabric's ThreadingGroup returns, for work that differs per host.
+    The same shape fabric's ThreadingGroup returns, for work that differs per host. The pool,
+    not the host count, bounds the threads, sockets and half-open handshakes of a fan-out:
+    a thread per host is 1,024 threads at 1,024 hosts (FIELD_NOTES "Many hosts").
     """
     result = GroupResult()
     lock = threading.Lock()
+    pending = iter(list(items))
 
-    def run(item: T) -> None:
-        try:
-            value = work(item)
-        except Exception as error:  # a failure is a result here: the caller reports them all
-            value = error
-        with lock:
-            result[key(item)] = value
+    def run_some() -> None:
+        while True:
+            with lock:
+                item = next(pending, _NOTHING)
+            if item is _NOTHING:
+                return
+            try:
+                value = work(item)
+            except Exception as error:  # a failure is a result here: the caller reports them all
+                value = error
+            with lock:
+                result[key(item)] = value
 
-    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    threads = [threading.Thread(target=run_some, daemon=True, name=f"ssh-pool-{index}")
+               for index in range(max(1, min(parallel, len(items))))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     return result
+
+
+_NOTHING = object()
