@@ -11,7 +11,6 @@ that chooses the backend and gets here.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -291,7 +290,7 @@ def launch(
             plan = next_plan
             groups = group_factory(plan)
         result = _result(plan, outcome, restarts, all_exits)
-        final = JobStatus(
+        final = history.status(
             state=result.state,
             started=started,
             ended=utc_now(),
@@ -303,8 +302,6 @@ def launch(
             hang=_hang_status(hangs),
             preempted=outcome.preempted,
         )
-        final = history.status(**{f.name: getattr(final, f.name) for f in dataclasses.fields(final)
-                                   if f.name not in _History.KEPT})
         try:
             write_job_json(spec.job_dir, job_document(plan, final))
         except OSError as exc:
@@ -384,8 +381,6 @@ def _say(stream: TextIO, message: str) -> None:
 
 class _History:
     """What job.json's status says about the whole launch: earlier launches, every attempt, host changes."""
-
-    KEPT = ("earlier_launches", "attempts", "excluded_hosts", "spare_hosts", "stragglers")
 
     def __init__(self, earlier: Sequence[dict], host_changes: Optional[Callable[[], dict]]) -> None:
         self.earlier = tuple(earlier)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from launcher.errors import LaunchError
 from launcher.job.hosts import PreparedHosts
@@ -45,6 +45,21 @@ class Discovered:
             return {}
         return {"hosts": self.hosts.hosts, "hccn_texts": self.hosts.hccn_texts,
                 "scheduler_port": self.hosts.scheduler_port, "gpu_ids": self.hosts.gpu_ids}
+
+
+def next_attempt_spec(settled: LaunchOptions, spec: "JobSpec", attempt: int,
+                      prepare: "Callable[[LaunchOptions], PreparedHosts]") -> "JobSpec":
+    """The spec of attempt ``attempt + 1`` of the job ``spec`` on the hosts ``prepare`` finds now (a backend's
+    replan after it changed its hosts): same job id and dir, and the job's first rank count kept, so the
+    trainer keeps the global batch on fewer ranks."""
+    import dataclasses
+
+    from launcher.job.resolve import resolve_spec
+
+    options = dataclasses.replace(settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
+                                  first_attempt=attempt + 1)
+    new_spec = resolve_spec(options, **Discovered(options, prepare(options)).resolver_inputs())
+    return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
 
 
 class Backend(ABC):

@@ -32,7 +32,7 @@ from typing import Mapping, Optional
 from launcher.cluster.slurm_allocation import SlurmAllocation
 from launcher.cluster.slurm_probe import NodeProbe, ProbeError, ProbeRun
 from launcher.cluster.slurm_query import SlurmQueryError, current_allocation
-from launcher.backends.base import Backend, Discovered
+from launcher.backends.base import Backend, Discovered, next_attempt_spec
 from launcher.errors import LaunchError
 from launcher.job.hosts import Host, PreparedHosts
 
@@ -180,19 +180,15 @@ class SlurmBackend(Backend):
         RESPONDING): a spare node in each one's place, else fewer nodes (--min-hosts). The nodes were all
         probed at start, spares too: nothing to look at again. None: restart on the same nodes."""
         from launcher.job.job_json import utc_now
-        from launcher.job.resolve import resolve_spec
 
         if self.pool is None or self._settled is None:
             return None
         lost = {**self._unavailable(self.pool.planned), **lost}
         if not self.pool.replace(lost, attempt, utc_now()):
             return None
-        settled = dataclasses.replace(self._settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
-                                      first_attempt=attempt + 1)
-        gpu_ids = spec.devices if settled.platform == "GPU" else None
-        new_spec = resolve_spec(settled, hosts=self._hosts(), hccn_texts=self._hccn_texts(self._hccn),
-                                scheduler_port=self._free_port(settled), gpu_ids=gpu_ids)
-        return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
+        gpu_ids = spec.devices if spec.platform == "GPU" else None
+        return next_attempt_spec(self._settled, spec, attempt, lambda options: PreparedHosts(
+            self._hosts(), self._hccn_texts(self._hccn), self._free_port(options), gpu_ids))
 
     def host_changes(self) -> dict:
         return self.pool.changes() if self.pool is not None else {}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from launcher.backends.base import Backend, Discovered
+from launcher.backends.base import Backend, Discovered, next_attempt_spec
 from launcher.errors import LaunchError
 from launcher.job.hosts import HOST_PLACEHOLDER, Host, HostEntry, PreparedHosts, host_entries
 from launcher.job.options import LaunchOptions
@@ -103,17 +103,12 @@ class SshBackend(Backend):
         """The next attempt's JobSpec without the hosts in ``lost`` (host name -> why), by HostPool's rule
         (launcher/backends/host_pool.py): None when no planned host was lost (restart on the same hosts)."""
         from launcher.job.job_json import utc_now
-        from launcher.job.resolve import resolve_spec
 
         if self._settled is None or not self.pool.replace(lost, attempt, utc_now()):
             return None
         self.entries = tuple(self.pool.planned)
-        settled = dataclasses.replace(self._settled, job_id=spec.job_id, job_dir=spec.job_dir, resume=True,
-                                      first_attempt=attempt + 1)
-        found = self.prepare(settled, check=True)
-        new_spec = resolve_spec(settled, hosts=found.hosts, hccn_texts=found.hccn_texts,
-                                scheduler_port=found.scheduler_port, gpu_ids=found.gpu_ids)
-        return dataclasses.replace(new_spec, planned_rank_size=spec.planned_rank_size or spec.rank_size)
+        # The new hosts (a spare) are resolved and pre-flighted as at start.
+        return next_attempt_spec(self._settled, spec, attempt, lambda options: self.prepare(options, check=True))
 
     def _take_spares_for(self, failed: "dict[str, tuple[str, str]]") -> bool:
         """Hosts that failed pre-flight (report name -> (check, problem)) replaced by spares, in their

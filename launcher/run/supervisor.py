@@ -54,7 +54,6 @@ class AttemptOutcome:
     hang: Optional[HangReport] = None
     preempted: Optional[dict] = None  # the save-and-stop record (job.json status.preempted)
     lost_hosts: dict = field(default_factory=dict)  # host -> why: failures that were a host's (host_faults.py)
-    stragglers: tuple = ()  # ranks named slow (launcher/run/stragglers.py): job.json status.stragglers
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,9 @@ class _Saving:
     until: float
     steps: dict = field(default_factory=dict)  # rank -> the step it saved at (its "saved and stopped" line)
 
+    def read(self, lines: Sequence[tuple[int, str]]) -> None:
+        self.steps.update((rank, step) for rank, line in lines if (step := parse_saved_and_stopped(line)) is not None)
+
     def record(self, exits: dict, total: int) -> dict:
         done = [e for e in exits.values() if not e.stopped_by_launcher]
         return {"signal": self.signal_name, "requested": self.requested, "grace_s": self.grace_s,
@@ -142,7 +144,6 @@ def run_attempt(
     ranks are one host's, compared by the controller with every other host's).
     """
     interrupt = interrupt or Interrupt()
-    stragglers: Optional[StragglerDetector] = None
     total = sum(len(g.ranks) for g in groups)
     exits: dict[int, RankExit] = {}
     first: Optional[RankExit] = None
@@ -195,8 +196,7 @@ def run_attempt(
                             status.mark(record["rank"], "SLOW")
                         on_straggler(record)
             if saving is not None:
-                saving.steps.update((rank, step) for rank, line in lines
-                                    if (step := parse_saved_and_stopped(line)) is not None)
+                saving.read(lines)
             elif watchdog is not None:
                 _feed(watchdog, lines, now)
                 verdict = watchdog.check(now) if first is None else None
@@ -215,8 +215,7 @@ def run_attempt(
             # The ranks that exited said which step they saved; read what they wrote since the last tick.
             for group in groups:
                 for batch in group.remaining_log_lines():
-                    saving.steps.update((rank, step) for rank, line in batch
-                                        if (step := parse_saved_and_stopped(line)) is not None)
+                    saving.read(batch)
     finally:
         grace_s = grace() if callable(grace) else grace
         for group in groups:
@@ -229,7 +228,6 @@ def run_attempt(
             status.finish(groups)
 
     ordered = tuple(exits[k] for k in sorted(exits))
-    named = tuple(stragglers.named) if stragglers is not None else ()
     failure = None
     if first is not None and first_group is not None:
         failure = RankFailure(
@@ -248,16 +246,14 @@ def run_attempt(
                 ranks_by_host.setdefault(group.rank_host(rank), []).append(rank)
         lost = lost_hosts(groups, ordered, failure, ranks_by_host)
         if failure is not None:
-            return AttemptOutcome("failed", ordered, first_failure=failure, lost_hosts=lost, stragglers=named)
+            return AttemptOutcome("failed", ordered, first_failure=failure, lost_hosts=lost)
         if hung is not None:
-            return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung, lost_hosts=lost,
-                                  stragglers=named)
-        return AttemptOutcome("failed", ordered, helper_problem=problem, lost_hosts=lost, stragglers=named)
+            return AttemptOutcome("failed", ordered, helper_problem=hung.message, hang=hung, lost_hosts=lost)
+        return AttemptOutcome("failed", ordered, helper_problem=problem, lost_hosts=lost)
     if interrupt.signal is not None:
         return AttemptOutcome("interrupted", ordered, signal_received=interrupt.signal,
-                              preempted=saving.record(exits, total) if saving is not None else None,
-                              stragglers=named)
-    return AttemptOutcome("succeeded", ordered, stragglers=named)
+                              preempted=saving.record(exits, total) if saving is not None else None)
+    return AttemptOutcome("succeeded", ordered)
 
 
 def _disk_note(group: ProcessGroup, rank: int) -> Optional[str]:
