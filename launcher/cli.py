@@ -38,6 +38,13 @@ Several hosts (SSH; see launcher/backends/ssh.py and docs/launching.md)
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long
+    --spare-hosts H1,H2       hosts (inside Slurm: nodes of the allocation) that take the place of a
+                              lost host in its rank position ("spare" on a hostfile line does too)
+    --min-hosts N             with no spare left, go on without a lost host while N hosts remain
+                              (every rank gets LAUNCH_TRAIN_PLANNED_RANKS; deeplab.train keeps the
+                              job's global batch). A host is lost when its agent is lost or silent,
+                              Slurm fails its node, every rank on it is killed, or a rank's log ends
+                              with a device error; a rank's own failure restarts on the same hosts.
     Before anything starts, every host is checked in parallel (SSH; python importing launcher
     and the --module's package, deeplab by default, nothing more for --entry; job dir writable;
     devices; hccn.conf on Ascend; the scheduler port on the first host); any failure prints one
@@ -122,6 +129,14 @@ Supervision
                               --env overrides them.
     --first-step-timeout S    time a rank may take until its first step: graph compile, data start-up
                               (default 3600; 0: off)
+    --grace S                 SIGTERM/SIGUSR1 (a preemption) first ask every rank to save a checkpoint
+                              and stop (SIGUSR1 to the rank), waiting up to S seconds (default 60;
+                              0: stop at once); job.json status.preempted records the step saved
+    --resume JOB_DIR          continue a stopped, failed or preempted job in its job dir as its next
+                              attempt, with the options job.json recorded (only --tee,
+                              --status-interval, --dry-run, --json besides)
+    A rank whose data wait or device probe ("timing:" lines) stays above 1.5x the other ranks' is
+    named a straggler: on the console, in --status and in job.json status.stragglers.
 
 Looking at a running job
     --status JOB_DIR          the job's state and every rank: host, last step, seconds since its last
