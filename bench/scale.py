@@ -26,6 +26,11 @@ Fields:
   controller_cpu_s        CPU of the controller over the fail-fast run (sim: fake hosts' CPU removed)
   controller_peak_rss_mb  peak RSS (sim: the bench process, fake hosts' few bytes of state included)
   controller_max_threads  most threads at once (sim: without the fake hosts' sim-* threads)
+  tree_depth, tree_first_tier
+                          the start's tree (--ssh-tree-width): hops to the farthest host, hosts the
+                          controller starts itself. sim: the relays' own work (their connections,
+                          copies, forwarding) runs in the bench process, in sim-* threads, and its CPU
+                          and memory are counted as the controller's: an upper bound
   controller_max_fds      most open file descriptors at once
   idle_cpu_ms_per_host_s  sim: the controller's CPU per host per second while every rank runs
                           (3 s between every first line and the fail-fast): heartbeats, polling
@@ -108,7 +113,7 @@ class _Sampler:
         self._thread.join()
 
 
-def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path) -> dict:
+def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path, tree_width: int) -> dict:
     """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c")."""
     from launcher.job.options import LaunchOptions
     from launcher.remote import group as remote_group
@@ -134,7 +139,7 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
 
     options = LaunchOptions(hosts=",".join(f"sim-{index}" for index in range(hosts)), platform="CPU",
                             devices=devices, job_dir=work / f"job-{end}", tee="none", status_interval_s=3600.0,
-                            ssh_parallel=parallel, python=sys.executable)
+                            ssh_parallel=parallel, ssh_tree_width=tree_width, python=sys.executable)
     backend = _sim_backend(cluster, options, hosts, devices)
     interrupt = Interrupt()
     marks: dict[str, float] = {}
@@ -193,13 +198,14 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
 def bench_sim(args: argparse.Namespace) -> dict:
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="scale-sim-") as tmp:
-        failed = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp))
-        interrupted = (_sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "ctrl-c", Path(tmp))
-                       if not args.no_ctrl_c else None)
+        failed = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp),
+                          args.ssh_tree_width)
+        interrupted = (_sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "ctrl-c", Path(tmp),
+                                args.ssh_tree_width) if not args.no_ctrl_c else None)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "transport": "sim", "hosts": args.hosts, "ranks": args.hosts * args.devices,
-        "ssh_parallel": args.ssh_parallel, "sim_connect_ms": args.sim_connect_ms,
+        "ssh_parallel": args.ssh_parallel, "sim_connect_ms": args.sim_connect_ms, **_tree(args),
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
         "controller_cpu_s": failed["controller_cpu_s"], "fake_hosts_cpu_s": failed["host_cpu_s"],
         "controller_peak_rss_mb": round(peak_mb, 1),
@@ -216,6 +222,14 @@ def bench_sim(args: argparse.Namespace) -> dict:
         "wall_s": failed["wall_s"],
         "load_avg_before": load_before, "load_avg_after": _load(), "cores": os.cpu_count(),
     }
+
+
+def _tree(args: argparse.Namespace) -> dict:
+    """The tree the controller starts along (launcher.remote.tree), as the dry run says it."""
+    from launcher.remote.tree import plan_tree
+
+    tree = plan_tree(list(range(args.hosts)), args.ssh_tree_width)
+    return {"ssh_tree_width": args.ssh_tree_width, "tree_depth": tree.depth, "tree_first_tier": len(tree.roots)}
 
 
 # -- ssh ------------------------------------------------------------------------------------
@@ -243,14 +257,14 @@ def _platform_args(mode: str, work: Path) -> list[str]:
 
 
 def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, parallel: int, end: str,
-             mode: str) -> dict:
+             mode: str, tree_width: int) -> dict:
     import psutil
 
     job_dir = work / f"job-{end}"
     total = len(hosts.hosts) * devices
     env = dict(os.environ, FAIL_RANK=str(total - 1) if end == "fail" else "none")
     argv = [sys.executable, "-m", "launcher.cli", "--hosts", ",".join(hosts.specs()), "--ssh-config", str(config),
-            "--ssh-known-hosts", str(known_hosts), "--ssh-parallel", str(parallel),
+            "--ssh-known-hosts", str(known_hosts), "--ssh-parallel", str(parallel), "--ssh-tree-width", str(tree_width),
             *_platform_args(mode, work), "--devices", str(devices), "--entry", str(work / "payload.py"),
             "--env", f"FAIL_RANK={env['FAIL_RANK']}",
             "--tee", "none", "--status-interval", "3600", "--job-dir", str(job_dir)]
@@ -325,14 +339,15 @@ def bench_ssh(args: argparse.Namespace) -> dict:
                 (work / "hccn" / name).mkdir(parents=True)
                 (work / "hccn" / name / "hccn.conf").write_text(
                     "".join(f"address_{d}=192.168.{index}.{10 + d}\n" for d in range(8)))
-            failed = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "fail", args.mode)
+            failed = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "fail", args.mode,
+                              args.ssh_tree_width)
             interrupted = _ssh_run(hosts, work, config, known_hosts, args.devices, args.ssh_parallel, "ctrl-c",
-                                   args.mode) if not args.no_ctrl_c else None
+                                   args.mode, args.ssh_tree_width) if not args.no_ctrl_c else None
         finally:
             left = stop_sshd_hosts(hosts)
     return {
         "transport": "ssh", "mode": args.mode, "hosts": args.hosts, "ranks": args.hosts * args.devices,
-        "ssh_parallel": args.ssh_parallel,
+        "ssh_parallel": args.ssh_parallel, **_tree(args),
         "known_hosts_entries": max(args.known_hosts_entries, len(addresses)),
         "job_written_s": failed["job_written_s"],
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
@@ -356,7 +371,9 @@ def main() -> int:
     parser.add_argument("--transport", choices=("sim", "ssh"), required=True)
     parser.add_argument("--hosts", type=int, required=True)
     parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--ssh-parallel", type=int, default=64)
+    parser.add_argument("--ssh-parallel", type=int, default=32)
+    parser.add_argument("--ssh-tree-width", type=int, default=32,
+                        help="launch-train's --ssh-tree-width: above this many hosts, a tree start (0: never)")
     parser.add_argument("--sim-connect-ms", type=float, default=50.0,
                         help="sim: each connection's handshake wait (network round trips, no CPU)")
     parser.add_argument("--known-hosts-entries", type=int, default=0,

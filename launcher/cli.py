@@ -33,8 +33,11 @@ Several hosts (SSH; see launcher/backends/ssh.py and docs/launching.md)
                               --ssh-timeout S (default 10); --ssh-known-hosts FILE
     --ssh-accept-unknown-host-keys
                               accept host keys missing from known_hosts (default: refuse)
-    --ssh-parallel N          SSH connections set up at once (default 64): the controller's
+    --ssh-parallel N          SSH connections set up at once (default 32): the controller's
                               threads and sockets while starting follow N, not the host count
+    --ssh-tree-width W        above W hosts (default 32; 0: never) the controller starts W
+                              agents, each of which starts the agents of its part of the
+                              hosts (a tree, as Open MPI's ssh launcher spawns)
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long

@@ -25,8 +25,10 @@ from launcher.run_job import run_job
 from tests.fixtures.sim_hosts import SimCluster
 
 
-def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monkeypatch=None):
-    """One launch over ``hosts`` simulated hosts, ended by a rank failure once every rank is up."""
+def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monkeypatch=None, tree_width: int = 0,
+                connect_latency_s: float = 0.0):
+    """One launch over ``hosts`` simulated hosts, ended by a rank failure once every rank is up
+    (the controller starts every agent itself unless ``tree_width`` says otherwise)."""
     import launcher.job.render as render_module
     import launcher.launch as launch_module
 
@@ -42,10 +44,10 @@ def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monk
 
     monkeypatch.setattr(render_module, "render_job", counting_render)
     monkeypatch.setattr(launch_module, "render_job", counting_render)
-    cluster = SimCluster()
+    cluster = SimCluster(connect_latency_s=connect_latency_s)
     options = LaunchOptions(hosts=",".join(f"sim-{i}" for i in range(hosts)), platform="CPU", devices=devices,
                             job_dir=tmp_path / f"job-{hosts}", tee="none", status_interval_s=3600.0,
-                            ssh_parallel=parallel, python=sys.executable)
+                            ssh_parallel=parallel, ssh_tree_width=tree_width, python=sys.executable)
     backend = _sim_backend(cluster, options, hosts, devices)
     interrupt = Interrupt()
 
@@ -97,7 +99,8 @@ def test_bytes_sent_to_a_host_do_not_grow_with_the_host_count(tmp_path, monkeypa
 
 
 def test_the_pool_bounds_connections_being_set_up(tmp_path, monkeypatch):
-    result, cluster, _ = _sim_launch(tmp_path, 12, parallel=3, monkeypatch=monkeypatch)
+    # Each handshake waits 20 ms (as a network would), so the pool's connections overlap.
+    result, cluster, _ = _sim_launch(tmp_path, 12, parallel=3, monkeypatch=monkeypatch, connect_latency_s=0.02)
     assert result.exit_code == 1
     assert cluster.max_setting_up == 3  # never more connects/copies/starts in flight than --ssh-parallel
     assert cluster.open_connections == 0  # every connection closed at the end

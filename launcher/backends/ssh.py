@@ -82,7 +82,7 @@ class SshBackend(Backend):
             ssh = SshOptions(config_file=options.ssh_config, key_file=options.ssh_key, timeout_s=options.ssh_timeout_s,
                              known_hosts=options.ssh_known_hosts,
                              accept_unknown_host_keys=options.ssh_accept_unknown_host_keys,
-                             parallel=options.ssh_parallel)
+                             parallel=options.ssh_parallel, tree_width=options.ssh_tree_width)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
         return cls(tuple(entries), ssh, options.python or sys.executable, options.heartbeat_timeout_s,
@@ -222,9 +222,13 @@ class SshBackend(Backend):
     def describe(self, plan: "Plan") -> str:
         """Per host: how it is reached and what runs there."""
         from launcher.remote.host_slice import host_job_file
+        from launcher.remote.relay import relay_job_file
         from launcher.remote.session import agent_command
 
-        lines = ["", "per host:"]
+        from launcher.remote.group import spawn_tree_of
+
+        tree = spawn_tree_of(plan, self.ssh)
+        lines = ["", tree.describe() if any(not entry.host.local for entry in plan.hosts) else "", "per host:"]
         for index, entry in enumerate(plan.hosts):
             host = entry.host
             ranks = plan.ranks_on(host.name)
@@ -237,12 +241,22 @@ class SshBackend(Backend):
                 continue
             remote = self.remote[host.name]
             target = f"{remote.user}@{remote.hostname}"
+            if index in tree.parent:
+                relay = plan.hosts[tree.parent[index]].host.name
+                lines.append(f"    started by the agent on {relay} (a relay; its files pass through it)")
+                continue
             forward = sorted({r.rank for r in ranks} & set(plan.spec.tee))
+            below = tree.subtree(index)
             command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s,
-                                    forward_ranks=forward, job_file=host_job_file(index))
+                                    forward_ranks=forward, job_file=host_job_file(index),
+                                    relay_file=relay_job_file(index) if below else None)
             lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
             lines.append(f"    (files pushed first: {host_job_file(index)} (its slice of job.json), LOG<rank>/env.sh"
                          f" + run.sh of its ranks{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
+            if below:
+                lines.append(f"    relay for {len(below)} hosts: it starts "
+                             f"{', '.join(plan.hosts[child].host.name for child in tree.children[index])}"
+                             f" (spec {relay_job_file(index)}, their files under relay/{index}/host-<index>/)")
         return "\n".join(lines) + "\n"
 
 

@@ -102,7 +102,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     ssh.add_argument("--ssh-accept-unknown-host-keys", action="store_true", default=None,
                      help="accept host keys that are not in known_hosts (not recommended)")
     ssh.add_argument("--ssh-parallel", dest="ssh_parallel", type=int, metavar="N",
-                     help="SSH connections set up at once (pre-flight, copying, starting agents; default 64)")
+                     help="SSH connections set up at once (pre-flight, copying, starting agents; default 32)")
+    ssh.add_argument("--ssh-tree-width", dest="ssh_tree_width", type=int, metavar="W",
+                     help="above W hosts, start W agents that start the others (a tree; default 32; 0: no tree)")
     ssh.add_argument("--remote-python", dest="python", metavar="PATH",
                      help="interpreter on the hosts (default: this one's path)")
     ssh.add_argument("--master-addr", metavar="ADDR",

@@ -81,7 +81,9 @@ class LaunchOptions:
     ssh_known_hosts: Optional[Path] = field(default=None, metadata=flag("--ssh-known-hosts"))
     ssh_accept_unknown_host_keys: bool = field(default=False, metadata=flag("--ssh-accept-unknown-host-keys"))
     # SSH operations in flight at once (connect, copy, start, probe): the pool bounds the controller, not the host count.
-    ssh_parallel: int = field(default=64, metadata=flag("--ssh-parallel"))
+    ssh_parallel: int = field(default=32, metadata=flag("--ssh-parallel"))
+    # Above this many remote hosts the controller starts only a first tier of agents, which start the rest.
+    ssh_tree_width: int = field(default=32, metadata=flag("--ssh-tree-width"))
     heartbeat_timeout_s: float = field(default=30.0, metadata=flag("--heartbeat-timeout"))
     # In a pod (--from-env): whose variables to read, how long to wait for the mounted rank table.
     from_env: bool = field(default=False, metadata=flag("--from-env"))
@@ -149,6 +151,10 @@ class LaunchOptions:
             if isinstance(self.ssh_parallel, bool) or not isinstance(self.ssh_parallel, int) \
                     or not 1 <= self.ssh_parallel <= 1024:
                 raise ValueError(f"--ssh-parallel {self.ssh_parallel}: must be a whole number from 1 to 1024")
+            if isinstance(self.ssh_tree_width, bool) or not isinstance(self.ssh_tree_width, int) \
+                    or not 0 <= self.ssh_tree_width <= 1024:
+                raise ValueError(f"--ssh-tree-width {self.ssh_tree_width}: must be a whole number from 0 (no tree) "
+                                 "to 1024")
             if not 0 <= self.grace_s <= 86400:
                 raise ValueError(f"--grace {self.grace_s}: must be a number of seconds in [0, 86400] (0: stop at once)")
             if not 0 <= self.rank_table_timeout_s <= 7 * 86400:

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from launcher.remote.protocol import ALIVE_INTERVAL_S, encode_event, progress_event
 
@@ -58,17 +58,27 @@ class ControllerLink:
         self.stop_requested = self.interrupt.event
         self.stack_requests: list[tuple[list[int], str]] = []
         self.save_requested = False  # "save": pass "save a checkpoint and stop" to the ranks (once)
+        # "to INDEX LINE": a line for a host this agent's relay started (launcher.remote.relay).
+        self.forward: Optional[Callable[[int, str], None]] = None
+        self.on_stop: Optional[Callable[[float], None]] = None  # the relay passes a stop down at once
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
         self.interrupt.trigger(0)
+        if self.on_stop is not None:
+            self.on_stop(self.grace_s)
 
     def listen(self, stream: TextIO) -> None:
         """Read controller lines until EOF (run in a daemon thread)."""
         for line in stream:
             self.last_heard = time.monotonic()
             words = line.split()
+            if words and words[0] == "to":
+                parts = line.split(None, 2)
+                if len(parts) == 3 and parts[1].isdigit() and self.forward is not None:
+                    self.forward(int(parts[1]), parts[2].rstrip("\n"))
+                continue
             if words and words[0] == "stack" and len(words) > 1:
                 try:
                     ranks = [int(word) for word in words[1].split(",") if word]
@@ -204,11 +214,14 @@ class AgentReporter:
 
 
 def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
-              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset(), job_file: str = "job.json") -> int:
+              poll_interval_s: float = 0.2, forward_ranks: frozenset = frozenset(), job_file: str = "job.json",
+              relay_file: Optional[str] = None) -> int:
     """Start and supervise this host's ranks until the controller says stop (or vanishes).
 
     ``job_file``: the document to run, relative to the job dir: the host's slice that the
     controller pushed (launcher.remote.host_slice), read as strictly as job.json.
+    ``relay_file``: this host is a relay of a tree start (launcher.remote.relay): it also starts
+    the agents of the hosts its spec names, passes their events up and stops them with its own.
     """
     from launcher.backends.local import host_group
     from launcher.job.job_record import load_job
@@ -223,7 +236,16 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
     # The same group a local launch runs on this host (mpirun mode: one mpirun for every rank, which
     # reaches the other hosts over ssh itself); a scheduler elsewhere is waited for.
     group = host_group(plan, host, remote_scheduler=True)
+    relay = None
+    if relay_file is not None:
+        from launcher.remote.relay import Relay, read_relay_spec
+
+        relay = Relay(read_relay_spec(job_dir, relay_file), emit, name=host)
+        link.forward = relay.forward
+        link.on_stop = relay.stop
     emit("hello", host=host, pid=os.getpid(), ranks=list(group.ranks))
+    if relay is not None:
+        relay.start()  # its hosts' agents start while this host's ranks do
     reporter = AgentReporter(emit, link, forward_ranks)
     try:
         # The supervisor's own attempt, but it ends only when the controller says so (or is lost):
@@ -233,6 +255,8 @@ def run_agent(job_dir: Path, host: str, link: ControllerLink, emit: EventWriter,
     except OSError as error:  # the ranks could not start; every process of the group is stopped by now
         emit("error", message=f"cannot start ranks on {host}: {error}")
         link.request_stop("error")
+    if relay is not None:
+        relay.finish(link.grace_s)  # every host below has said "done" (or is given up) before this one does
     exits = reporter.exits
     failed = any(not rank_exit.ok for rank_exit in exits.values() if not rank_exit.stopped_by_launcher)
     code = 1 if failed or len(exits) < len(group.ranks) else 0
@@ -254,6 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--host", required=True, help="this host's name in job.json")
     parser.add_argument("--job-file", default="job.json", metavar="PATH",
                         help="the job document to run, relative to the job dir (the controller pushes the host's slice)")
+    parser.add_argument("--relay", metavar="PATH",
+                        help="relay spec inside the job dir: also start, watch and stop the agents of the hosts it names")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="stop the ranks when the controller is silent this long (seconds)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
@@ -262,8 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
     args = parser.parse_args(argv)
-    if posixpath.isabs(args.job_file) or ".." in args.job_file.split("/"):
-        parser.error(f"--job-file {args.job_file!r}: must be a path inside the job dir")
+    for flag, value in (("--job-file", args.job_file), ("--relay", args.relay)):
+        if value is not None and (posixpath.isabs(value) or ".." in value.split("/")):
+            parser.error(f"{flag} {value!r}: must be a path inside the job dir")
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -283,7 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
     try:
         forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
-        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward, job_file=args.job_file)
+        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward, job_file=args.job_file,
+                         relay_file=args.relay)
     except (OSError, ValueError, KeyError) as error:  # JobFileError is a ValueError
         # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")

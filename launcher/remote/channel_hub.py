@@ -15,7 +15,8 @@ pids limit; FIELD_NOTES "Many hosts"). Here:
 
 The hub is one per process, started on first use; its threads are daemons that sleep when
 no channel is registered. Each session still has paramiko's transport thread (one per
-connection), which only a tree of agents would take off the controller.
+connection): above --ssh-tree-width hosts a tree start (launcher.remote.tree) keeps those to
+the tree's first tier.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def ensure_fd_budget(hosts: int) -> None:
 
 
 class ChannelHub:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "ssh-hub") -> None:
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._sessions: set["AgentSession"] = set()
@@ -65,8 +66,8 @@ class ChannelHub:
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._to_write = threading.Condition()
         self._dirty: set["AgentSession"] = set()  # sessions with lines waiting to be sent
-        self._reader = threading.Thread(target=self._read_forever, daemon=True, name="ssh-hub-reader")
-        self._writer = threading.Thread(target=self._write_forever, daemon=True, name="ssh-hub-writer")
+        self._reader = threading.Thread(target=self._read_forever, daemon=True, name=f"{name}-reader")
+        self._writer = threading.Thread(target=self._write_forever, daemon=True, name=f"{name}-writer")
         self._reader.start()
         self._writer.start()
 

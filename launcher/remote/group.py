@@ -29,6 +29,7 @@ from launcher.run.mpirun import MpirunGroup
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan, Rank
+    from launcher.remote.tree import SpawnTree
 
 # An agent says "alive" every second: one this long quiet is not waited for when stopping.
 QUIET_HOST_S = 3.0
@@ -76,6 +77,11 @@ class RemoteHostGroup(ProcessGroup):
         self._launch_attempted = False
         self._launch_error: Optional[BaseException] = None
         self._files: list = []  # what this host is sent (launcher.remote.host_slice), read before the fan-out
+        # Tree start (launcher.remote.tree): the group of the relay the controller started above this
+        # host (None: the controller starts this host's agent), and for such a relay what its
+        # subtree is sent through it (launcher.remote.relay.tree_files).
+        self.root_group: "Optional[RemoteHostGroup]" = None
+        self._tree_files: Optional[Callable[[], list]] = None
         self._stacks_answer: Optional[dict] = None
         # The remote groups of one attempt: the supervisor closes groups one after the other,
         # so the first close() asks every agent to stop at once and the job stops in one grace period.
@@ -109,6 +115,8 @@ class RemoteHostGroup(ProcessGroup):
             self._stacks_answer = event.get("ranks") if isinstance(event.get("ranks"), dict) else {}
         elif kind == "error":
             self._problem = self._problem or f"agent on {self.host}: {event.get('message')}"
+        elif kind == "lost" and event.get("relay_lost"):  # its relay's loss is the relay's group's to report
+            self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
         elif kind == "lost":
             if not self._closed:
                 self._problem = self._problem or f"lost the agent on {self.host}: {event.get('reason')}"
@@ -122,17 +130,27 @@ class RemoteHostGroup(ProcessGroup):
         waiting = [group for group in self.siblings if not group._launch_attempted]
         for group in waiting:
             group._launch_attempted = True
+            if group.root_group is not None:
+                continue  # its relay is sent its files
             # Each host's files are read here, in one thread, before the fan-out: the pool's threads
             # then only wait on the network. Read from 64 threads at once, every small read gives up
             # and waits to retake the GIL, and a 1,024-host start was mostly that wait.
             try:
                 group._files = files_for_host(group.plan, group.host, group.host_index, group.own_ranks)
+                if group._tree_files is not None:
+                    group._files += group._tree_files()
             except OSError as error:
                 group._launch_error = error
-        waiting = [group for group in waiting if group._launch_error is None]
-        outcome = run_on_each(waiting, lambda group: group._start_agent(), parallel=self.session.options.parallel)
+        direct = [group for group in waiting if group._launch_error is None and group.root_group is None]
+        outcome = run_on_each(direct, lambda group: group._start_agent(), parallel=self.session.options.parallel)
         for group, error in outcome.failed.items():
             group._launch_error = error
+        for group in waiting:
+            if group.root_group is None and group._launch_error is not None:
+                for routed in group.session.routes.values():  # nobody will start the hosts below it
+                    routed.relay_lost(f"its relay {group.host} could not be started", group.host)
+            elif group.root_group is not None:
+                group._agent_started = group.root_group._agent_started
         if self._launch_error is not None:
             self._lost = f"its agent could not be started: {self._launch_error}"
             raise HostLost(self.host, str(self._launch_error) if isinstance(self._launch_error, OSError) else
@@ -144,6 +162,9 @@ class RemoteHostGroup(ProcessGroup):
                 break
             if event["event"] == "hello":
                 return
+            if event.get("relay_lost"):  # the relay's fault, not this host's
+                relay = str(event.get("blame"))
+                raise HostLost(relay, f"relay host {relay} was lost while starting {self.host}: {event.get('reason')}")
             if event["event"] in ("error", "lost", "done"):
                 message = event.get("message") or event.get("reason") or "agent ended at start"
                 self._lost = f"its agent did not start: {message}"
@@ -318,7 +339,9 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
     """The ``group_factory`` for launch(): local hosts as LocalGroup, the others through agents.
 
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
-    hosts with ssh itself); the other hosts only get their files.
+    hosts with ssh itself); the other hosts only get their files. Above ``options.tree_width``
+    remote hosts, the controller starts the agents of the tree's first tier only, and those
+    start the rest (launcher.remote.tree, launcher.remote.relay).
     """
     from launcher.run.local import LocalGroup
 
@@ -332,10 +355,11 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
                                     push_also=others, agent_env=mpirun_ssh_env(options), connect=connect,
                                     **group_options)]
         groups: list[ProcessGroup] = []
-        remote: list[RemoteHostGroup] = []
+        remote: dict[int, RemoteHostGroup] = {}
         by_host = ranks_by_host(plan)
+        tree = spawn_tree_of(plan, options)
         try:
-            ensure_fd_budget(sum(1 for entry in plan.hosts if not entry.host.local))
+            ensure_fd_budget(len(tree.roots))
         except ValueError as error:
             raise LaunchError(str(error)) from None
         for index, entry in enumerate(plan.hosts):
@@ -343,12 +367,49 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
             if entry.host.local:
                 groups.append(LocalGroup(plan, name))
             else:
-                remote.append(RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python,
-                                              own_ranks=by_host[name], host_index=index, connect=connect,
-                                              **group_options))
-                groups.append(remote[-1])
-        for group in remote:
-            group.siblings = remote
+                remote[index] = RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python,
+                                                own_ranks=by_host[name], host_index=index, connect=connect,
+                                                **group_options)
+                groups.append(remote[index])
+        if tree.parent:
+            _wire_tree(plan, tree, remote, remote_hosts, options, remote_python, by_host, group_options)
+        for group in remote.values():
+            group.siblings = list(remote.values())
         return groups
 
     return factory
+
+
+def spawn_tree_of(plan: "Plan", options: SshOptions) -> "SpawnTree":
+    """Which host starts which agent for this plan (launcher.remote.tree): mpirun jobs have no tree."""
+    from launcher.remote.tree import plan_tree
+
+    remote = [index for index, entry in enumerate(plan.hosts) if not entry.host.local]
+    return plan_tree(remote, 0 if plan.spec.mode == "mpirun" else options.tree_width)
+
+
+def _wire_tree(plan: "Plan", tree: "SpawnTree", groups: "dict[int, RemoteHostGroup]", remote_hosts: dict,
+               options: SshOptions, remote_python: str, by_host: dict, group_options: dict) -> None:
+    """Relayed hosts talk through their root's session; roots get their relay spec and their subtree's files."""
+    from launcher.remote.relay import RelayedSession, relay_job_file, tree_files
+
+    heartbeat_timeout_s = float(group_options.get("heartbeat_timeout_s", 30.0))
+    heartbeat_s = float(group_options.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+
+    def files_for(index: int) -> list:
+        name = plan.hosts[index].host.name
+        return files_for_host(plan, name, index, by_host[name])
+
+    for index in tree.roots:
+        if not tree.children.get(index):
+            continue
+        root = groups[index]
+        root.session.relay_file = relay_job_file(index)
+        root._tree_files = (lambda index=index: tree_files(plan, tree, index, remote_hosts, options, remote_python,
+                                                           heartbeat_s, heartbeat_timeout_s, {}, by_host, files_for))
+        for below in tree.subtree(index):
+            group = groups[below]
+            group.root_group = root
+            group.session = RelayedSession(root.session, below, group.host)
+            if tree.parent[below] != index:
+                groups[tree.parent[below]].session.below.append(group.session)

@@ -22,6 +22,11 @@ the controller's hang watchdog).
 
 The controller adds one event of its own when the channel closes before "done":
 ``{"event": "lost", "host": ..., "reason": ...}``.
+
+A tree start (launcher.remote.relay): a relay agent also passes up every event of the hosts
+it started, with ``"via": <host index>`` (their "alive" stays with the relay, which sends
+``{"event": "lost", "via": ..., "reason": ...}`` for a host it lost or could not start), and
+takes ``to INDEX LINE`` from above: LINE for that host.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from typing import Any, Optional
 
 from launcher.log_format import parse_epoch_time_line, parse_loss_line, parse_timing_line
 
-EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks")
+EVENTS = ("hello", "started", "progress", "line", "exited", "helper", "done", "error", "alive", "stacks", "lost")
 # The agent says "alive" this often, so the controller can tell a host that stopped answering.
 ALIVE_INTERVAL_S = 1.0
 

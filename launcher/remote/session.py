@@ -47,12 +47,15 @@ OUTBOX_LIMIT = 64  # lines for one agent not yet sent: a host this far behind is
 
 
 def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None) -> str:
+                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
+                  relay_file: Optional[str] = None) -> str:
     """The shell command that runs the agent on the host (every word quoted)."""
     words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
              "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
     if job_file is not None:
         words += ["--job-file", job_file]
+    if relay_file is not None:
+        words += ["--relay", relay_file]
     if forward_ranks:
         words += ["--forward-lines", ",".join(str(rank) for rank in sorted(forward_ranks))]
     for key, value in sorted((env or {}).items()):
@@ -67,8 +70,14 @@ class AgentSession:
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
                  agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
-                 connect: Callable = connection) -> None:
-        """``connect(host, options, config)``: an unopened fabric-like Connection (a simulated one in bench/scale.py)."""
+                 connect: Callable = connection, hub=None, relay_file: Optional[str] = None, events=None) -> None:
+        """``connect(host, options, config)``: an unopened fabric-like Connection (a simulated one in bench/scale.py).
+
+        ``relay_file``: the agent is a relay of a tree start (launcher.remote.relay) and reads its
+        spec there; ``routes`` then maps every host below it to its RelayedSession. ``events``: where
+        the agent's events go (a relay passes them up), else a queue ``drain`` reads. ``hub``: the
+        channel hub to use (None: the process's).
+        """
         if not posixpath.isabs(job_dir):
             raise ValueError(f"job dir {job_dir}: must be absolute (the same path on every host)")
         self.host = host
@@ -76,13 +85,17 @@ class AgentSession:
         self.agent_env = dict(agent_env or {})
         self.forward_ranks = tuple(forward_ranks)
         self.job_file = job_file  # the host's job document (launcher.remote.host_slice), None: job.json
+        self.relay_file = relay_file
+        self.routes: dict = {}  # host index -> RelayedSession, for the hosts this agent's relay starts
+        self.stop_sent = False
         self.options = options
         self.job_dir = job_dir
         self.remote_python = remote_python
         self.heartbeat_s = heartbeat_s
         self.connection = connect(host, options, config)
         self.channel = None
-        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.events = events if events is not None else queue.Queue()
+        self._passes_up = events is not None
         self.stderr_tail = ""
         self.finished = threading.Event()  # agent said "done", or the channel closed
         self.said_done = False
@@ -96,7 +109,7 @@ class AgentSession:
         self._pending = b""  # the part of a line the channel has not taken yet
         self._stdout = b""  # the agent's output after its last full line
         self._gave_up = False
-        self._hub = None
+        self._hub = hub
         self.write_limit_s = 30.0
         self.send_blocked_since: Optional[float] = None
 
@@ -146,10 +159,10 @@ class AgentSession:
         transport = self.connection.transport
         self.channel = transport.open_session(timeout=self.options.timeout_s)
         self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
-                                                 self.agent_env, self.forward_ranks, self.job_file))
+                                                 self.agent_env, self.forward_ranks, self.job_file, self.relay_file))
         # A write that cannot go out for this long means the host stopped reading.
         self.write_limit_s = max(1.0, heartbeat_timeout_s)
-        self._hub = channel_hub()
+        self._hub = self._hub or channel_hub()
         self._hub.add(self)
 
     def feed(self) -> bool:
@@ -170,6 +183,14 @@ class AgentSession:
                 if event is None:
                     continue
                 self.last_heard = time.monotonic()
+                via = event.get("via")
+                if via is not None:  # a host below this relay (launcher.remote.relay)
+                    routed = self.routes.get(via) if isinstance(via, int) else None
+                    if routed is not None:
+                        routed.deliver(event)
+                    elif self._passes_up:  # a relay's child that is a relay too: its hosts' events go up as they are
+                        self.events.put(event)
+                    continue
                 if event["event"] == "done":
                     self.said_done = True
                 self.events.put(event)
@@ -179,6 +200,7 @@ class AgentSession:
     def ended(self) -> None:
         """The channel ended (the hub's reader): "lost" unless the agent said "done"."""
         if self.said_done:
+            self._end_routes(f"its relay {self.plan_host} finished first")
             self.finished.set()
             return
         # Wait briefly for the exit status (an agent that crashed says why on stderr), off the hub's thread.
@@ -187,15 +209,22 @@ class AgentSession:
         timer.start()
 
     def _report_lost(self) -> None:
-        self.events.put({"event": "lost", "host": self.host.name, "reason": self.lost_reason()})
+        reason = self.lost_reason()
+        self.events.put({"event": "lost", "host": self.host.name, "reason": reason})
+        self._end_routes(f"lost its relay {self.plan_host}: {reason}")
         self.finished.set()
+
+    def _end_routes(self, reason: str) -> None:
+        """The relay is gone: every host below it that has not said "done" is cut off (not its own fault)."""
+        for routed in list(self.routes.values()):
+            routed.relay_lost(reason, self.plan_host)
 
     def send(self, line: Optional[str]) -> bool:
         """Queue a line for the agent (None: close our side); never blocks. False once the channel is gone."""
         if self.channel is None or self.channel.closed or self.finished.is_set() or self._gave_up:
             return False
         with self._outbox_lock:
-            if len(self._outbox) >= OUTBOX_LIMIT:
+            if len(self._outbox) >= OUTBOX_LIMIT + 2 * len(self.routes):  # a relay carries its hosts' lines
                 return line == "ping"  # the host is not reading: heartbeats can wait, the silence is noticed
             self._outbox.append(line)
         self._hub.wake_writer(self)
@@ -264,6 +293,7 @@ class AgentSession:
 
     def stop(self) -> None:
         """Ask the agent to stop its ranks; closing stdin says the same to an agent that misses the line."""
+        self.stop_sent = True
         self.send("stop")
         self.send(None)
 

@@ -25,13 +25,15 @@ from fabric.group import GroupResult
 
 from launcher.job.hosts import HostEntry, check_distinct
 from launcher.remote.known_hosts import shared_known_hosts
+from launcher.remote.tree import DEFAULT_TREE_WIDTH, MAX_TREE_WIDTH
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 T = TypeVar("T")
 # SSH operations in flight at once (connect, push, probe, collect): pdsh's default is 32, Slurm's
-# TreeWidth 50; 64 keeps a 2-core controller busy without a thread per host.
-DEFAULT_SSH_PARALLEL = 64
+# TreeWidth 50; 32 (pdsh's) keeps a controller busy with a paramiko transport thread per connection
+# being set up beside the pool's own: about 2 x 32 threads at the most, at any host count.
+DEFAULT_SSH_PARALLEL = 32
 MAX_SSH_PARALLEL = 1024
 # Remote commands never read the controller's terminal (invoke mirrors stdin by default).
 _RUN_DEFAULTS = {"run": {"in_stream": False}}
@@ -45,10 +47,15 @@ class SshOptions:
     known_hosts: Optional[Path] = None  # None: UserKnownHostsFile from ssh config, else ~/.ssh/known_hosts
     accept_unknown_host_keys: bool = False
     parallel: int = DEFAULT_SSH_PARALLEL  # --ssh-parallel: SSH operations at once
+    tree_width: int = DEFAULT_TREE_WIDTH  # --ssh-tree-width: hosts the controller starts itself (launcher.remote.tree)
 
     def __post_init__(self) -> None:
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_SSH_PARALLEL:
             raise ValueError(f"--ssh-parallel {self.parallel}: must be a whole number from 1 to {MAX_SSH_PARALLEL}")
+        if isinstance(self.tree_width, bool) or not isinstance(self.tree_width, int) \
+                or not 0 <= self.tree_width <= MAX_TREE_WIDTH:
+            raise ValueError(f"--ssh-tree-width {self.tree_width}: must be a whole number from 0 (no tree) to "
+                             f"{MAX_TREE_WIDTH}")
         if not 0 < self.timeout_s <= 86400:  # NaN and inf fail this too
             raise ValueError(f"--ssh-timeout {self.timeout_s}: must be a positive number of seconds")
         if self.config_file is not None and not Path(self.config_file).is_file():
@@ -202,7 +209,7 @@ def open_sftp(conn, where: str):
 
 
 def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item,
-                parallel: int = DEFAULT_SSH_PARALLEL) -> GroupResult:
+                parallel: int = DEFAULT_SSH_PARALLEL, thread_name: str = "ssh-pool") -> GroupResult:
     """Run ``work(item)`` for every item, at most ``parallel`` at a time; results (or exceptions) by ``key(item)``.
 
     The same shape fabric's ThreadingGroup returns, for work that differs per host. The pool,
@@ -226,7 +233,7 @@ def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[
             with lock:
                 result[key(item)] = value
 
-    threads = [threading.Thread(target=run_some, daemon=True, name=f"ssh-pool-{index}")
+    threads = [threading.Thread(target=run_some, daemon=True, name=f"{thread_name}-{index}")
                for index in range(max(1, min(parallel, len(items))))]
     for thread in threads:
         thread.start()
