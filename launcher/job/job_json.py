@@ -13,7 +13,6 @@ import errno
 import json
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,6 +25,8 @@ STATES = ("planned", "running", "succeeded", "failed", "interrupted")
 
 
 def utc_now() -> str:
+    from datetime import datetime, timezone  # here: the per-host agent's start does without it
+
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
