@@ -23,8 +23,8 @@ from typing import Callable, Optional, Sequence, TextIO
 from launcher.errors import LaunchError
 from launcher.job.disk_space import release_reserve
 from launcher.run.failures import HostLost, JobFailed, RankExit, RankFailure
-from launcher.atomic_write import write_atomic
-from launcher.job.job_json import JobStatus, job_document, merge_exits, utc_now, write_job_json
+from launcher.atomic_write import AtomicBatch
+from launcher.job.job_json import JobStatus, job_json_text, merge_exits, utc_now, write_job_json
 from launcher.console import LiveStatus
 from launcher.job.plan import Plan, plan_job, plan_restart
 from launcher.job.ports import check_port_free
@@ -142,19 +142,23 @@ def _write_all(plan: Plan, files: Sequence[RenderedFile], root: Path, made: list
 
     current = "job.json"
     try:
-        if not (root / "job.json").exists():
-            made.append(root / "job.json")
-        write_job_json(root, job_document(plan, status))
-        for item in files:
-            current = item.path
-            target = root / item.path
-            for parent in reversed(target.relative_to(root).parents[:-1]):
-                if not (root / parent).exists():
-                    (root / parent).mkdir()
-                    made.append(root / parent)
-            if not target.exists():
-                made.append(target)
-            write_atomic(target, item.text, executable=item.executable)
+        # One batch: every file written, then made durable and renamed into place together (one sync
+        # of the file system instead of an fsync per file: launcher/atomic_write.py).
+        with AtomicBatch() as batch:
+            if not (root / "job.json").exists():
+                made.append(root / "job.json")
+            batch.write(root / "job.json", job_json_text(plan, status))
+            for item in files:
+                current = item.path
+                target = root / item.path
+                for parent in reversed(target.relative_to(root).parents[:-1]):
+                    if not (root / parent).exists():
+                        (root / parent).mkdir()
+                        made.append(root / parent)
+                if not target.exists():
+                    made.append(target)
+                batch.write(target, item.text, executable=item.executable)
+            current = "the job's files"
         current = "a reserve for job.json"
         made.append(root / RESERVE_FILE)
         write_reserve(root)
@@ -233,7 +237,7 @@ def launch(
     try:
         if resuming:
             _mark_logs(plan, f"resume (attempt {plan.attempt})")
-        write_job_json(spec.job_dir, job_document(plan, history.status(state="running", started=started)))
+        write_job_json(spec.job_dir, plan, history.status(state="running", started=started))
         while True:
             status = LiveStatus(
                 plan, tee=sorted(spec.tee), out=out, status_out=status_out, is_tty=is_tty, plain_interval=plain_interval
@@ -246,8 +250,8 @@ def launch(
 
                 history.stragglers.append({**record, "attempt": plan.attempt})
                 _say(status_out, describe(record))
-                write_job_json(spec.job_dir, job_document(plan, history.status(state="running", started=started,
-                                                                               restarts=restarts)))
+                write_job_json(spec.job_dir, plan, history.status(state="running", started=started,
+                                                                  restarts=restarts))
 
             try:
                 outcome = run_attempt(groups, status=status, interrupt=interrupt, grace=grace, hang=spec.hang,
@@ -261,7 +265,7 @@ def launch(
                 failed = history.status(state="failed", started=started, ended=utc_now(), exit_code=1,
                                         restarts=restarts, wall_time_s=round(time.monotonic() - t0, 3),
                                         rank_exits=all_exits)
-                write_job_json(spec.job_dir, job_document(plan, failed))
+                write_job_json(spec.job_dir, plan, failed)
                 raise
             all_exits = merge_exits(all_exits, outcome.exits)
             what = _what_failed(outcome.first_failure, outcome.helper_problem, outcome.state)
@@ -303,7 +307,7 @@ def launch(
             preempted=outcome.preempted,
         )
         try:
-            write_job_json(spec.job_dir, job_document(plan, final))
+            write_job_json(spec.job_dir, plan, final)
         except OSError as exc:
             _report(status_out, result)
             raise JobDirWriteError(f"{spec.job_dir / 'job.json'}: cannot record how the job ended: "
@@ -416,12 +420,13 @@ def _write_next_attempt(plan: Plan, restarts: int, started: str, history: _Histo
     job_dir = plan.spec.job_dir
     # Same hosts: only env.sh/run.sh change (the new LAUNCH_TRAIN_RESTART_COUNT). Other hosts: every file
     # (rank table, hostfile, the scheduler's script and address).
-    for item in (render_rank_files(plan) if same_hosts else render_job(plan)):
-        target = job_dir / item.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, item.text, executable=item.executable)
+    with AtomicBatch() as batch:
+        for item in (render_rank_files(plan) if same_hosts else render_job(plan)):
+            target = job_dir / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            batch.write(target, item.text, executable=item.executable)
     _mark_logs(plan, f"restart {restarts}")
-    write_job_json(job_dir, job_document(plan, history.status(state="running", started=started, restarts=restarts)))
+    write_job_json(job_dir, plan, history.status(state="running", started=started, restarts=restarts))
 
 
 def _mark_logs(plan: Plan, what: str) -> None:

@@ -185,3 +185,21 @@ def test_plans_number_ranks_densely_and_give_each_its_own_log_dir(n_hosts, n_dev
     assert len({r.log_dir for r in plan.ranks}) == len(plan.ranks)
     assert len({(r.host, r.device_id) for r in plan.ranks}) == len(plan.ranks)
     assert {r.env["MS_NODE_ID"] for r in plan.ranks} == {str(i) for i in range(len(plan.ranks))}
+
+
+@given(n_hosts=st.integers(1, 3), n_devices=st.integers(1, 3),
+       value=st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
+       hang=st.none() | st.dictionaries(st.text(max_size=4), st.lists(st.integers() | st.text(max_size=4), max_size=2)))
+@settings(max_examples=40, deadline=None)
+def test_job_json_text_is_the_documents_indented_json_whatever_it_holds(n_hosts, n_devices, value, hang):
+    # The plan's part is encoded once and reused: the text must stay json.dumps(document, indent=2).
+    import json
+
+    from launcher.job.job_json import JobStatus, job_document, job_json_text
+    from launcher.run.failures import RankExit
+
+    hosts = tuple(host(f"h{i}", f"10.0.0.{i + 1}", local=False) for i in range(n_hosts))
+    plan = plan_job(spec(hosts=hosts, devices=tuple(range(n_devices)), env={"V": value}, args=("--x", value)))
+    for status in (JobStatus(), JobStatus(state="failed", started=value, hang=hang, attempts=({"cause": value},),
+                                          rank_exits=(RankExit(rank=0, host="h0", exit_code=3, duration_s=0.5),))):
+        assert job_json_text(plan, status) == json.dumps(job_document(plan, status), indent=2) + "\n"

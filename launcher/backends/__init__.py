@@ -11,11 +11,13 @@ A new place is one new file with a Backend subclass, and one line in ``LAUNCHERS
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from launcher.backends.base import Backend, Discovered
 from launcher.errors import LaunchError
-from launcher.job.options import LaunchOptions
+
+if TYPE_CHECKING:  # the per-host agent imports launcher.backends.local, which loads this package first
+    from launcher.job.options import LaunchOptions
 
 
 def _local(options: LaunchOptions, environ: Mapping[str, str]) -> Backend:

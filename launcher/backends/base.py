@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from launcher.errors import LaunchError
-from launcher.job.hosts import PreparedHosts
-from launcher.job.options import LaunchOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the per-host agent imports the local backend: options and hosts load only where used
+    from launcher.job.hosts import PreparedHosts
+    from launcher.job.options import LaunchOptions
     from launcher.job.plan import Plan
     from launcher.job.spec import JobSpec
     from launcher.launch import JobResult

@@ -8,6 +8,7 @@ error before anything starts, never an empty string in a shell script.
 """
 from __future__ import annotations
 
+import posixpath
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class RenderedFile:
     executable: bool = False
 
     def __post_init__(self) -> None:
-        if Path(self.path).is_absolute() or ".." in Path(self.path).parts:
+        if posixpath.isabs(self.path) or ".." in self.path.split("/"):
             raise ValueError(f"rendered file {self.path}: must stay inside the job directory")
 
 
@@ -136,10 +137,7 @@ def render_job(plan: Plan) -> tuple[RenderedFile, ...]:
     """Every file the plan needs, rendered; LaunchError (one line) on a template problem."""
     env = template_environment(plan.spec.templates_dir)
     common = {"plan": plan, "spec": plan.spec}
-    files: list[RenderedFile] = []
-    for rank in plan.ranks:
-        files.append(RenderedFile(f"{rank.log_dir}/env.sh", _render(env, ENV_TEMPLATE, rank=rank, **common)))
-        files.append(RenderedFile(f"{rank.log_dir}/run.sh", _render(env, RUN_TEMPLATE, rank=rank, **common), True))
+    files = _rank_files(env, plan, common)
     if plan.scheduler is not None:
         text = _render(env, SCHEDULER_TEMPLATE, scheduler=plan.scheduler, **common)
         files.append(RenderedFile(f"{plan.scheduler.log_dir}/run.sh", text, True))
@@ -154,17 +152,37 @@ def render_job(plan: Plan) -> tuple[RenderedFile, ...]:
 
 def render_rank_files(plan: Plan) -> tuple[RenderedFile, ...]:
     """Only the per-rank env.sh and run.sh files (what changes between restart attempts)."""
-    own = {rank.log_dir for rank in plan.ranks}
-    return tuple(f for f in render_job(plan) if f.path.split("/", 1)[0] in own)
+    env = template_environment(plan.spec.templates_dir)
+    return tuple(_rank_files(env, plan, {"plan": plan, "spec": plan.spec}))
+
+
+def _rank_files(env: jinja2.Environment, plan: Plan, common: dict) -> list[RenderedFile]:
+    """Every rank's env.sh and run.sh; each template is looked up once, not once per rank (a lookup
+    stats the template file)."""
+    files: list[RenderedFile] = []
+    if not plan.ranks:
+        return files
+    env_sh, run_sh = _template(env, ENV_TEMPLATE), _template(env, RUN_TEMPLATE)
+    for rank in plan.ranks:
+        files.append(RenderedFile(f"{rank.log_dir}/env.sh", _fill(env_sh, ENV_TEMPLATE, rank=rank, **common)))
+        files.append(RenderedFile(f"{rank.log_dir}/run.sh", _fill(run_sh, RUN_TEMPLATE, rank=rank, **common), True))
+    return files
 
 
 def _render(env: jinja2.Environment, name: str, **context: object) -> str:
+    return _fill(_template(env, name), name, **context)
+
+
+def _template(env: jinja2.Environment, name: str) -> jinja2.Template:
     try:
-        template = env.get_template(name)
+        return env.get_template(name)
     except jinja2.TemplateNotFound:
         raise LaunchError(f"template {name}: not found in --templates or the built-in job_templates") from None
     except jinja2.TemplateSyntaxError as exc:
         raise LaunchError(f"template {exc.filename or name} line {exc.lineno}: {exc.message}") from None
+
+
+def _fill(template: jinja2.Template, name: str, **context: object) -> str:
     try:
         return template.render(**context)
     except jinja2.UndefinedError as exc:

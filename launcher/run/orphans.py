@@ -15,8 +15,6 @@ import ctypes
 import os
 import signal
 
-import psutil
-
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -30,6 +28,8 @@ def become_subreaper() -> bool:
 
 def kill_leftover_children(timeout_s: float = 5.0) -> int:
     """SIGKILL every remaining descendant of this process and reap its children; returns how many there were."""
+    import psutil  # at the end only: the agent's start does without it
+
     try:
         leftovers = psutil.Process().children(recursive=True)
     except psutil.Error:

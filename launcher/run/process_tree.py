@@ -9,15 +9,21 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Iterable
-
-import psutil
+from typing import TYPE_CHECKING, Iterable
 
 from launcher.job.rank_env import GROUP_MARKER_VAR, JOB_MARKER_VAR
+
+if TYPE_CHECKING:
+    import psutil
+
+# psutil (~6 ms of CPU to import) is loaded by the functions that stop processes, not by the import:
+# a group starts its ranks (the per-host agent before anything else) without it.
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
     """The process and all its descendants (that still exist)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -27,6 +33,8 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 def signal_group_and_tree(pid: int, sig: int, tree: Iterable[psutil.Process]) -> None:
     """Signal the process group led by ``pid`` (each rank is a session leader) and every known descendant."""
+    import psutil
+
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -57,6 +65,8 @@ def stop_trees(leaders: Iterable[int], grace: float) -> None:
 
 
 def _gone(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -69,6 +79,8 @@ def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Pr
     Unlike psutil.wait_procs this never reaps: the launcher's own children must stay
     waitable by their subprocess.Popen, or their exit status would be lost.
     """
+    import psutil
+
     alive = list(procs)
     deadline = time.monotonic() + timeout
     while alive:
@@ -85,6 +97,8 @@ def group_marker(job_dir: str, host: str) -> str:
 
 def job_processes(job_dir: str, exclude: Iterable[int] = (), *, var: str = JOB_MARKER_VAR) -> list[psutil.Process]:
     """Processes whose environment says they belong to the job in ``job_dir`` (``var`` = its value)."""
+    import psutil
+
     skip = {os.getpid(), *exclude}
     found = []
     for proc in psutil.process_iter(["pid"]):
@@ -100,6 +114,8 @@ def job_processes(job_dir: str, exclude: Iterable[int] = (), *, var: str = JOB_M
 
 def sweep_group(job_dir: str, host: str) -> int:
     """SIGKILL whatever a group of this job started and is still running on this machine; returns how many."""
+    import psutil
+
     stray = job_processes(group_marker(job_dir, host), var=GROUP_MARKER_VAR)
     for proc in stray:
         try:

@@ -15,16 +15,16 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from launcher.console import LiveStatus
-from launcher.job.hang_policy import HangPolicy
 from launcher.log_format import parse_loss_line, parse_saved_and_stopped
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
-from launcher.run.host_faults import lost_hosts
-from launcher.run.stragglers import StragglerDetector
-from launcher.run.watchdog import HangVerdict, Watchdog
+
+if TYPE_CHECKING:  # the per-host agent runs attempts too: what only the controller's need loads when used
+    from launcher.console import LiveStatus
+    from launcher.job.hang_policy import HangPolicy
+    from launcher.run.watchdog import HangVerdict, Watchdog
 
 POLL_INTERVAL_S = 0.02
 STOP_GRACE_S = 2.5
@@ -157,9 +157,14 @@ def run_attempt(
                 break  # stopped before it began: start nothing more (close() below still runs on all)
             group.start()
         if hang is not None and hang.enabled:
+            from launcher.run.watchdog import Watchdog
+
             watchdog = Watchdog.start(hang, [(r, g.rank_host(r)) for g in groups for r in g.ranks], time.monotonic())
-        stragglers = StragglerDetector({r: g.rank_host(r) for g in groups for r in g.ranks}) \
-            if on_straggler is not None else None
+        stragglers = None
+        if on_straggler is not None:
+            from launcher.run.stragglers import StragglerDetector
+
+            stragglers = StragglerDetector({r: g.rank_host(r) for g in groups for r in g.ranks})
         saving: Optional[_Saving] = None
         while first is None and problem is None and hung is None:
             if interrupt.signal is not None:
@@ -240,6 +245,8 @@ def run_attempt(
             note=_disk_note(first_group, first.rank),
         )
     if first is not None or hung is not None or problem is not None:
+        from launcher.run.host_faults import lost_hosts
+
         ranks_by_host: dict = {}
         for group in groups:
             for rank in group.ranks:
