@@ -63,7 +63,18 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
     best = ckpt_dir / "deeplab-best.ckpt"
     assert best.is_file(), sorted(p.name for p in ckpt_dir.iterdir())
 
-    assert "deeplab_miou" in in_mindspore("print(list(ms.load_checkpoint(sys.argv[1])))", best)  # what was refused
+    # One MindSpore process reads it (its mIoU entry is what the tools once refused) and writes the
+    # diverged copy used below: a run whose weights went NaN.
+    diverged = tmp_path / "diverged.ckpt"
+    names, nan_weight = in_mindspore(
+        "params = ms.load_checkpoint(sys.argv[1]); "
+        "print(' '.join(params)); "
+        "name = next(n for n in params if n.endswith('conv1.weight')); "
+        "entries = [{'name': n, 'data': p.asnumpy()} for n, p in params.items()]; "
+        "[e.update(data=np.full(e['data'].shape, np.nan, np.float32)) for e in entries if e['name'] == name]; "
+        "ms.save_checkpoint([{'name': e['name'], 'data': ms.Tensor(e['data'])} for e in entries], sys.argv[2]); "
+        "print(name)", best, diverged).strip().splitlines()
+    assert "deeplab_miou" in names.split()
     evaluated = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
                      "--ckpt", str(best), "--scales", "1.0", "--no-flip", *FAST,
                      "--output", str(tmp_path / "eval.json"))
@@ -80,14 +91,6 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
     assert (tmp_path / "best.mindir").stat().st_size > 0
 
     # A diverged run's weights (NaN) evaluate to a normal-looking mIoU unless refused: one line.
-    diverged = tmp_path / "diverged.ckpt"
-    nan_weight = in_mindspore(
-        "params = ms.load_checkpoint(sys.argv[1]); "
-        "name = next(n for n in params if n.endswith('conv1.weight')); "
-        "entries = [{'name': n, 'data': p.asnumpy()} for n, p in params.items()]; "
-        "[e.update(data=np.full(e['data'].shape, np.nan, np.float32)) for e in entries if e['name'] == name]; "
-        "ms.save_checkpoint([{'name': e['name'], 'data': ms.Tensor(e['data'])} for e in entries], sys.argv[2]); "
-        "print(name)", best, diverged).strip()
     refused = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
                    "--ckpt", str(diverged), *FAST)
     assert "NaN or infinite" in one_error_line(refused) and nan_weight in one_error_line(refused)

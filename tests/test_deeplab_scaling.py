@@ -201,18 +201,25 @@ def test_launcher_ckpt_dir_holds_the_compile_cache(synthetic_voc, tmp_path):
 
 @pytest.mark.slow
 def test_fused_gradient_all_reduce_trains_exactly_like_the_per_tensor_one(synthetic_voc, tmp_path):
-    from tests.test_deeplab_train import _run_cluster
+    from tests.test_deeplab_train import _start_cluster
 
+    # The two clusters run at once (they share nothing but the data set, read-only).
+    clusters = {}
+    try:
+        for fused in ("true", "false"):
+            ckpt = tmp_path / f"ckpt-{fused}"
+            clusters[fused] = _start_cluster(tmp_path / fused, synthetic_voc, [ckpt, ckpt], "--train-steps", "4",
+                                             "--set", f"fuse_allreduce={fused}", "--set", "global_batch_size=4")
+        outputs = {fused: cluster.finish() for fused, cluster in clusters.items()}
+    finally:
+        for cluster in clusters.values():
+            cluster.kill()
     runs = {}
     for fused in ("true", "false"):
-        ckpt = tmp_path / f"ckpt-{fused}"
-        (tmp_path / fused).mkdir()
-        outputs = _run_cluster(tmp_path / fused, synthetic_voc, [ckpt, ckpt], "--train-steps", "4",
-                               "--set", f"fuse_allreduce={fused}", "--set", "global_batch_size=4")
-        for code, out in outputs:
+        for code, out in outputs[fused]:
             assert code == 0, out
             assert "batch 2 per rank x 2 rank(s) = global batch 4, learning rate 0.05" in out
-        runs[fused] = [step_lines(out) for _, out in outputs]
+        runs[fused] = [step_lines(out) for _, out in outputs[fused]]
     # Both reducers average the same gradients: step 2's loss (after one update) agrees to the
     # printed digits; later steps drift only by float summation order (measured 2e-3 at step 4),
     # where a wrong mean (a sum, a missing tensor) moves the loss by far more.

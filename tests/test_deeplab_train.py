@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,30 +167,62 @@ def _free_port() -> int:
 SCHEDULER = "import mindspore as ms; ms.set_device('CPU'); from mindspore.communication import init; init()"
 
 
-def _run_cluster(tmp_path: Path, synthetic_voc: Path, ckpt_dirs: list[Path], *args: str) -> list[tuple[int, str]]:
-    """A real MindSpore scheduler + 2 deeplab-train workers on loopback; (exit code, output) per rank."""
-    port = str(_free_port())
-    common = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": port, "MS_WORKER_NUM": "2"}
-    procs = [subprocess.Popen([sys.executable, "-c", SCHEDULER], env=_env(MS_ROLE="MS_SCHED", **common),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-                              start_new_session=True)]
-    try:
-        for rank in range(2):
-            rank_dir = tmp_path / f"LOG{rank}"
-            rank_dir.mkdir(exist_ok=True)
-            procs.append(subprocess.Popen(
-                _train_cmd(synthetic_voc, ckpt_dirs[rank], "--set", "batch_size=2", *args),
-                env=_env(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), RANK_ID=str(rank), **common),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=rank_dir,
-                start_new_session=True))
-        outputs = [proc.communicate(timeout=RUN_TIMEOUT)[0] for proc in procs[1:]]
-        procs[0].wait(timeout=60)
-    finally:
-        for proc in procs:
+@dataclass
+class _Cluster:
+    """A started scheduler + 2 deeplab-train workers; each rank's output goes to LOG<rank>/output.txt."""
+    scheduler: subprocess.Popen
+    workers: list[subprocess.Popen]
+    rank_dirs: list[Path]
+
+    def finish(self) -> list[tuple[int, str]]:
+        """Wait for the workers, then the scheduler; (exit code, output) per rank. Nothing is left running."""
+        try:
+            for worker in self.workers:
+                worker.wait(timeout=RUN_TIMEOUT)
+            self.scheduler.wait(timeout=60)
+        finally:
+            self.kill()
+        return [(worker.returncode, (rank_dir / "output.txt").read_text())
+                for worker, rank_dir in zip(self.workers, self.rank_dirs)]
+
+    def kill(self) -> None:
+        for proc in [self.scheduler, *self.workers]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    return [(proc.returncode, out) for proc, out in zip(procs[1:], outputs)]
+
+
+def _start_cluster(tmp_path: Path, synthetic_voc: Path, ckpt_dirs: list[Path], *args: str) -> _Cluster:
+    """A real MindSpore scheduler + 2 deeplab-train workers on loopback, started in tmp_path.
+
+    Two clusters may run at once (each has a port of its own): most of a cluster's time is MindSpore
+    waiting (the workers' topology and address polls, the shutdown), not computing. Outputs go to
+    files, so no one has to drain a pipe meanwhile.
+    """
+    port = str(_free_port())
+    common = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": port, "MS_WORKER_NUM": "2"}
+    tmp_path.mkdir(exist_ok=True)
+    scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER], env=_env(MS_ROLE="MS_SCHED", **common),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                                 start_new_session=True)
+    cluster = _Cluster(scheduler, [], [tmp_path / f"LOG{rank}" for rank in range(2)])
+    try:
+        for rank, rank_dir in enumerate(cluster.rank_dirs):
+            rank_dir.mkdir(exist_ok=True)
+            with open(rank_dir / "output.txt", "w") as output:
+                cluster.workers.append(subprocess.Popen(
+                    _train_cmd(synthetic_voc, ckpt_dirs[rank], "--set", "batch_size=2", *args),
+                    env=_env(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), RANK_ID=str(rank), **common),
+                    stdout=output, stderr=subprocess.STDOUT, cwd=rank_dir, start_new_session=True))
+    except BaseException:
+        cluster.kill()
+        raise
+    return cluster
+
+
+def _run_cluster(tmp_path: Path, synthetic_voc: Path, ckpt_dirs: list[Path], *args: str) -> list[tuple[int, str]]:
+    """A real MindSpore scheduler + 2 deeplab-train workers on loopback; (exit code, output) per rank."""
+    return _start_cluster(tmp_path, synthetic_voc, ckpt_dirs, *args).finish()
 
 
 def test_two_rank_data_parallel_over_a_dynamic_cluster_and_its_resume(synthetic_voc, tmp_path):
@@ -200,15 +233,22 @@ def test_two_rank_data_parallel_over_a_dynamic_cluster_and_its_resume(synthetic_
         assert [(e, s) for e, s, _ in step_lines(out)] == [(1, 1), (1, 2), (1, 3)], out
     assert [s for s, _ in list_checkpoints(shared)] == [3]  # only rank 0 saves
 
-    # Both ranks resume from rank 0's checkpoint in the shared directory.
-    for code, out in _run_cluster(tmp_path, synthetic_voc, [shared, shared], "--train-steps", "5", "--resume"):
+    # Two clusters at once resume from that step-3 checkpoint. Per-rank directories (rank 0's a copy
+    # of the shared one, rank 1's empty): the ranks would diverge, so both refuse.
+    own = [tmp_path / "own" / "LOG0" / "ckpt", tmp_path / "own" / "LOG1" / "ckpt"]
+    shutil.copytree(shared, own[0], ignore=shutil.ignore_patterns("compile_cache"))
+    # Both ranks from rank 0's checkpoint in the shared directory.
+    resumed = _start_cluster(tmp_path / "resumed", synthetic_voc, [shared, shared], "--train-steps", "5", "--resume")
+    try:
+        refused = _start_cluster(tmp_path / "own", synthetic_voc, own, "--train-steps", "6", "--resume").finish()
+        outputs = resumed.finish()
+    finally:
+        resumed.kill()
+    for code, out in outputs:
         assert code == 0, out
         assert "at step 3" in out and [(e, s) for e, s, _ in step_lines(out)] == [(1, 4), (2, 1)], out
     assert [s for s, _ in list_checkpoints(shared)] == [5]
-
-    # Per-rank directories (rank 1's is empty): the ranks would diverge, so both refuse.
-    own = [shared, tmp_path / "LOG1" / "ckpt"]
-    for code, out in _run_cluster(tmp_path, synthetic_voc, own, "--train-steps", "6", "--resume"):
+    for code, out in refused:
         assert code == 2, out
         assert "ranks found checkpoints of different steps" in out and "Traceback" not in out, out
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -82,18 +83,22 @@ def _rank_processes(job_dir: Path, rank: int) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CPU_CGROUPS / "cgroup.procs").exists() or not __import__("os").access(CPU_CGROUPS, __import__("os").W_OK),
+@pytest.mark.skipif(not (CPU_CGROUPS / "cgroup.procs").exists() or not os.access(CPU_CGROUPS, os.W_OK),
                     reason="needs the cgroup v1 cpu controller, writable (root)")
 def test_a_throttled_rank_is_named_in_real_training(tmp_path, synthetic_voc):
     """Rank 1 gets 15% of a CPU (a cgroup CPU quota: a throttled device) once training runs: its device
     probe slows several-fold whatever else loads the machine. The launcher names it live, in job.json and
-    in --status; the job runs to its end."""
+    in --status; the job runs to its end. A timing line every 2 steps: throttled from step 3 or 4 on,
+    windows 5-6 to 13-14 are 5 slow ones in a row where SUSTAINED (3) name it; each throttled step
+    costs about a second, so no more steps than that."""
     job_dir = tmp_path / "job"
-    group = CPU_CGROUPS / f"launch-train-test-{tmp_path.name}"
+    # The cgroup tree is the machine's: another test session running this test at the same time has
+    # the same tmp_path name, so the pid keeps the two groups apart.
+    group = CPU_CGROUPS / f"launch-train-test-{os.getpid()}-{tmp_path.name}"
     proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "--platform", "CPU", "--devices", "2",
                              "--job-dir", str(job_dir), "--tee", "none", "--status-interval", "600", "--",
-                             "--config", "tiny_synthetic", "--data-root", str(synthetic_voc), "--train-steps", "40",
-                             "--set", "timing_every_steps=5", "--set", "eval_every_epochs=0"],
+                             "--config", "tiny_synthetic", "--data-root", str(synthetic_voc), "--train-steps", "14",
+                             "--set", "timing_every_steps=2", "--set", "eval_every_epochs=0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             stdin=subprocess.DEVNULL)
     try:

@@ -159,7 +159,9 @@ def _read(path: Path) -> str:
 def test_a_frozen_rank_of_a_real_mindspore_job_is_found_named_and_the_job_stopped(tmp_path, synthetic_voc,
                                                                                    record_property):
     job_dir = tmp_path / "job"
-    timeout_s = 20
+    # Before the freeze a step takes well under a second (the first one, compiling, has
+    # --first-step-timeout): 10 s of quiet is a hang, not a slow step.
+    timeout_s = 10
     proc = subprocess.Popen(
         [*LAUNCH, "--platform", "CPU", "--devices", "2", "--job-dir", str(job_dir), "--tee", "none",
          "--hang-timeout", str(timeout_s), "--first-step-timeout", "600",
