@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import invoke
 import paramiko
 
 from launcher.job.platforms import MAX_DEVICES_PER_HOST
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_on_each
+from launcher.remote.ssh import (RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_command,
+                                 run_on_each)
 
 PLATFORMS = ("CPU", "GPU", "Ascend")
 # Logs, rendered files and a few checkpoints of a big net (R101: ~0.7 GB each with optimizer state).
 MIN_FREE_BYTES = 2 << 30
 # What running the probe over an open connection raises when the connection or the command goes
-# wrong (invoke's CommandTimedOut is an invoke Failure); anything else is a bug, not a host problem.
-PROBE_TRANSPORT_ERRORS = (OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure)
+# wrong (a timeout is a TimeoutError, an OSError); anything else is a bug, not a host problem.
+PROBE_TRANSPORT_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 @dataclass(frozen=True)
@@ -262,8 +262,7 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
     checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
     try:
-        done = conn.run(probe_command(request["remote_python"], request), hide=True, warn=True,
-                        timeout=max(30, options.timeout_s * 3))
+        done = run_command(conn, probe_command(request["remote_python"], request), max(30, options.timeout_s * 3))
     except PROBE_TRANSPORT_ERRORS as error:  # a session dying mid-probe is a failure of that host
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
     finally:
