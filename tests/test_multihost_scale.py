@@ -26,9 +26,10 @@ from tests.fixtures.sim_hosts import SimCluster
 
 
 def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monkeypatch=None, tree_width: int = 0,
-                connect_latency_s: float = 0.0):
-    """One launch over ``hosts`` simulated hosts, ended by a rank failure once every rank is up
-    (the controller starts every agent itself unless ``tree_width`` says otherwise)."""
+                connect_latency_s: float = 0.0, end: str = "fail", **launch_options):
+    """One launch over ``hosts`` simulated hosts, ended once every rank is up by a failure of the
+    last rank (``end`` "fail") or Ctrl-C ("ctrl-c"); the controller starts every agent itself
+    unless ``tree_width`` says otherwise. The job dir is job-<end>-<hosts>."""
     import launcher.job.render as render_module
     import launcher.launch as launch_module
 
@@ -46,15 +47,19 @@ def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monk
     monkeypatch.setattr(launch_module, "render_job", counting_render)
     cluster = SimCluster(connect_latency_s=connect_latency_s)
     options = LaunchOptions(hosts=",".join(f"sim-{i}" for i in range(hosts)), platform="CPU", devices=devices,
-                            job_dir=tmp_path / f"job-{hosts}", tee="none", status_interval_s=3600.0,
-                            ssh_parallel=parallel, ssh_tree_width=tree_width, python=sys.executable)
+                            job_dir=tmp_path / f"job-{end}-{hosts}", tee="none", status_interval_s=3600.0,
+                            ssh_parallel=parallel, ssh_tree_width=tree_width, python=sys.executable,
+                            **launch_options)
     backend = _sim_backend(cluster, options, hosts, devices)
     interrupt = Interrupt()
 
     def fail_when_up() -> None:
         for _ in range(2000):
             if sum(1 for host in cluster.hosts.values() if host.agent is not None) == hosts:
-                cluster.fail_rank(hosts * devices - 1)
+                if end == "fail":
+                    cluster.fail_rank(hosts * devices - 1)
+                else:
+                    interrupt.trigger(signal.SIGINT)
                 return
             threading.Event().wait(0.01)
         interrupt.trigger(signal.SIGINT)  # never all up: end the launch, the asserts say why
@@ -74,7 +79,7 @@ def test_one_render_per_start_and_every_agent_reads_only_its_slice(tmp_path, mon
     assert result.exit_code == 1 and result.first_failure.rank == hosts * 2 - 1  # fail-fast went through
     assert renders == [hosts * 2]  # the whole plan rendered once, for the controller's own job dir
     assert len(cluster.hosts) == hosts and all(host.agent is not None for host in cluster.hosts.values())
-    job_dir = str(tmp_path / f"job-{hosts}")
+    job_dir = str(tmp_path / f"job-fail-{hosts}")
     for index in range(hosts):
         host = cluster.hosts[f"sim-{index}"]
         assert host.agent.ranks == (2 * index, 2 * index + 1)

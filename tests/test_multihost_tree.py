@@ -8,25 +8,18 @@ chain (--ssh-tree-width 1: the controller starts 127.0.0.2's agent, which starts
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from launcher.job.options import LaunchOptions
 from launcher.remote.host_slice import host_job_file
 from launcher.remote.relay import RelaySpec
 from launcher.remote.tree import plan_tree
-from launcher.run.supervisor import Interrupt
-from launcher.run_job import run_job
-from tests.fixtures.sim_hosts import SimCluster
+from tests.test_multihost_scale import _sim_launch
 from tests.test_multihost_launch import assert_nothing_left, cluster, launch_args  # noqa: F401 (fixture)
 from tests.test_multihost_spares import PAYLOAD, _agent_of, _run_until_steps
 
@@ -87,47 +80,22 @@ def test_a_relay_spec_that_is_not_what_the_controller_writes_is_one_line():
 
 
 # -- through relays, simulated hosts ------------------------------------------------------------------
-def _tree_launch(tmp_path, hosts: int, width: int, end: str, devices: int = 2, **options):
-    sys.path.insert(0, str(REPO / "bench"))
-    from scale import _sim_backend
-
-    cluster = SimCluster()
-    launch = LaunchOptions(hosts=",".join(f"sim-{i}" for i in range(hosts)), platform="CPU", devices=devices,
-                           job_dir=tmp_path / f"job-{end}", tee="none", status_interval_s=3600.0,
-                           ssh_tree_width=width, python=sys.executable, **options)
-    backend = _sim_backend(cluster, launch, hosts, devices)
-    interrupt = Interrupt()
-
-    def end_when_up() -> None:
-        for _ in range(3000):
-            if sum(1 for host in cluster.hosts.values() if host.agent is not None) == hosts:
-                if end == "fail":
-                    cluster.fail_rank(hosts * devices - 1)
-                else:
-                    interrupt.trigger(signal.SIGINT)
-                return
-            time.sleep(0.01)
-        interrupt.trigger(signal.SIGINT)  # never all up: end the launch, the asserts say why
-
-    threading.Thread(target=end_when_up, daemon=True, name="sim-test-ender").start()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            result = run_job(launch, backend, interrupt=interrupt)
-    finally:
-        cluster.close()
+def _tree_launch(tmp_path, hosts: int, width: int, end: str, monkeypatch, **options):
+    result, cluster, _renders = _sim_launch(tmp_path, hosts, monkeypatch=monkeypatch, tree_width=width, end=end,
+                                            **options)
     return result, cluster
 
 
-def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_the_tree_fails_fast(tmp_path):
+def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_the_tree_fails_fast(tmp_path, monkeypatch):
     hosts, width = 40, 4
     tree = plan_tree(list(range(hosts)), width)
     assert tree.depth == 3
-    result, cluster = _tree_launch(tmp_path, hosts, width, "fail")
+    result, cluster = _tree_launch(tmp_path, hosts, width, "fail", monkeypatch)
     assert result.exit_code == 1 and result.first_failure.rank == hosts * 2 - 1  # the last host: depth 3
     assert result.first_failure.host == f"sim-{hosts - 1}"
     assert cluster.max_open_connections == width  # the controller's own connections: the first tier
     assert cluster.open_connections == 0
-    job_dir = str(tmp_path / "job-fail")
+    job_dir = str(tmp_path / f"job-fail-{hosts}")
     for index in range(hosts):
         host = cluster.hosts[f"sim-{index}"]
         assert host.agent is not None and host.agent.ranks == (2 * index, 2 * index + 1)
@@ -145,12 +113,12 @@ def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_th
             expected.add(f"agents/relay-{index}.json")
         assert own == expected
         assert not [path for path in host.documents if "/relay/" in path]  # staging removed once sent
-    status = json.loads((tmp_path / "job-fail" / "job.json").read_text())["status"]
+    status = json.loads((tmp_path / f"job-fail-{hosts}" / "job.json").read_text())["status"]
     assert status["state"] == "failed" and not status.get("excluded_hosts")  # nobody blamed but the rank
 
 
-def test_ctrl_c_stops_every_agent_of_the_tree(tmp_path):
-    result, cluster = _tree_launch(tmp_path, 12, 3, "ctrl-c")
+def test_ctrl_c_stops_every_agent_of_the_tree(tmp_path, monkeypatch):
+    result, cluster = _tree_launch(tmp_path, 12, 3, "ctrl-c", monkeypatch)
     assert result.exit_code == 130
     assert all(host.agent is not None and host.agent.done for host in cluster.hosts.values())
     assert cluster.open_connections == 0
@@ -172,8 +140,8 @@ def test_a_host_its_relay_cannot_reach_is_the_lost_host_not_its_relay(tmp_path, 
     monkeypatch.setattr(sim_hosts.SimConnection, "open", open_or_refuse)
     tree = plan_tree(list(range(8)), 2)
     assert tree.parent[5] == 4 and tree.parent[6] == 5 and 4 in tree.roots
-    result, cluster = _tree_launch(tmp_path, 8, 2, "fail", max_restarts=1)
-    status = json.loads((tmp_path / "job-fail" / "job.json").read_text())["status"]
+    result, cluster = _tree_launch(tmp_path, 8, 2, "fail", monkeypatch, max_restarts=1)
+    status = json.loads((tmp_path / "job-fail-8" / "job.json").read_text())["status"]
     first = status["attempts"][0]
     assert list(first["lost_hosts"]) == ["sim-5"], first  # the host, not its relay
     assert "could not start its agent from relay host" in first["lost_hosts"]["sim-5"]

@@ -404,12 +404,9 @@ class RelayedSession:
         self.deliver({"event": "lost", "host": self.host_name, "reason": reason, "relay_lost": True, "blame": blame})
 
     def drain(self) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                return out
+        from launcher.remote.session import drain_queue
+
+        return drain_queue(self.events)
 
     def silent_for(self) -> float:
         """The relay speaks for its hosts: it reports one that goes silent as lost."""

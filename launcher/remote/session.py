@@ -282,14 +282,7 @@ class AgentSession:
         return "SSH session closed by the host without an exit status (connection cut or sshd session killed)"
 
     def drain(self) -> list[dict]:
-        if self.events.empty():  # the common case, every supervisor tick for every host: no exception raised
-            return []
-        out = []
-        while True:
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                return out
+        return drain_queue(self.events)
 
     def stop(self) -> None:
         """Ask the agent to stop its ranks; closing stdin says the same to an agent that misses the line."""
@@ -305,6 +298,18 @@ class AgentSession:
             if self._hub is not None:
                 self._hub.remove(self)  # before the channel closes: closing it frees the fd the hub watches
         self.connection.close()
+
+
+def drain_queue(events: "queue.Queue[dict]") -> list[dict]:
+    """What the queue holds now, without waiting."""
+    if events.empty():  # the common case, every supervisor tick for every host: no exception raised
+        return []
+    out = []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, connect: Callable = connection) -> None:
