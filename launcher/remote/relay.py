@@ -189,7 +189,7 @@ class _Up:
     def put(self, event: dict) -> None:
         if event.get("event") == "alive":
             return
-        if event.get("event") == "done" or event.get("event") == "lost" and "via" not in event:
+        if "via" not in event and event.get("event") in ("done", "lost"):  # the child's own end
             self.relay._child_ended(self.index)
         fields = dict(event)
         fields.setdefault("via", self.index)
