@@ -248,31 +248,44 @@ class Relay:
                 self._lost(child.index, f"relay host {self._me()} cannot start it: {error}")
             self.files.remove_tree(f"{RELAY_DIR}/{self.spec.index}")
             return
+        # Every child's session (and its fabric Connection) is made here, in one thread: Connection()
+        # writes to the shared config it is given, which another thread may be reading.
+        sessions = []
+        for child in self.spec.children:
+            try:
+                sessions.append((child, self._session_for(child)))
+            except (OSError, ValueError) as error:  # e.g. an unreadable known_hosts on this host
+                self._lost(child.index, f"relay host {self._me()} cannot connect to it: {error}")
         try:
-            run_on_each(list(self.spec.children), self._start_child, key=lambda child: child.index,
+            run_on_each(sessions, self._start_child, key=lambda item: item[0].index,
                         parallel=self.ssh.parallel, thread_name=f"{self.thread_name}-pool")
         finally:
             self.files.remove_tree(f"{RELAY_DIR}/{self.spec.index}")  # every child has its copy now
 
-    def _start_child(self, child: RelayChild) -> None:
-        from launcher.remote.session import TRANSPORT_ERRORS, AgentSession
-        from launcher.remote.ssh import RemoteHost
+    def _session_for(self, child: RelayChild):
         from launcher.job.hosts import HostEntry
+        from launcher.remote.session import AgentSession
+        from launcher.remote.ssh import RemoteHost
 
-        if self._stop.is_set():  # never started: nothing of it to wait for, and not the host's fault
-            self.emit("done", via=child.index, reason="stop-requested", code=0)
-            self._child_ended(child.index)
-            return
         # The relay host's ssh config for the child, as the controller's was read for it (IdentityFile,
         # UserKnownHostsFile); the address, port and user are the controller's.
         remote = RemoteHost(HostEntry(host=child.alias, user=child.user, port=child.port, source="relay spec"),
                             child.hostname, child.hostname, child.port, child.user,
                             dict(self.config.base_ssh_config.lookup(child.alias)))
-        session = AgentSession(remote, self.ssh, self.spec.job_dir, self.spec.remote_python, self.spec.heartbeat_s,
-                               plan_host=child.host, agent_env=child.agent_env, forward_ranks=child.forward_ranks,
-                               job_file=host_job_file(child.index), connect=self.connect, hub=self.hub, config=self.config,
-                               relay_file=relay_job_file(child.index) if child.subtree else None,
-                               events=_Up(self, child.index))
+        return AgentSession(remote, self.ssh, self.spec.job_dir, self.spec.remote_python, self.spec.heartbeat_s,
+                            plan_host=child.host, agent_env=child.agent_env, forward_ranks=child.forward_ranks,
+                            job_file=host_job_file(child.index), connect=self.connect, hub=self.hub, config=self.config,
+                            relay_file=relay_job_file(child.index) if child.subtree else None,
+                            events=_Up(self, child.index))
+
+    def _start_child(self, item: "tuple[RelayChild, Any]") -> None:
+        from launcher.remote.session import TRANSPORT_ERRORS
+
+        child, session = item
+        if self._stop.is_set():  # never started: nothing of it to wait for, and not the host's fault
+            self.emit("done", via=child.index, reason="stop-requested", code=0)
+            self._child_ended(child.index)
+            return
         where = f"{child.user}@{child.hostname}:{child.port}"
         try:
             files = self._files_for(child)
