@@ -13,7 +13,7 @@ default: this one), interleaved --repeat times:
                           probe, the agent, keepers, run.sh and the payload -- as sshd's reaped
                           children's CPU (10 ms ticks)
   launch_controller_cpu_ms  the launch-train process (both connections' client side, planning)
-  sshd_connection_cpu_ms  one connection as the launcher makes it (paramiko, key exchange, auth),
+  sshd_connection_cpu_ms  one connection as this checkout's launcher makes it (paramiko, key exchange, auth),
                           one `true` run on it, closed: sshd, its privilege-separated children and
                           the session's shell
   sshd_with_sftp_cpu_ms   the same with an SFTP session opened and closed on it (sftp-server)
@@ -162,13 +162,16 @@ def measure_connections(tree: Tree, hosts, listener: int, count: int = 10) -> No
 
 
 def measure_probe(tree: Tree, work: Path) -> None:
-    from launcher.remote.preflight import probe_command
-
     request = {"job_dir": str(tree.job_dir), "platform": "Ascend", "devices": 1, "remote_python": str(tree.python),
                "imports": ["launcher"], "scheduler_port": None, "commands": [], "min_free_bytes": 1,
                "hccn_conf": str(work / "hccn.conf")}
-    tree.add("probe_cpu_ms", _run_cpu_ms(["bash", "-c", probe_command(str(tree.python), request)], cwd=tree.cwd,
-                                         env=tree.env))
+    # The tree's own probe: its source is what runs on the host.
+    command = subprocess.run(
+        [sys.executable, "-c", "import json, sys\nfrom launcher.remote.preflight import probe_command\n"
+                               "print(probe_command(sys.argv[1], json.loads(sys.argv[2])))",
+         str(tree.python), json.dumps(request)],
+        env=tree.env, cwd=tree.cwd, check=True, capture_output=True, text=True).stdout.rstrip("\n")
+    tree.add("probe_cpu_ms", _run_cpu_ms(["bash", "-c", command], cwd=tree.cwd, env=tree.env))
 
 
 def measure_agent(tree: Tree, devices: int) -> None:

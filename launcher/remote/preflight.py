@@ -253,10 +253,12 @@ def probe_command(remote_python: str, request: dict) -> str:
     return " ".join(shlex.quote(part) for part in (remote_python, "-c", source, json.dumps(request)))
 
 
-def check_host(host: RemoteHost, options: SshOptions, request: dict, config=None) -> HostReport:
-    """Connect to one host and run the probe; every problem becomes a failed check."""
+def check_host(host: RemoteHost, options: SshOptions, request: dict, conn) -> HostReport:
+    """Open ``conn`` (the host's unopened connection, or what making it raised) and run the probe; every
+    problem becomes a failed check."""
     try:
-        conn = connection(host, options, config)
+        if isinstance(conn, Exception):
+            raise conn
         conn.open()
     except Exception as error:  # any connection failure is reported in the table, not raised
         return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
@@ -293,6 +295,16 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
     ``hccn_conf_for(host, path)`` gives the hccn.conf path on that host (default: ``path``).
     """
     config = fabric_config(options)
+    # Every connection is made here, in one thread, before the fan-out: fabric's Connection() writes to
+    # the config it is given (inline_ssh_env, which re-merges the whole config), and a thread reading the
+    # shared config meanwhile (conn.run looks up config.runners) found it half rebuilt: "No attribute
+    # or config key found for 'runners'" on some hosts of a 64-host pre-flight.
+    connections: list = []
+    for host in hosts:
+        try:
+            connections.append(connection(host, options, config))
+        except Exception as error:  # reported by check_host in the table, as a failure to connect
+            connections.append(error)
 
     def check(index_host: tuple[int, RemoteHost]) -> HostReport:
         index, host = index_host
@@ -309,7 +321,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
             "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
             if request.platform == "Ascend" and request.hccn_conf else None,
         }
-        return check_host(host, options, payload, config)
+        return check_host(host, options, payload, connections[index])
 
     results = run_on_each(list(enumerate(hosts)), check, key=lambda index_host: index_host[0], parallel=options.parallel)
     reports = [
