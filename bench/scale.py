@@ -10,7 +10,9 @@ Transports:
        connection waits --sim-connect-ms for its handshake. The fake hosts' CPU time and threads
        are measured apart and left out of the controller's figures. CPU platform, dynamic mode.
   ssh  launch-train itself (a subprocess) over real sshd hosts on 127.0.1.1.. (tests/fixtures/sshd.py),
-       with a payload that prints a line and sleeps; pre-flight included. Controller figures are the
+       with a payload that prints a line and sleeps; pre-flight included. Every SSH session runs the
+       login shell's start-up files (three sessions per host); --plain-login-shell measures hosts
+       whose shell starts plain (this machine's root ~/.bashrc runs pyenv init in each). Controller figures are the
        launch-train process's (psutil samples every 50 ms). --mode rank-table (default: Ascend with
        fake hccn.conf files, nothing but the launcher and the payload runs) or dynamic (CPU: the first
        host also starts MindSpore's scheduler, whose import dominates on a small machine).
@@ -315,14 +317,14 @@ def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, p
 
 
 def bench_ssh(args: argparse.Namespace) -> dict:
-    from tests.fixtures.sshd import start_sshd_hosts, stop_sshd_hosts
+    from tests.fixtures.sshd import PLAIN_LOGIN_SHELL, start_sshd_hosts, stop_sshd_hosts
 
     load_before = _load()
     addresses = [f"127.0.1.{index + 1}" for index in range(args.hosts)]
     with tempfile.TemporaryDirectory(prefix="scale-ssh-") as tmp:
         work = Path(tmp)
         (work / "sshd").mkdir()
-        hosts = start_sshd_hosts(work / "sshd", addresses)
+        hosts = start_sshd_hosts(work / "sshd", addresses, PLAIN_LOGIN_SHELL if args.plain_login_shell else ())
         try:
             config = hosts.write_ssh_config(work / "ssh_config")
             known_hosts = work / "known_hosts"
@@ -347,7 +349,7 @@ def bench_ssh(args: argparse.Namespace) -> dict:
             left = stop_sshd_hosts(hosts)
     return {
         "transport": "ssh", "mode": args.mode, "hosts": args.hosts, "ranks": args.hosts * args.devices,
-        "ssh_parallel": args.ssh_parallel, **_tree(args),
+        "ssh_parallel": args.ssh_parallel, **_tree(args), "plain_login_shell": args.plain_login_shell,
         "known_hosts_entries": max(args.known_hosts_entries, len(addresses)),
         "job_written_s": failed["job_written_s"],
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
@@ -379,6 +381,9 @@ def main() -> int:
     parser.add_argument("--known-hosts-entries", type=int, default=0,
                         help="ssh: pad known_hosts to this many entries (other hosts' keys before the test hosts')")
     parser.add_argument("--no-ctrl-c", action="store_true", help="skip the second (Ctrl-C) run")
+    parser.add_argument("--plain-login-shell", action="store_true",
+                        help="ssh: the hosts' sshd sets SHLVL=1, so bash skips ~/.bashrc for their sessions "
+                             "(this machine's runs pyenv init: ~100 ms of CPU and a shared lock per session)")
     parser.add_argument("--mode", choices=("rank-table", "dynamic"), default="rank-table",
                         help="ssh: rank-table (Ascend with fake hccn.conf files: only the launcher runs) or "
                              "dynamic (CPU: the first host also runs MindSpore's scheduler)")
