@@ -55,3 +55,27 @@ def test_a_one_command_launcher_is_one_class_and_is_supervised_like_the_others(t
     assert not by_rank[1].stopped_by_launcher and by_rank[1].duration_s is not None
     assert group.poll() == () and group.close(1.0) == ()  # reported once; closing twice is harmless
     assert_nothing_left(spec.job_dir, baseline)
+
+
+def test_job_processes_finds_exactly_the_processes_whose_environment_names_the_job(tmp_path):
+    """The /proc scan matches VAR=value as one whole environment entry: not a longer value, not another variable."""
+    import subprocess
+    import sys
+
+    from launcher.run.process_tree import job_processes
+
+    job = str(tmp_path / "job")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    procs = {name: subprocess.Popen(sleeper, env=env) for name, env in {
+        "first": {"MARK": job},  # the only entry
+        "middle": {"A": "1", "MARK": job, "Z": "2"},
+        "longer": {"MARK": job + "-2"},
+        "other": {"NOT_MARK": job},
+    }.items()}
+    try:
+        found = {proc.pid for proc in job_processes(job, var="MARK")}
+        assert found == {procs["first"].pid, procs["middle"].pid}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
