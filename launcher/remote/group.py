@@ -16,7 +16,7 @@ import shlex
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from launcher.errors import LaunchError
 from launcher.remote.channel_hub import ensure_fd_budget
@@ -335,7 +335,7 @@ class MpirunAcrossHosts(MpirunGroup):
 
 
 def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
-                      connect: Callable = connection, **group_options: float) -> "Callable[[Plan], list[ProcessGroup]]":
+                      connect: Callable = connection, **group_options: Any) -> "Callable[[Plan], list[ProcessGroup]]":
     """The ``group_factory`` for launch(): local hosts as LocalGroup, the others through agents.
 
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
