@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from deeplab.lr_schedule import schedule_from_config, warmup_steps_of
 from deeplab.train import data_workers, should_log
 from deeplab.train_eval import eval_due, format_eval_line, is_better
 from launcher.collect.logparse import parse_training_log
+from tests.fixtures.processes import run_at_once
 from tests.test_deeplab_train import (RUN_TIMEOUT, _env, _free_port, _train_cmd, assert_one_line_error,
                                       run_train, step_lines)
 
@@ -177,9 +177,9 @@ def test_compile_cache_is_filled_then_reused_on_resume_with_the_same_results(syn
     plain_dir = tmp_path / "b"
     shutil.copytree(first_dir, plain_dir, ignore=shutil.ignore_patterns("compile_cache"))
     # The two resumes share nothing (one thread each): they run at once.
-    cached, plain = run_at_once(_train_cmd(synthetic_voc, first_dir, "--train-steps", "6", "--resume"),
-                                _train_cmd(synthetic_voc, plain_dir, "--train-steps", "6", "--resume",
-                                           "--set", "compile_cache=false"))
+    cached, plain = run_at_once([_train_cmd(synthetic_voc, first_dir, "--train-steps", "6", "--resume"),
+                                 _train_cmd(synthetic_voc, plain_dir, "--train-steps", "6", "--resume",
+                                            "--set", "compile_cache=false")], env=_env(), timeout=RUN_TIMEOUT)
     assert cached.returncode == 0 and plain.returncode == 0, (cached.stderr, plain.stderr)
     assert f"reusing {len(graphs)} graph(s)" in cached.stdout and "compile cache" not in plain.stdout
     assert "at step 3" in cached.stdout and "at step 3" in plain.stdout
@@ -191,25 +191,6 @@ def test_compile_cache_is_filled_then_reused_on_resume_with_the_same_results(syn
     longer = run_train(synthetic_voc, first_dir, "--train-steps", "7", "--resume")
     assert longer.returncode == 0, longer.stderr
     assert "empty, filling it" in longer.stdout and len(list((first_dir / "compile_cache").iterdir())) == 2
-
-
-def run_at_once(*commands: list[str]) -> list[subprocess.CompletedProcess]:
-    """Run independent commands at the same time (outputs to files, no pipe to drain); each one's result."""
-    with tempfile.TemporaryDirectory() as outputs:
-        procs = []
-        try:
-            for index, command in enumerate(commands):
-                with open(Path(outputs, f"{index}.out"), "w") as out, open(Path(outputs, f"{index}.err"), "w") as err:
-                    procs.append(subprocess.Popen(command, stdout=out, stderr=err, env=_env()))
-            codes = [proc.wait(timeout=RUN_TIMEOUT) for proc in procs]
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        return [subprocess.CompletedProcess(command, code, Path(outputs, f"{index}.out").read_text(),
-                                            Path(outputs, f"{index}.err").read_text())
-                for index, (command, code) in enumerate(zip(commands, codes))]
 
 
 @pytest.mark.slow
