@@ -20,7 +20,6 @@ SHARED_FIXTURE_GROUPS = {
     "slurm_cluster": "slurm",
     "sshd_hosts": "sshd",
     "two_rank_cpu_job": "two_rank_cpu_job",
-    "trained_ckpt": "deeplab_eval_trained_ckpt",  # tests/test_deeplab_eval.py: a 6-step deeplab-train
     "pretrained_tiny_run": "deeplab_convert_pretrained_tiny_run",  # tests/test_deeplab_convert.py: one too
 }
 
