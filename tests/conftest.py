@@ -1,8 +1,9 @@
 """Fixture modules live in tests/fixtures/, one idea each.
 
 The suite runs on two pytest-xdist workers (setup.cfg). Tests that share an expensive
-session fixture (the Slurm cluster, the sshd hosts, the trained two-rank job) are kept on
-one worker each (``--dist loadgroup``), so each such fixture is made once per run.
+session fixture (the Slurm cluster, the sshd hosts, the trained two-rank job) or module
+fixture (a training run whose checkpoint several tests read) are kept on one worker each
+(``--dist loadgroup``), so each such fixture is made once per run, not once per worker.
 """
 import pytest
 
@@ -14,11 +15,12 @@ pytest_plugins = [
     "tests.fixtures.k8s_schemas",
 ]
 
-# session fixture -> the xdist group of every test that uses it (first match wins)
+# shared fixture -> the xdist group of every test that uses it (first match wins)
 SHARED_FIXTURE_GROUPS = {
     "slurm_cluster": "slurm",
     "sshd_hosts": "sshd",
     "two_rank_cpu_job": "two_rank_cpu_job",
+    "pretrained_tiny_run": "deeplab_convert_pretrained_tiny_run",  # tests/test_deeplab_convert.py: one too
 }
 
 

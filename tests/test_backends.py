@@ -45,7 +45,7 @@ def test_a_new_backend_fails_fast_and_names_the_rank(tmp_path, monkeypatch):
     monkeypatch.setitem(LAUNCHERS, "fanout", lambda options, environ: FanoutBackend())
     result = run_job(LaunchOptions(launcher="fanout", platform="CPU", devices=2, entry=Path(PAYLOAD), tee="none",
                                    job_dir=tmp_path / "job",
-                                   args=("--steps", "100", "--step-time", "0.1", "--fail-rank", "1", "--exit-code", "7")))
+                                   args=("--steps", "2", "--step-time", "0.1", "--fail-rank", "1", "--exit-code", "7")))
     assert result.exit_code == 7 and result.first_failure is not None and result.first_failure.rank == 1
 
 

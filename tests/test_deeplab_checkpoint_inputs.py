@@ -19,16 +19,20 @@ import pytest
 from deeplab.convert.errors import ConversionError
 from deeplab.convert.fit import fit
 from deeplab.convert.layout import Mapped
+from tests.fixtures.processes import run_at_once
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 300
 FAST = ["--set", "threads=1", "--set", "num_parallel_workers=1"]
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MS_", "OMPI_", "RANK_", "LAUNCH_TRAIN_"))}
+
+
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MS_", "OMPI_", "RANK_", "LAUNCH_TRAIN_"))}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                          env=env, cwd=cwd)
+                          env=_env(), cwd=cwd)
 
 
 def in_mindspore(code: str, *args: object) -> str:
@@ -75,18 +79,20 @@ def test_the_best_checkpoint_training_writes_loads_in_eval_infer_and_export(synt
         "ms.save_checkpoint([{'name': e['name'], 'data': ms.Tensor(e['data'])} for e in entries], sys.argv[2]); "
         "print(name)", best, diverged).strip().splitlines()
     assert "deeplab_miou" in names.split()
-    evaluated = _run("deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
-                     "--ckpt", str(best), "--scales", "1.0", "--no-flip", *FAST,
-                     "--output", str(tmp_path / "eval.json"))
+    # The three tools read the same file and write their own (one thread each): they run at once.
+    image = next((synthetic_voc / "JPEGImages").iterdir())
+    evaluated, inferred, exported = run_at_once([
+        [sys.executable, "-m", "deeplab.eval", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
+         "--ckpt", str(best), "--scales", "1.0", "--no-flip", *FAST, "--output", str(tmp_path / "eval.json")],
+        [sys.executable, "-m", "deeplab.infer", "--config", "tiny_synthetic", "--ckpt", str(best), str(image),
+         "--out", str(tmp_path / "masks"), "--scales", "1.0", "--no-flip", *FAST],
+        [sys.executable, "-m", "deeplab.export", "--config", "tiny_synthetic", "--ckpt", str(best), "--crop", "49",
+         "--out", str(tmp_path / "best.mindir"), *FAST],
+    ], env=_env(), timeout=RUN_TIMEOUT)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "mIoU = " in evaluated.stdout
-    image = next((synthetic_voc / "JPEGImages").iterdir())
-    inferred = _run("deeplab.infer", "--config", "tiny_synthetic", "--ckpt", str(best), str(image),
-                    "--out", str(tmp_path / "masks"), "--scales", "1.0", "--no-flip", *FAST)
     assert inferred.returncode == 0, inferred.stderr
     assert any((tmp_path / "masks").iterdir())
-    exported = _run("deeplab.export", "--config", "tiny_synthetic", "--ckpt", str(best), "--crop", "49",
-                    "--out", str(tmp_path / "best.mindir"), *FAST)
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "best.mindir").stat().st_size > 0
 

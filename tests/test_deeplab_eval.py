@@ -1,5 +1,5 @@
-"""deeplab-eval and deeplab-infer as real processes on a briefly trained tiny_synthetic model,
-plus the multi-scale/flip prediction plumbing with a fake network (no MindSpore)."""
+"""deeplab-eval and deeplab-infer as real processes on a briefly trained tiny_synthetic model (the
+session's real two-rank job), plus the multi-scale/flip prediction plumbing with a fake network (no MindSpore)."""
 from __future__ import annotations
 
 import json
@@ -39,13 +39,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
         assert needle in lines[0], lines[0]
 
 
-@pytest.fixture(scope="module")
-def trained_ckpt(synthetic_voc, tmp_path_factory) -> Path:
-    ckpt_dir = tmp_path_factory.mktemp("trained") / "ckpt"
-    proc = _run("deeplab.train", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
-                "--ckpt-dir", str(ckpt_dir), "--train-steps", "6", "--set", "batch_size=4", *FAST)
-    assert proc.returncode == 0, proc.stderr
-    return ckpt_dir / "deeplab-step000006.ckpt"
+@pytest.fixture
+def trained_ckpt(two_rank_cpu_job: Path) -> Path:
+    """The last step checkpoint of the session's real training (read only: the tests write elsewhere)."""
+    from tests.fixtures.jobs import TRAIN_STEPS
+
+    path = two_rank_cpu_job / "LOG0" / "ckpt" / f"deeplab-step{TRAIN_STEPS:06d}.ckpt"
+    assert path.is_file(), sorted(p.name for p in path.parent.iterdir())
+    return path
 
 
 @pytest.mark.slow

@@ -23,8 +23,9 @@ from deeplab.lr_schedule import schedule_from_config, warmup_steps_of
 from deeplab.train import data_workers, should_log
 from deeplab.train_eval import eval_due, format_eval_line, is_better
 from launcher.collect.logparse import parse_training_log
-from tests.test_deeplab_train import (_env, _free_port, _train_cmd, assert_one_line_error, run_train,
-                                      step_lines)
+from tests.fixtures.processes import run_at_once
+from tests.test_deeplab_train import (RUN_TIMEOUT, _env, _free_port, _train_cmd, assert_one_line_error,
+                                      run_train, step_lines)
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_LINE = re.compile(r"^eval at step (\d+) \(epoch (\d+), '(\w+)', (\d+) images, scale ([0-9.]+), [0-9.]+ s\): "
@@ -175,8 +176,10 @@ def test_compile_cache_is_filled_then_reused_on_resume_with_the_same_results(syn
     (first_dir / checkpoint_name(6)).unlink()
     plain_dir = tmp_path / "b"
     shutil.copytree(first_dir, plain_dir, ignore=shutil.ignore_patterns("compile_cache"))
-    cached = run_train(synthetic_voc, first_dir, "--train-steps", "6", "--resume")
-    plain = run_train(synthetic_voc, plain_dir, "--train-steps", "6", "--resume", "--set", "compile_cache=false")
+    # The two resumes share nothing (one thread each): they run at once.
+    cached, plain = run_at_once([_train_cmd(synthetic_voc, first_dir, "--train-steps", "6", "--resume"),
+                                 _train_cmd(synthetic_voc, plain_dir, "--train-steps", "6", "--resume",
+                                            "--set", "compile_cache=false")], env=_env(), timeout=RUN_TIMEOUT)
     assert cached.returncode == 0 and plain.returncode == 0, (cached.stderr, plain.stderr)
     assert f"reusing {len(graphs)} graph(s)" in cached.stdout and "compile cache" not in plain.stdout
     assert "at step 3" in cached.stdout and "at step 3" in plain.stdout

@@ -163,7 +163,7 @@ def test_two_volcano_pods_train_mindspore_for_real(pod_job, synthetic_voc):
         procs.append(subprocess.Popen(
             [LAUNCH_TRAIN, "--from-env", "--k8s-kind", "volcano", "--platform", "CPU", "--sched-port", str(port),
              "--job-dir", str(pod_job), "--status-interval", "60", "--", "--config", "tiny_synthetic",
-             "--data-root", str(synthetic_voc), "--train-steps", "2"],
+             "--data-root", str(synthetic_voc), "--train-steps", "2", "--set", "eval_every_epochs=0"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate(timeout=400) for proc in procs]
     for proc, (_out, err) in zip(procs, outputs):

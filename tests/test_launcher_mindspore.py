@@ -40,7 +40,7 @@ def test_a_killed_rank_restarts_the_job_and_every_rank_resumes_from_one_checkpoi
     launcher = subprocess.Popen(
         [sys.executable, "-m", "launcher.cli", "--platform", "CPU", "--devices", "2", "--job-dir", str(job_dir),
          "--max-restarts", "1", "--tee", "none", "--", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
-         "--train-steps", "6", "--set", "save_checkpoint_steps=2"],
+         "--train-steps", "6", "--set", "save_checkpoint_steps=2", "--set", "eval_every_epochs=0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         deadline = time.monotonic() + 240
@@ -76,38 +76,53 @@ def test_a_killed_rank_restarts_the_job_and_every_rank_resumes_from_one_checkpoi
 
 # Every spelling deeplab's config accepts works: the launcher never reads the trainer's options.
 # Cheap: the all-ranks semantics at two ranks once; the other spellings with one rank, whose
-# rank-prefixed checkpoint names (deeplab-rank0-*) show the option was read as true.
-@pytest.mark.parametrize("spelling, ranks", [("true", 2), ("yes", 1), ("1", 1)])
-def test_every_rank_resumes_from_its_own_checkpoint_when_all_ranks_save(tmp_path, synthetic_voc, spelling, ranks):
-    job_dir = tmp_path / "job"
-    ckpt_dir = job_dir / "LOG0" / "ckpt"  # LAUNCH_TRAIN_CKPT_DIR: one directory for every rank
+# rank-prefixed checkpoint names (deeplab-rank0-*) show the option was read as true. The one-rank
+# jobs (one thread each) run at the same time, each killed and restarted on its own.
+@pytest.mark.parametrize("spellings, ranks", [(("true",), 2), (("yes", "1"), 1)], ids=["true-2", "yes+1-1"])
+def test_every_rank_resumes_from_its_own_checkpoint_when_all_ranks_save(tmp_path, synthetic_voc, spellings, ranks):
+    jobs = {spelling: tmp_path / f"job-{spelling}" for spelling in spellings}
     baseline = descendant_pids()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "launcher.cli", "--platform", "CPU", "--devices", str(ranks), "--job-dir", str(job_dir),
-         "--max-restarts", "1", "--tee", "none", "--", "--config", "tiny_synthetic", "--data-root", str(synthetic_voc),
-         "--train-steps", "4", "--set", "save_checkpoint_steps=2", "--set", f"save_ckpt_all_ranks={spelling}",
-         "--set", "threads=1", "--set", "eval_every_epochs=0"],  # step checkpoints only (no -best)
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    launchers = {}
     try:
+        for spelling, job_dir in jobs.items():
+            launchers[spelling] = subprocess.Popen(
+                [sys.executable, "-m", "launcher.cli", "--platform", "CPU", "--devices", str(ranks), "--job-dir",
+                 str(job_dir), "--max-restarts", "1", "--tee", "none", "--", "--config", "tiny_synthetic",
+                 "--data-root", str(synthetic_voc), "--train-steps", "4", "--set", "save_checkpoint_steps=2",
+                 "--set", f"save_ckpt_all_ranks={spelling}", "--set", "threads=1",
+                 "--set", "eval_every_epochs=0"],  # step checkpoints only (no -best)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         deadline = time.monotonic() + 240
-        # Every rank's step-2 checkpoint, then a kill: no rank can save step 4 before it lands.
-        while not all(list(ckpt_dir.glob(f"deeplab-rank{r}-step000002.ckpt")) for r in range(ranks)):
-            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoints before the kill"
+        # Every rank's step-2 checkpoint (LAUNCH_TRAIN_CKPT_DIR: LOG0/ckpt for every rank), then a
+        # kill: no rank can save step 4 before it lands.
+        to_kill = set(spellings)
+        while to_kill:
+            for spelling in sorted(to_kill):
+                ckpt_dir = jobs[spelling] / "LOG0" / "ckpt"
+                if all(list(ckpt_dir.glob(f"deeplab-rank{r}-step000002.ckpt")) for r in range(ranks)):
+                    _rank_process(jobs[spelling], rank=ranks - 1).kill()
+                    to_kill.discard(spelling)
+                else:
+                    assert launchers[spelling].poll() is None and time.monotonic() < deadline, \
+                        f"{spelling}: no checkpoints before the kill"
             time.sleep(0.02)
-        _rank_process(job_dir, rank=ranks - 1).kill()
-        _, err = launcher.communicate(timeout=max(1.0, deadline + 120 - time.monotonic()))
+        errors = {spelling: launcher.communicate(timeout=max(1.0, deadline + 120 - time.monotonic()))[1]
+                  for spelling, launcher in launchers.items()}
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(timeout=10)
-    assert launcher.returncode == 0, err[-3000:]
-    assert "restarting the whole job (1 of 1)" in err
-    for rank in range(ranks):
-        second_attempt = (job_dir / f"LOG{rank}" / "log.txt").read_text().split("==== launch-train: restart 1:")[1]
-        assert f"resumed from {ckpt_dir / f'deeplab-rank{rank}-step000002.ckpt'} at step 2" in second_attempt
-        assert "training done at step 4" in second_attempt
-    assert sorted(p.name for p in ckpt_dir.glob("*.ckpt")) == [f"deeplab-rank{r}-step000004.ckpt" for r in range(ranks)]
-    assert_nothing_left(job_dir, baseline)
+        for launcher in launchers.values():
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait(timeout=10)
+    for spelling, job_dir in jobs.items():
+        ckpt_dir = job_dir / "LOG0" / "ckpt"
+        assert launchers[spelling].returncode == 0, (spelling, errors[spelling][-3000:])
+        assert "restarting the whole job (1 of 1)" in errors[spelling]
+        for rank in range(ranks):
+            second_attempt = (job_dir / f"LOG{rank}" / "log.txt").read_text().split("==== launch-train: restart 1:")[1]
+            assert f"resumed from {ckpt_dir / f'deeplab-rank{rank}-step000002.ckpt'} at step 2" in second_attempt
+            assert "training done at step 4" in second_attempt
+        assert sorted(p.name for p in ckpt_dir.glob("*.ckpt")) == [f"deeplab-rank{r}-step000004.ckpt" for r in range(ranks)]
+        assert_nothing_left(job_dir, baseline)
 
 
 def _rank_process(job_dir: Path, rank: int) -> psutil.Process:

@@ -49,7 +49,7 @@ def test_a_lost_host_is_replaced_by_a_spare_and_the_job_finishes(cluster):
     proc = _run_until_steps(cluster, ["--hosts", "root@127.0.0.2", "--spare-hosts", "root@127.0.0.3",
                                       "--platform", "CPU", "--max-restarts", "2", "--heartbeat-timeout", "10",
                                       "--entry", PAYLOAD, "--tee", "none", "--",
-                                      "--steps", "40", "--step-time", "0.1"], "127.0.0.2")
+                                      "--steps", "25", "--step-time", "0.1"], "127.0.0.2")
     _agent_of(job_dir, "127.0.0.2").kill()  # the host "dies": its agent, and with it its ranks
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
@@ -72,7 +72,7 @@ def test_without_a_spare_min_hosts_goes_on_with_fewer_hosts(cluster):
     job_dir = cluster["job_dir"]
     proc = _run_until_steps(cluster, ["--hosts", "root@127.0.0.2,root@127.0.0.3", "--min-hosts", "1",
                                       "--platform", "CPU", "--max-restarts", "2", "--entry", PAYLOAD, "--tee", "none",
-                                      "--", "--steps", "40", "--step-time", "0.1"], "127.0.0.3")
+                                      "--", "--steps", "25", "--step-time", "0.1"], "127.0.0.3")
     _agent_of(job_dir, "127.0.0.3").kill()
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
@@ -88,7 +88,7 @@ def test_a_lost_host_with_no_spare_and_no_min_hosts_ends_the_job_with_the_reason
     job_dir = cluster["job_dir"]
     proc = _run_until_steps(cluster, ["--hosts", "root@127.0.0.2,root@127.0.0.3", "--platform", "CPU",
                                       "--max-restarts", "2", "--entry", PAYLOAD, "--tee", "none",
-                                      "--", "--steps", "40", "--step-time", "0.1"], "127.0.0.3")
+                                      "--", "--steps", "25", "--step-time", "0.1"], "127.0.0.3")
     _agent_of(job_dir, "127.0.0.3").kill()
     _, err = proc.communicate(timeout=180)
     assert proc.returncode != 0

@@ -53,8 +53,10 @@ def run_on_pty(*command: str, timeout: float = 300) -> tuple[int, str]:
 def assert_bar(output: str, prog: str, what: str, total: int) -> None:
     assert re.search(BAR.format(prog=re.escape(prog), what=re.escape(what), total=total), output), output[-3000:]
     assert "\r" in output  # redrawn in place
-    # Rate and time left while it runs, e.g. "3/6 [00:00<00:01, 5.21 images/s]".
-    assert re.search(rf"\d+/{total} \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?\S*/s\]", output), output[-3000:]
+    # Rate and time left while it runs, e.g. "3/6 [00:00<00:01, 5.21 images/s]", or, when an item takes
+    # more than a second (a loaded machine), tqdm's inverse "1/8 [00:12<01:27, 12.50s/ images]".
+    rate = r"(?:[\d.]+ ?\S*/s|[\d.]+s/ ?\S+)"
+    assert re.search(rf"\d+/{total} \[\d\d:\d\d<\d\d:\d\d, +{rate}\]", output), output[-3000:]
 
 
 def tool(name: str) -> list[str]:

@@ -108,7 +108,7 @@ def test_grace_zero_stops_at_once_as_before(tmp_path):
 
 def test_resume_continues_a_preempted_job_as_its_next_attempt(tmp_path):
     job_dir = tmp_path / "job"
-    proc = _start(job_dir, "--steps", "40", "--step-time", "0.1")
+    proc = _start(job_dir, "--steps", "20", "--step-time", "0.1")
     _wait_for_steps(job_dir, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
