@@ -98,26 +98,14 @@ def group_marker(job_dir: str, host: str) -> str:
 def job_processes(job_dir: str, exclude: Iterable[int] = (), *, var: str = JOB_MARKER_VAR) -> list[psutil.Process]:
     """Processes whose environment says they belong to the job in ``job_dir`` (``var`` = its value).
 
-    On Linux each process's /proc/<pid>/environ is searched as bytes for ``var=value``: psutil
-    parses every environment into a dict, and an agent's stop sweeps every process of its host
+    Each process's /proc/<pid>/environ (what psutil.environ reads too; the keeper also needs procfs)
+    is searched as bytes for ``var=value``: psutil parses every environment into a dict, and an agent's stop sweeps every process of its host
     (on a machine whose cores 64 loopback "hosts" share, 64 sweeps of every process cost ~4 s of CPU).
     """
     import psutil
 
     skip = {os.getpid(), *exclude}
-    if not os.path.isdir("/proc/self"):  # no procfs: psutil's own way
-        found = []
-        for proc in psutil.process_iter(["pid"]):
-            if proc.pid in skip:
-                continue
-            try:
-                if proc.environ().get(var) == job_dir:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-                continue
-        return found
-    entry = f"{var}={job_dir}".encode(errors="surrogateescape")
-    needle = b"\0" + entry + b"\0"
+    needle = f"\0{var}={job_dir}\0".encode(errors="surrogateescape")
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in skip:
@@ -127,7 +115,7 @@ def job_processes(job_dir: str, exclude: Iterable[int] = (), *, var: str = JOB_M
                 data = handle.read()
         except OSError:  # gone, or not ours to read
             continue
-        if needle in data or data.startswith(entry + b"\0") or data.endswith(b"\0" + entry) or data == entry:
+        if needle in b"\0" + data + b"\0":  # one whole NUL-separated entry, wherever it stands
             try:
                 found.append(psutil.Process(int(name)))
             except psutil.NoSuchProcess:
