@@ -76,7 +76,7 @@ class ControllerLink:
             words = line.split()
             if words and words[0] == "to":
                 parts = line.split(None, 2)
-                if len(parts) == 3 and parts[1].isdigit() and self.forward is not None:
+                if len(parts) == 3 and parts[1].isascii() and parts[1].isdigit() and self.forward is not None:
                     self.forward(int(parts[1]), parts[2].rstrip("\n"))
                 continue
             if words and words[0] == "stack" and len(words) > 1:

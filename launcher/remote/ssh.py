@@ -246,7 +246,9 @@ def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20) -> 
             if left <= 0:
                 raise TimeoutError(f"the command did not finish within {timeout_s:g} s")
             select.select([channel], [], [], min(left, 1.0))  # the channel's pipe: readable on data or EOF
-        status = channel.recv_exit_status() if channel.exit_status_ready() or not channel.closed else -1
+        # The exit status may follow the end of output: waited for until the same deadline, never longer.
+        channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+        status = channel.recv_exit_status() if channel.exit_status_ready() else -1
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
     finally:
         channel.close()
