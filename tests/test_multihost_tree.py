@@ -70,7 +70,7 @@ def test_a_bad_tree_width_on_the_command_line_is_one_line_and_exit_2(tmp_path):
 
 
 def test_a_relay_spec_that_is_not_what_the_controller_writes_is_one_line():
-    with pytest.raises(ValueError, match=r"relay spec: children\[0\]: missing 'agent_env'"):
+    with pytest.raises(ValueError, match=r"relay spec: children\[0\]: missing 'forward_ranks'"):
         RelaySpec.from_json({"relay": 0, "job_dir": "/j", "remote_python": "python", "heartbeat_s": 2,
                              "heartbeat_timeout_s": 30, "ssh": {}, "job_wide": [],
                              "children": [{"index": 1, "host": "h", "hostname": "h"}]})

@@ -406,7 +406,7 @@ def _wire_tree(plan: "Plan", tree: "SpawnTree", groups: "dict[int, RemoteHostGro
         root = groups[index]
         root.session.relay_file = relay_job_file(index)
         root._tree_files = (lambda index=index: tree_files(plan, tree, index, remote_hosts, options, remote_python,
-                                                           heartbeat_s, heartbeat_timeout_s, {}, by_host, files_for))
+                                                           heartbeat_s, heartbeat_timeout_s, by_host, files_for))
         for below in tree.subtree(index):
             group = groups[below]
             group.root_group = root

@@ -63,7 +63,6 @@ class RelayChild:
     port: int
     user: str
     forward_ranks: tuple[int, ...]
-    agent_env: dict
     subtree: tuple[int, ...]  # the hosts it starts in turn (it is a relay when not empty)
 
 
@@ -83,7 +82,7 @@ class RelaySpec:
                 "heartbeat_s": self.heartbeat_s, "heartbeat_timeout_s": self.heartbeat_timeout_s,
                 "ssh": self.ssh, "job_wide": list(self.job_wide),
                 "children": [{"index": c.index, "host": c.host, "hostname": c.hostname, "alias": c.alias, "port": c.port,
-                              "user": c.user, "forward_ranks": list(c.forward_ranks), "agent_env": c.agent_env,
+                              "user": c.user, "forward_ranks": list(c.forward_ranks),
                               "subtree": list(c.subtree)} for c in self.children]}
 
     @classmethod
@@ -101,16 +100,13 @@ class RelaySpec:
         children = []
         for number, child in enumerate(need(value, "children", list, where)):
             at = f"{where}: children[{number}]"
-            env = need(child, "agent_env", dict, at)
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-                raise ValueError(f"{at}: 'agent_env' must map text to text")
             numbers = [need(child, key, list, at) for key in ("forward_ranks", "subtree")]
             if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for items in numbers for n in items):
                 raise ValueError(f"{at}: 'forward_ranks' and 'subtree' must list whole numbers")
             children.append(RelayChild(need(child, "index", int, at), need(child, "host", str, at),
                                        need(child, "hostname", str, at), need(child, "alias", str, at),
                                        need(child, "port", int, at),
-                                       need(child, "user", str, at), tuple(numbers[0]), dict(env), tuple(numbers[1])))
+                                       need(child, "user", str, at), tuple(numbers[0]), tuple(numbers[1])))
         job_wide = need(value, "job_wide", list, where)
         if not all(isinstance(name, str) and "/" not in name and name not in ("", ".", "..") for name in job_wide):
             raise ValueError(f"{where}: 'job_wide' must list file names")
@@ -273,7 +269,7 @@ class Relay:
                             child.hostname, child.hostname, child.port, child.user,
                             dict(self.config.base_ssh_config.lookup(child.alias)))
         return AgentSession(remote, self.ssh, self.spec.job_dir, self.spec.remote_python, self.spec.heartbeat_s,
-                            plan_host=child.host, agent_env=child.agent_env, forward_ranks=child.forward_ranks,
+                            plan_host=child.host, forward_ranks=child.forward_ranks,
                             job_file=host_job_file(child.index), connect=self.connect, hub=self.hub, config=self.config,
                             relay_file=relay_job_file(child.index) if child.subtree else None,
                             events=_Up(self, child.index))
@@ -439,12 +435,9 @@ class RelayedSession:
         self.stop()
         self.finished.wait(timeout_s)
 
-    def lost_reason(self) -> str:
-        return f"its relay's connection ({self.root.host.name}) ended"
-
 
 def tree_files(plan: "Any", tree: Any, root: int, remote: dict, options, remote_python: str, heartbeat_s: float,
-               heartbeat_timeout_s: float, agent_env: dict, by_host: dict, files_for: Callable[[int], list]) -> list[PushedFile]:
+               heartbeat_timeout_s: float, by_host: dict, files_for: Callable[[int], list]) -> list[PushedFile]:
     """What the controller pushes a root relay beyond its own slice: every host below it staged
     under relay/<root>/host-<index>/ (its slice, and its relay spec when it is a relay too), and
     the root's own relay spec (agents/relay-<root>.json)."""
@@ -461,7 +454,7 @@ def tree_files(plan: "Any", tree: Any, root: int, remote: dict, options, remote_
             name = plan.hosts[child].host.name
             host = remote[name]
             children.append(RelayChild(child, name, host.hostname, host.entry.host, host.port, host.user,
-                                       tuple(sorted({r.rank for r in by_host[name]} & tee)), dict(agent_env),
+                                       tuple(sorted({r.rank for r in by_host[name]} & tee)),
                                        tree.subtree(child)))
         spec = RelaySpec(index, str(plan.spec.job_dir), remote_python, heartbeat_s, heartbeat_timeout_s,
                          ssh_fields(options), job_wide, tuple(children))
