@@ -47,8 +47,10 @@ class RemoteHostGroup(ProcessGroup):
                  heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
                  push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None,
                  own_ranks: "Optional[Sequence[Rank]]" = None, host_index: Optional[int] = None,
-                 connect: Callable = connection) -> None:
-        """``own_ranks``, ``host_index``: when the caller has them (multi_host_groups finds them once for all hosts)."""
+                 connect: Callable = connection, session: Any = None) -> None:
+        """``own_ranks``, ``host_index``: when the caller has them (multi_host_groups finds them once for all hosts).
+        ``session``: how the controller talks to the host's agent when not over a connection of its own
+        (a RelayedSession: a relay of the tree start started it)."""
         self.own_ranks = tuple(own_ranks) if own_ranks is not None else plan.ranks_on(host)
         super().__init__(plan, host, plan.ranks if runs_mpirun(plan, host) else self.own_ranks)
         self.host_index = host_index if host_index is not None else next(
@@ -60,9 +62,9 @@ class RemoteHostGroup(ProcessGroup):
         self.start_timeout_s = start_timeout_s
         # The --tee ranks of this host send every log line; the others only their progress.
         forward = sorted(set(self.ranks) & set(plan.spec.tee))
-        self.session = AgentSession(remote, options, str(self.job_dir), remote_python, heartbeat_s, config,
-                                    plan_host=host, agent_env=agent_env, forward_ranks=forward,
-                                    job_file=host_job_file(self.host_index), connect=connect)
+        self.session = session if session is not None else AgentSession(
+            remote, options, str(self.job_dir), remote_python, heartbeat_s, config, plan_host=host,
+            agent_env=agent_env, forward_ranks=forward, job_file=host_job_file(self.host_index), connect=connect)
         self._pending: list[RankExit] = []
         self._seen: set[int] = set()
         self._lines: list[tuple[int, str]] = []
@@ -367,9 +369,11 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
             if entry.host.local:
                 groups.append(LocalGroup(plan, name))
             else:
+                # A host a relay starts is reached through its root's session, never a connection of its own.
+                relayed = _relayed_session(remote[tree.root_of(index)], index, name) if index in tree.parent else None
                 remote[index] = RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python,
                                                 own_ranks=by_host[name], host_index=index, connect=connect,
-                                                **group_options)
+                                                session=relayed, **group_options)
                 groups.append(remote[index])
         if tree.parent:
             _wire_tree(plan, tree, remote, remote_hosts, options, remote_python, by_host, group_options)
@@ -388,10 +392,17 @@ def spawn_tree_of(plan: "Plan", options: SshOptions) -> "SpawnTree":
     return plan_tree(remote, 0 if plan.spec.mode == "mpirun" else options.tree_width)
 
 
+def _relayed_session(root: "RemoteHostGroup", index: int, host: str):
+    from launcher.remote.relay import RelayedSession
+
+    return RelayedSession(root.session, index, host)
+
+
 def _wire_tree(plan: "Plan", tree: "SpawnTree", groups: "dict[int, RemoteHostGroup]", remote_hosts: dict,
                options: SshOptions, remote_python: str, by_host: dict, group_options: dict) -> None:
-    """Relayed hosts talk through their root's session; roots get their relay spec and their subtree's files."""
-    from launcher.remote.relay import RelayedSession, relay_job_file, tree_files
+    """Roots get their relay spec and their subtree's files; relayed hosts know their root, and a relay
+    below a root knows the sessions of the hosts it starts (they are cut off with it)."""
+    from launcher.remote.relay import relay_job_file, tree_files
 
     heartbeat_timeout_s = float(group_options.get("heartbeat_timeout_s", 30.0))
     heartbeat_s = float(group_options.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
@@ -410,6 +421,5 @@ def _wire_tree(plan: "Plan", tree: "SpawnTree", groups: "dict[int, RemoteHostGro
         for below in tree.subtree(index):
             group = groups[below]
             group.root_group = root
-            group.session = RelayedSession(root.session, below, group.host)
             if tree.parent[below] != index:
                 groups[tree.parent[below]].session.below.append(group.session)
