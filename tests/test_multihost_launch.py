@@ -249,11 +249,16 @@ def test_dry_run_shows_each_host(sshd_hosts, cluster):
 
 @pytest.mark.slow
 def test_two_host_mindspore_cpu_training(cluster, synthetic_voc):
-    done = run(launch_args(cluster, "--hosts", HOSTS, "--devices", "1", "--platform", "CPU", "--tee", "none", "--",
+    # Through a tree start (--ssh-tree-width 1): the agent on 127.0.0.2, which also runs the scheduler,
+    # starts 127.0.0.3's agent itself; the real trainer runs on both (the direct start runs the real
+    # trainer in the rank-table test below).
+    done = run(launch_args(cluster, "--hosts", HOSTS, "--devices", "1", "--platform", "CPU", "--tee", "none",
+                           "--ssh-tree-width", "1", "--",
                            "--config", "tiny_synthetic", "--data-root", str(synthetic_voc), "--train-steps", "4",
                            "--set", "threads=1", "--set", "eval_every_epochs=0"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     job_dir = cluster["job_dir"]
+    assert (job_dir / "agents" / "relay-0.json").is_file() and not (job_dir / "relay").exists()
     job = json.loads((job_dir / "job.json").read_text())
     assert job["status"]["state"] == "succeeded" and job["mode"] == "dynamic"
     assert job["scheduler"]["host"] == "127.0.0.2" and job["scheduler"]["address"] == "127.0.0.2"
