@@ -11,7 +11,8 @@ Transports:
        are measured apart and left out of the controller's figures. CPU platform, dynamic mode.
   ssh  launch-train itself (a subprocess) over real sshd hosts on 127.0.1.1.. (tests/fixtures/sshd.py),
        with a payload that prints a line and sleeps; pre-flight included. Every SSH session runs the
-       login shell's start-up files (three sessions per host); --plain-login-shell measures hosts
+       login shell's start-up files (one session per host the controller starts: pre-flight's, carried
+       on as the agent; two per host a relay starts); --plain-login-shell measures hosts
        whose shell starts plain (this machine's root ~/.bashrc runs pyenv init in each). Controller figures are the
        launch-train process's (psutil samples every 50 ms). --mode rank-table (default: Ascend with
        fake hccn.conf files, nothing but the launcher and the payload runs) or dynamic (CPU: the first

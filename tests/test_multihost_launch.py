@@ -89,11 +89,18 @@ def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_rank_table_job_over_two_hosts(cluster):
+def test_rank_table_job_over_two_hosts(cluster, sshd_hosts):
     args = rank_table_args(cluster)
     args[args.index("--tee") + 1] = "9"
+    logs_before = {host.address: len(host.log.read_text().splitlines()) for host in sshd_hosts.hosts}
     done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
+    # One SSH session per host: pre-flight's became the agent, and the files came down its channel
+    # (no SFTP): each session runs the login shell, ~100 ms of CPU where ~/.bashrc inits pyenv or conda.
+    for host in sshd_hosts.hosts:
+        added = host.log.read_text().splitlines()[logs_before[host.address]:]
+        sessions = [line for line in added if "Starting session:" in line]
+        assert len(sessions) == 1 and "session: command" in sessions[0], added
     # --tee 9: every line of rank 9 comes back from its host; other ranks show progress only.
     assert "[127.0.0.3:9] payload rank 9" in done.stdout
     assert "payload rank 10" not in done.stdout

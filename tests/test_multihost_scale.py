@@ -118,14 +118,14 @@ def test_a_host_job_document_is_job_json_schema_with_one_host(tmp_path, monkeypa
     captured = {}
     import tests.fixtures.sim_hosts as sim
 
-    real_agent = sim.SimAgent.__init__
+    real_begin = sim.SimAgent._begin
 
-    def keep_document(self, channel, command):
-        for path, text in channel.connection.host.documents.items():
-            captured.setdefault(channel.connection.host.name, (path, text))
-        real_agent(self, channel, command)
+    def keep_document(self):  # what the fake agent received down its channel, before it reads it
+        for path, text in self.host.documents.items():
+            captured.setdefault(self.host.name, (path, text))
+        real_begin(self)
 
-    monkeypatch.setattr(sim.SimAgent, "__init__", keep_document)
+    monkeypatch.setattr(sim.SimAgent, "_begin", keep_document)
     _sim_launch(tmp_path, 4, monkeypatch=monkeypatch)
     path, text = captured["sim-2"]
     assert path.endswith(host_job_file(2))

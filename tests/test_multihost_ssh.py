@@ -116,3 +116,47 @@ def test_unknown_user_fails_preflight(sshd_hosts, ssh_options, tmp_path):
     with pytest.raises(PreflightFailed) as error:
         run_preflight(hosts, ssh_options, request)
     assert "authentication as 'nosuchuser' failed" in str(error.value)
+
+
+def _bootstraps(job_dir: Path) -> list:
+    """The kept pre-flight sessions' processes on the test hosts (this machine): python -c with the job dir."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if len(cmdline) > 2 and cmdline[1] == "-c" and "def bootstrap" in cmdline[2] and str(job_dir) in cmdline[-1]:
+            found.append(proc)
+    return found
+
+
+def test_a_kept_preflight_session_waits_and_ends_with_its_connection(sshd_hosts, ssh_options, tmp_path):
+    """keep: the probe's session stays open on each host, waiting to become the agent; closing it ends it."""
+    import psutil
+
+    hosts = resolve_hosts(parse_hosts_arg("127.0.0.2,127.0.0.3"), ssh_options)
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={h.host_name: 1 for h in hosts},
+                               remote_python=sys.executable)
+    kept: dict = {}
+    reports = run_preflight(hosts, ssh_options, request, keep={"127.0.0.2"}, kept=kept)
+    assert all(not r.failures for r in reports) and list(kept) == ["127.0.0.2"]
+    [waiting] = _bootstraps(tmp_path / "job")  # only the kept host's probe still runs
+    kept["127.0.0.2"].close()
+    psutil.wait_procs([waiting], timeout=10)
+    assert not waiting.is_running() or waiting.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_failed_preflight_keeps_no_session(sshd_hosts, ssh_options, tmp_path):
+    hosts = resolve_hosts(parse_hosts_arg("127.0.0.2,127.0.0.3"), ssh_options)
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={h.host_name: 1 for h in hosts},
+                               remote_python=sys.executable, imports=("launcher", "no_such_module_here"))
+    kept: dict = {}
+    with pytest.raises(PreflightFailed, match="no_such_module_here"):
+        run_preflight(hosts, ssh_options, request, keep={"127.0.0.2", "127.0.0.3"}, kept=kept)
+    assert kept == {}
+    import time
+
+    deadline = time.monotonic() + 10
+    while _bootstraps(tmp_path / "job") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _bootstraps(tmp_path / "job") == []

@@ -71,6 +71,9 @@ class SshBackend(Backend):
                              self.min_hosts)
         self.entries = tuple(self.pool.planned)
         self._settled: Optional[LaunchOptions] = None
+        # Pre-flight sessions kept open to become the agents of the hosts the controller starts
+        # itself (launcher.remote.preflight bootstrap): host name -> WaitingAgent, taken by groups().
+        self.waiting: dict = {}
 
     @classmethod
     def from_options(cls, options: LaunchOptions, entries: Optional[Sequence[HostEntry]] = None) -> "SshBackend":
@@ -162,8 +165,10 @@ class SshBackend(Backend):
                 first_host=self.entries[0].name,
                 imports=preflight_imports(options.entry, options.module),
             )
+            self.close()  # an earlier pre-flight's sessions (a replan) are not this one's
             try:
-                reports = run_preflight(resolved, self.ssh, request, hccn_conf_for=self.hccn_conf_path)
+                reports = run_preflight(resolved, self.ssh, request, hccn_conf_for=self.hccn_conf_path,
+                                        keep=self._started_here(mode) if check else (), kept=self.waiting)
             except PreflightFailed as exc:
                 failed = {report.host: report.failures[0] for report in exc.reports if report.failures}
                 if not self._take_spares_for(failed):
@@ -178,6 +183,22 @@ class SshBackend(Backend):
         port = self.reports[self.entries[0].name].scheduler_port if (wants_port and check) else None
         gpu_ids = self._gpu_ids(options, devices, checked=check) if platform == "GPU" else None
         return PreparedHosts(hosts, texts, port, gpu_ids)
+
+    def _started_here(self, mode: str) -> "set[str]":
+        """The hosts whose agents the controller starts itself: the tree start's first tier
+        (launcher.remote.tree; the plan lists the hosts in this order). mpirun jobs: none kept."""
+        from launcher.remote.tree import plan_tree
+
+        if mode == "mpirun":
+            return set()
+        remote = [index for index, entry in enumerate(self.entries) if not entry.local]
+        return {self.entries[index].name for index in plan_tree(remote, self.ssh.tree_width).roots}
+
+    def close(self) -> None:
+        """Pre-flight sessions no agent took (a dry run, a launch that failed before starting them)."""
+        waiting, self.waiting = self.waiting, {}
+        for session in waiting.values():
+            session.close()
 
     def _gpu_ids(self, options: LaunchOptions, devices: "int | None", *, checked: bool) -> tuple[int, ...]:
         """The GPU ids every host of the job offers: what each remote host's pre-flight counted
@@ -220,7 +241,7 @@ class SshBackend(Backend):
         # The ssh config parsed once for every host's connection (21 ms per host for a config that
         # lists 1,024 hosts); the connections are made in one thread, so sharing it is safe.
         return multi_host_groups(self.remote, self.ssh, self.remote_python, config=fabric_config(self.ssh),
-                                 heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
+                                 waiting=self.waiting, heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
 
     def describe(self, plan: "Plan") -> str:
         """Per host: how it is reached and what runs there."""
@@ -254,8 +275,10 @@ class SshBackend(Backend):
                                     forward_ranks=forward, job_file=host_job_file(index),
                                     relay_file=relay_job_file(index) if below else None)
             lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
-            lines.append(f"    (files pushed first: {host_job_file(index)} (its slice of job.json), LOG<rank>/env.sh"
-                         f" + run.sh of its ranks{', rank_table.json' if plan.spec.mode == 'rank-table' else ''})")
+            lines.append(f"    (its files first, down the same channel: {host_job_file(index)} (its slice of job.json),"
+                         f" LOG<rank>/env.sh + run.sh of its ranks"
+                         f"{', rank_table.json' if plan.spec.mode == 'rank-table' else ''}; the pre-flight's"
+                         " session becomes this agent)")
             if below:
                 lines.append(f"    relay for {len(below)} hosts: it starts "
                              f"{', '.join(plan.hosts[child].host.name for child in tree.children[index])}"

@@ -1,12 +1,16 @@
 """The per-host agent of a multi-host job: ``python -m launcher.remote.agent --job-dir DIR --host NAME``.
 
-The controller (``launch-train --hosts ...``) pushes each host its slice of the job first
-(launcher.remote.host_slice: its ranks' LOG<rank>/env.sh + run.sh, scheduler/run.sh where the
-scheduler runs, rank_table.json, and ``agents/host-<index>.json``, job.json's schema with only
-this host's ranks, named by ``--job-file``), then runs one agent per host over SSH. The agent starts that host's ranks (and the
-scheduler, on the first host of a dynamic job) with the same local supervision code a
-local launch uses (launcher.backends.local.host_group: a LocalGroup, or MpirunGroup on the first
-host of an mpirun job), and reports on stdout, one JSON object per line (launcher.remote.protocol).
+The controller (``launch-train --hosts ...``) runs one agent per host over SSH and, with
+``--receive-files``, sends it that host's slice of the job down the same channel before
+anything else (launcher.remote.file_stream; launcher.remote.host_slice says what: its ranks'
+LOG<rank>/env.sh + run.sh, scheduler/run.sh where the scheduler runs, rank_table.json, and
+``agents/host-<index>.json``, job.json's schema with only this host's ranks, named by
+``--job-file``). Most often the agent is the host's pre-flight session carried on
+(launcher.remote.preflight ``bootstrap``): one SSH session per host. The agent starts that
+host's ranks (and the scheduler, on the first host of a dynamic job) with the same local
+supervision code a local launch uses (launcher.backends.local.host_group: a LocalGroup, or
+MpirunGroup on the first host of an mpirun job), and reports on stdout, one JSON object per
+line (launcher.remote.protocol).
 
 Ranks that finished are reported at once, but the agent keeps running (a dynamic job's
 scheduler may still be waiting for other hosts) until the controller, which alone knows
@@ -272,12 +276,27 @@ def _exit_fields(rank_exit: Any, group: Any) -> dict:
     }
 
 
+def _receive_files(job_dir: Path, heartbeat_timeout_s: float) -> None:
+    """This host's files, sent ahead of the protocol on stdin (launcher.remote.file_stream).
+
+    A controller that vanishes mid-way without closing the connection would leave the read
+    waiting for ever: SIGALRM (whose default ends the process) bounds it.
+    """
+    from launcher.remote.file_stream import receive_files
+
+    signal.alarm(int(max(60.0, 2 * heartbeat_timeout_s)))
+    try:
+        receive_files(sys.stdin.buffer, job_dir)
+    finally:
+        signal.alarm(0)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m launcher.remote.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
     parser.add_argument("--host", required=True, help="this host's name in job.json")
     parser.add_argument("--job-file", default="job.json", metavar="PATH",
-                        help="the job document to run, relative to the job dir (the controller pushes the host's slice)")
+                        help="the job document to run, relative to the job dir (the controller sends the host's slice)")
     parser.add_argument("--relay", metavar="PATH",
                         help="relay spec inside the job dir: also start, watch and stop the agents of the hosts it names")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
@@ -285,6 +304,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--forward-lines", default="", metavar="RANKS",
                         help="comma-separated ranks whose every log line is sent (the controller's --tee)")
+    parser.add_argument("--receive-files", action="store_true",
+                        help="first read this host's files from stdin (launcher.remote.file_stream) into the job dir")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the agent's environment (inherited by what it starts), e.g. mpirun's ssh options")
     args = parser.parse_args(argv)
@@ -307,13 +328,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(number, on_signal)
-    threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
+    job_dir = args.job_dir.resolve()
     try:
+        if args.receive_files:
+            _receive_files(job_dir, args.heartbeat_timeout)
+        os.chdir(job_dir)
+        threading.Thread(target=link.listen, args=(sys.stdin,), daemon=True, name="controller-link").start()
         forward = frozenset(int(rank) for rank in args.forward_lines.split(",") if rank.strip())
-        return run_agent(args.job_dir.resolve(), args.host, link, emit, forward_ranks=forward, job_file=args.job_file,
+        return run_agent(job_dir, args.host, link, emit, forward_ranks=forward, job_file=args.job_file,
                          relay_file=args.relay)
     except (OSError, ValueError, KeyError) as error:  # JobFileError is a ValueError
-        # A job dir that was not pushed, or a job.json this agent cannot read: say so, stop.
+        # Files that could not be received or written, a job.json this agent cannot read: say so, stop.
         emit("error", message=f"agent on {args.host}: {type(error).__name__}: {error}")
         emit("done", reason="error", code=2)
         return 2

@@ -47,10 +47,11 @@ class RemoteHostGroup(ProcessGroup):
                  heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
                  push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None,
                  own_ranks: "Optional[Sequence[Rank]]" = None, host_index: Optional[int] = None,
-                 connect: Callable = connection, session: Any = None) -> None:
+                 connect: Callable = connection, session: Any = None, waiting: Any = None) -> None:
         """``own_ranks``, ``host_index``: when the caller has them (multi_host_groups finds them once for all hosts).
         ``session``: how the controller talks to the host's agent when not over a connection of its own
-        (a RelayedSession: a relay of the tree start started it)."""
+        (a RelayedSession: a relay of the tree start started it). ``waiting``: the host's pre-flight
+        session, kept to become its agent (launcher.remote.session.WaitingAgent)."""
         self.own_ranks = tuple(own_ranks) if own_ranks is not None else plan.ranks_on(host)
         super().__init__(plan, host, plan.ranks if runs_mpirun(plan, host) else self.own_ranks)
         self.host_index = host_index if host_index is not None else next(
@@ -64,7 +65,8 @@ class RemoteHostGroup(ProcessGroup):
         forward = sorted(set(self.ranks) & set(plan.spec.tee))
         self.session = session if session is not None else AgentSession(
             remote, options, str(self.job_dir), remote_python, heartbeat_s, config, plan_host=host,
-            agent_env=agent_env, forward_ranks=forward, job_file=host_job_file(self.host_index), connect=connect)
+            agent_env=agent_env, forward_ranks=forward, job_file=host_job_file(self.host_index), connect=connect,
+            waiting=waiting)
         self._pending: list[RankExit] = []
         self._seen: set[int] = set()
         self._lines: list[tuple[int, str]] = []
@@ -175,17 +177,18 @@ class RemoteHostGroup(ProcessGroup):
         raise HostLost(self.host, f"agent on {self.host} did not report within {self.start_timeout_s:g}s")
 
     def _start_agent(self) -> None:
-        """Connect, copy this host's files, start the agent (its "hello" is awaited in _launch())."""
+        """Connect (unless pre-flight's session waits), start the agent and send it this host's files
+        down its own channel (its "hello" is awaited in _launch())."""
         self.session.open()  # ConnectionError (an OSError) with one clear line
+        if self.push_also:
+            push_job_files(self.plan, self.push_also, self.session.options, self.connect)
         # The controller rendered and wrote the whole job dir before any group starts (launch()
         # does): the host gets its slice of those files, nothing is rendered again per host.
         try:
-            self.session.push(self._files)
-        except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
-            raise OSError(f"cannot copy the job files to {self.host}:{self.job_dir}: {error}") from None
-        if self.push_also:
-            push_job_files(self.plan, self.push_also, self.session.options, self.connect)
-        self.session.start(self.heartbeat_timeout_s)
+            self.session.start(self.heartbeat_timeout_s, self._files)
+        except TRANSPORT_ERRORS as error:
+            raise OSError(f"cannot start the agent on {self.host} and send it the job files: "
+                          f"{type(error).__name__}: {error}") from None
         self._agent_started = True
 
     def _wait_event(self, deadline: float) -> Optional[dict]:
@@ -337,13 +340,15 @@ class MpirunAcrossHosts(MpirunGroup):
 
 
 def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions, remote_python: str,
-                      connect: Callable = connection, **group_options: Any) -> "Callable[[Plan], list[ProcessGroup]]":
+                      connect: Callable = connection, waiting: Optional[dict] = None,
+                      **group_options: Any) -> "Callable[[Plan], list[ProcessGroup]]":
     """The ``group_factory`` for launch(): local hosts as LocalGroup, the others through agents.
 
     mpirun mode: one group on the first host runs mpirun for every rank (it reaches the other
     hosts with ssh itself); the other hosts only get their files. Above ``options.tree_width``
     remote hosts, the controller starts the agents of the tree's first tier only, and those
-    start the rest (launcher.remote.tree, launcher.remote.relay).
+    start the rest (launcher.remote.tree, launcher.remote.relay). ``waiting``: pre-flight sessions
+    kept open by host name (launcher.remote.preflight); a group takes its host's, once.
     """
     from launcher.run.local import LocalGroup
 
@@ -373,7 +378,8 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
                 relayed = _relayed_session(remote[tree.root_of(index)], index, name) if index in tree.parent else None
                 remote[index] = RemoteHostGroup(plan, name, remote_hosts[name], options, remote_python,
                                                 own_ranks=by_host[name], host_index=index, connect=connect,
-                                                session=relayed, **group_options)
+                                                session=relayed, waiting=None if relayed is not None or waiting is None
+                                                else waiting.pop(name, None), **group_options)
                 groups.append(remote[index])
         if tree.parent:
             _wire_tree(plan, tree, remote, remote_hosts, options, remote_python, by_host, group_options)

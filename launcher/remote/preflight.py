@@ -18,13 +18,14 @@ failed where; the CLI prints it and exits 2, nothing has been started.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Optional, Sequence
 
 import paramiko
 
@@ -32,7 +33,13 @@ from launcher.job.platforms import MAX_DEVICES_PER_HOST
 from launcher.remote.ssh import (RemoteHost, SshOptions, connection, describe_ssh_error, fabric_config, run_command,
                                  run_on_each)
 
+if TYPE_CHECKING:
+    from launcher.remote.session import WaitingAgent
+
 PLATFORMS = ("CPU", "GPU", "Ascend")
+# How long a kept pre-flight session waits to become the agent (the controller plans and writes
+# the job dir meanwhile: seconds, even at 1,024 hosts x 8).
+BOOTSTRAP_WAIT_S = 600.0
 # Logs, rendered files and a few checkpoints of a big net (R101: ~0.7 GB each with optimizer state).
 MIN_FREE_BYTES = 2 << 30
 # What running the probe over an open connection raises when the connection or the command goes
@@ -247,28 +254,85 @@ def probe(request: dict) -> dict:
     return out
 
 
-def probe_command(remote_python: str, request: dict) -> str:
-    """The shell command that runs ``probe`` with ``remote_python`` on a host."""
-    source = "import json, sys\n" + inspect.getsource(probe) + "\nprint(json.dumps(probe(json.loads(sys.argv[1]))))\n"
+def bootstrap(wait_s: float) -> int:
+    """Runs ON THE REMOTE HOST after ``probe`` answered, in the same process: wait for the controller's
+    ``agent ARGS`` line and become this host's agent (``exec python -m launcher.remote.agent ARGS``)
+    in this SSH session: the same process, its stdin and stdout, its name in ``ps`` the agent's.
+
+    The line is read a byte at a time: the agent's files follow it on stdin, and a buffered read
+    would take some of them into this process's buffer, which exec drops. Without that line within
+    ``wait_s`` (nothing is started: a failed pre-flight elsewhere, a controller gone quiet), or
+    when stdin ends, it exits.
+    """
+    import json as _json
+    import os
+    import select
+    import sys as _sys
+
+    line = b""
+    while len(line) < (1 << 20) and not line.endswith(b"\n"):
+        ready, _, _ = select.select([0], [], [], wait_s if not line else 60.0)
+        byte = os.read(0, 1) if ready else b""
+        if not byte:
+            return 0
+        line += byte
+    if not line.startswith(b"agent "):
+        return 0
+    _sys.stdout.flush()
+    os.execv(_sys.executable, [_sys.executable, "-m", "launcher.remote.agent", *_json.loads(line[len(b"agent "):])])
+    return 0  # not reached
+
+
+def probe_command(remote_python: str, request: dict, *, become_agent: bool = False) -> str:
+    """The shell command that runs ``probe`` with ``remote_python`` on a host; ``become_agent``: then,
+    when every check passed, ``bootstrap`` (the session stays open to become the host's agent)."""
+    source = ("import json, sys\n" + inspect.getsource(probe)
+              + "\nanswer = probe(json.loads(sys.argv[1]))\nprint(json.dumps(answer), flush=True)\n")
+    if become_agent:
+        source += (inspect.getsource(bootstrap) + "\nif all(ok for ok, _detail in answer['checks'].values()):\n"
+                   f"    sys.exit(bootstrap({BOOTSTRAP_WAIT_S!r}))\n")
     return " ".join(shlex.quote(part) for part in (remote_python, "-c", source, json.dumps(request)))
 
 
-def check_host(host: RemoteHost, options: SshOptions, request: dict, conn) -> HostReport:
+def _answered(out: bytes) -> bool:
+    """The probe printed its answer: a whole line of JSON that starts with its "checks"."""
+    return any(line.startswith(b'{"checks": ') for line in out.split(b"\n")[:-1])
+
+
+def check_host(host: RemoteHost, options: SshOptions, request: dict, conn,
+               keep: bool = False) -> "tuple[HostReport, Optional[WaitingAgent]]":
     """Open ``conn`` (the host's unopened connection, or what making it raised) and run the probe; every
-    problem becomes a failed check."""
+    problem becomes a failed check. ``keep``: when every check passed, the session is left open,
+    waiting to become the host's agent (returned with the report; the caller closes it)."""
+    from launcher.remote.session import WaitingAgent
+
     try:
         if isinstance(conn, Exception):
             raise conn
         conn.open()
     except Exception as error:  # any connection failure is reported in the table, not raised
-        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
+        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))}), None
     checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
+    waiting = None
     try:
-        done = run_command(conn, probe_command(request["remote_python"], request), max(30, options.timeout_s * 3))
+        done = run_command(conn, probe_command(request["remote_python"], request, become_agent=keep),
+                           max(30, options.timeout_s * 3), answered=_answered if keep else None)
+        if done.channel is not None:
+            waiting = WaitingAgent(conn, done.channel)
+            report = _report(host, request, checks, dataclasses.replace(done, exited=0))
+            if report.failures:  # the probe exits by itself then; the session is not kept
+                waiting = None
+            return report, waiting
     except PROBE_TRANSPORT_ERRORS as error:  # a session dying mid-probe is a failure of that host
-        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))})
+        return HostReport(host.name, {"ssh": (False, describe_ssh_error(error, host, options))}), None
     finally:
-        conn.close()
+        if waiting is None:
+            conn.close()
+    return _report(host, request, checks, done), None
+
+
+def _report(host: RemoteHost, request: dict, checks: dict, done) -> HostReport:
+    """The probe's answer (the last line of its output) as the host's report."""
     if done.exited != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.exited}"])[-1]
         checks["python"] = (False, f"{request['remote_python']} cannot run the probe: {last}")
@@ -289,10 +353,14 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, conn) -> Ho
 
 
 def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest,
-                  hccn_conf_for: Optional[Callable[[RemoteHost, str], str]] = None) -> list[HostReport]:
+                  hccn_conf_for: Optional[Callable[[RemoteHost, str], str]] = None,
+                  keep: Collection[str] = (), kept: Optional[dict] = None) -> list[HostReport]:
     """Check all hosts in parallel; return their reports in host order or raise PreflightFailed.
 
     ``hccn_conf_for(host, path)`` gives the hccn.conf path on that host (default: ``path``).
+    ``keep``: host names (RemoteHost.host_name) whose pre-flight session stays open to become
+    their agent (``bootstrap``: one SSH session per host), put into ``kept`` by host name when
+    every host passed; on a failure anywhere they are closed.
     """
     config = fabric_config(options)
     # Every connection is made here, in one thread, before the fan-out: fabric's Connection() writes to
@@ -321,14 +389,24 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
             "hccn_conf": (hccn_conf_for(host, request.hccn_conf) if hccn_conf_for else request.hccn_conf)
             if request.platform == "Ascend" and request.hccn_conf else None,
         }
-        return check_host(host, options, payload, connections[index])
+        return check_host(host, options, payload, connections[index], keep=host.host_name in keep)
 
     results = run_on_each(list(enumerate(hosts)), check, key=lambda index_host: index_host[0], parallel=options.parallel)
-    reports = [
-        results[index] if index not in results.failed
-        else HostReport(host.name, {"preflight": (False, f"{type(results[index]).__name__}: {results[index]}")})
-        for index, host in enumerate(hosts)
-    ]
-    if any(report.failures for report in reports):
-        raise PreflightFailed(reports)
+    reports, waiting = [], {}
+    for index, host in enumerate(hosts):
+        if index in results.failed:
+            error = results[index]
+            reports.append(HostReport(host.name, {"preflight": (False, f"{type(error).__name__}: {error}")}))
+            continue
+        report, session = results[index]
+        reports.append(report)
+        if session is not None:
+            waiting[host.host_name] = session
+    if any(report.failures for report in reports) or kept is None:
+        for session in waiting.values():
+            session.close()
+        if any(report.failures for report in reports):
+            raise PreflightFailed(reports)
+        return reports
+    kept.update(waiting)
     return reports

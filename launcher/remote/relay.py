@@ -8,8 +8,8 @@ launcher.remote.tree plans which host starts which. The controller pushes a rela
 ``Relay`` beside its own ranks:
 
   - it connects to each child with the same SSH code the controller uses (AgentSession, the
-    bounded pool, one channel hub), copies the child its slice (and the slices of the child's
-    own subtree), and starts the child's agent;
+    bounded pool, one channel hub) and starts the child's agent, sending it its slice (and the
+    slices of the child's own subtree) down the agent's channel;
   - every event of a child (or of a child's child) goes up with ``"via": <host index>``;
     a child's "alive" stays here: the relay watches its children's silence itself and reports
     a silent or lost child as a ``lost`` event (the controller only hears its relays);
@@ -286,8 +286,7 @@ class Relay:
         try:
             files = self._files_for(child)
             session.open()
-            session.push(files)
-            session.start(self.spec.heartbeat_timeout_s)
+            session.start(self.spec.heartbeat_timeout_s, files)  # the files go down the agent's own channel
         except (OSError, ValueError) + TRANSPORT_ERRORS as error:
             session.connection.close()
             self._lost(child.index, f"could not start its agent from relay host {self._me()} ({where}): {error}")

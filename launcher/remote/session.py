@@ -1,8 +1,8 @@
 """The transport to one remote host: an SSH connection carrying one agent (``python -m launcher.remote.agent``).
 
-``AgentSession`` pushes the job's files to the host over SFTP (atomically: temp name,
-then rename, so hosts that share the job dir's file system see whole files), starts
-the agent on an SSH channel, turns its stdout into protocol events
+``AgentSession`` starts the agent on an SSH channel (or takes over the host's pre-flight
+session, kept open for it: ``WaitingAgent``), sends it the host's files down that channel
+first (launcher.remote.file_stream: one SSH session per host, no SFTP), turns its stdout into protocol events
 (launcher.remote.protocol) on a queue, sends heartbeats and other lines, notes when the
 agent was last heard from, and asks it to stop. The reading and writing of every host's
 channel is done by one reader and one writer thread for all hosts
@@ -17,6 +17,7 @@ raises (socket and SSH errors); a bug in handling a line is not disguised as a l
 from __future__ import annotations
 
 import collections
+import json
 import posixpath
 import queue
 import secrets
@@ -24,7 +25,8 @@ import shlex
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import paramiko
 
@@ -46,12 +48,12 @@ READ_CHUNK = 65536
 OUTBOX_LIMIT = 64  # lines for one agent not yet sent: a host this far behind is not reading
 
 
-def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
-                  relay_file: Optional[str] = None) -> str:
-    """The shell command that runs the agent on the host (every word quoted)."""
-    words = [remote_python, "-m", AGENT_MODULE, "--job-dir", job_dir, "--host", host_name,
-             "--heartbeat-timeout", f"{heartbeat_timeout_s:g}"]
+def agent_argv(job_dir: str, host_name: str, heartbeat_timeout_s: float, env: Optional[dict] = None,
+               forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
+               relay_file: Optional[str] = None) -> list[str]:
+    """The agent's arguments (after ``python -m launcher.remote.agent``): it reads its files from stdin first."""
+    words = ["--job-dir", job_dir, "--host", host_name, "--heartbeat-timeout", f"{heartbeat_timeout_s:g}",
+             "--receive-files"]
     if job_file is not None:
         words += ["--job-file", job_file]
     if relay_file is not None:
@@ -60,8 +62,29 @@ def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_ti
         words += ["--forward-lines", ",".join(str(rank) for rank in sorted(forward_ranks))]
     for key, value in sorted((env or {}).items()):
         words += ["--env", f"{key}={value}"]
+    return words
+
+
+def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
+                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
+                  relay_file: Optional[str] = None) -> str:
+    """The shell command that runs the agent on the host (every word quoted)."""
+    words = [remote_python, "-m", AGENT_MODULE,
+             *agent_argv(job_dir, host_name, heartbeat_timeout_s, env, forward_ranks, job_file, relay_file)]
     # exec: the agent is the session's process, so closing the channel reaches it directly.
-    return f"cd {shlex.quote(job_dir)} && exec " + " ".join(shlex.quote(word) for word in words)
+    return "exec " + " ".join(shlex.quote(word) for word in words)
+
+
+@dataclass(frozen=True)
+class WaitingAgent:
+    """A pre-flight session kept open (launcher.remote.preflight ``bootstrap``): its probe answered and
+    it waits for an ``agent ARGS`` line to become the host's agent, in the same SSH session."""
+
+    connection: Any
+    channel: Any
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 class AgentSession:
@@ -70,8 +93,10 @@ class AgentSession:
     def __init__(self, host: RemoteHost, options: SshOptions, job_dir: str, remote_python: str,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, config=None, plan_host: Optional[str] = None,
                  agent_env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
-                 connect: Callable = connection, hub=None, relay_file: Optional[str] = None, events=None) -> None:
+                 connect: Callable = connection, hub=None, relay_file: Optional[str] = None, events=None,
+                 waiting: Optional[WaitingAgent] = None) -> None:
         """``connect(host, options, config)``: an unopened fabric-like Connection (a simulated one in bench/scale.py).
+        ``waiting``: the host's pre-flight session, kept open to become its agent (then nothing is connected).
 
         ``relay_file``: the agent is a relay of a tree start (launcher.remote.relay) and reads its
         spec there; ``routes`` then maps every host below it to its RelayedSession. ``events``: where
@@ -92,7 +117,8 @@ class AgentSession:
         self.job_dir = job_dir
         self.remote_python = remote_python
         self.heartbeat_s = heartbeat_s
-        self.connection = connect(host, options, config)
+        self._waiting = waiting
+        self.connection = waiting.connection if waiting is not None else connect(host, options, config)
         self.channel = None
         self.events = events if events is not None else queue.Queue()
         self._passes_up = events is not None
@@ -115,6 +141,9 @@ class AgentSession:
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> None:
+        if self._waiting is not None:  # pre-flight's connection, open already
+            self.connection.transport.set_keepalive(max(1, int(self.heartbeat_s)))
+            return
         try:
             self.connection.open()
         except Exception as error:  # every way of not connecting becomes one clear line
@@ -155,11 +184,33 @@ class AgentSession:
         made.add(path)
 
     # -- running ------------------------------------------------------------------------
-    def start(self, heartbeat_timeout_s: float) -> None:
-        transport = self.connection.transport
-        self.channel = transport.open_session(timeout=self.options.timeout_s)
-        self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host, heartbeat_timeout_s,
-                                                 self.agent_env, self.forward_ranks, self.job_file, self.relay_file))
+    def start(self, heartbeat_timeout_s: float, files: Sequence[PushedFile] = ()) -> None:
+        """Start the agent and send it ``files`` (launcher.remote.file_stream) before any other line.
+
+        The host's pre-flight session becomes the agent when it was kept (``waiting``): one SSH
+        session per host. Transport errors (a dead channel, a host that takes no bytes for
+        ``heartbeat_timeout_s``) are raised to the caller.
+        """
+        from launcher.remote.file_stream import encode_files
+
+        argv = agent_argv(self.job_dir, self.plan_host, heartbeat_timeout_s, self.agent_env, self.forward_ranks,
+                          self.job_file, self.relay_file)
+        payload = encode_files(files)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not (waiting.channel.closed or waiting.channel.eof_received):
+            self.channel = waiting.channel
+            payload = b"agent " + json.dumps(argv).encode() + b"\n" + payload
+        else:  # no pre-flight session, or it gave up waiting: a session of its own on the same connection
+            if waiting is not None:
+                waiting.channel.close()
+            self.channel = self.connection.transport.open_session(timeout=self.options.timeout_s)
+            self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host,
+                                                    heartbeat_timeout_s, self.agent_env, self.forward_ranks,
+                                                    self.job_file, self.relay_file))
+        # On the calling (pool) thread, before the hub reads or writes the channel.
+        self.channel.settimeout(max(30.0, heartbeat_timeout_s))
+        self.channel.sendall(payload)
+        self.channel.settimeout(None)
         # A write that cannot go out for this long means the host stopped reading.
         self.write_limit_s = max(1.0, heartbeat_timeout_s)
         self._hub = self._hub or channel_hub()

@@ -210,18 +210,22 @@ def open_sftp(conn, where: str):
 
 @dataclass(frozen=True)
 class CommandResult:
-    exited: int  # -1: the session closed without an exit status
+    exited: int  # -1: the session closed without an exit status (or it runs on: ``channel``)
     stdout: str
     stderr: str
+    channel: object = None  # the command's channel, still open: it answered and runs on (``answered``)
 
 
-def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20) -> CommandResult:
+def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20,
+                answered: Optional[Callable[[bytes], bool]] = None) -> CommandResult:
     """Run ``command`` on an open connection and read its output, on the calling thread.
 
     fabric's ``Connection.run`` reads stdout and stderr with a thread each (and a timer thread
     for the timeout): five threads per host with the pool's and paramiko's, 160 at 32 hosts in
     flight. Here one loop waits on the channel's pipe. TimeoutError after ``timeout_s``; at most
-    ``limit`` bytes of each stream are kept.
+    ``limit`` bytes of each stream are kept. ``answered(stdout)``: the command's stdin stays open,
+    and once its output so far is the whole answer the command is left running on its channel
+    (``CommandResult.channel``: the caller's to use and close).
     """
     import select
     import time
@@ -229,7 +233,8 @@ def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20) -> 
     channel = conn.transport.open_session(timeout=timeout_s)
     try:
         channel.exec_command(command)
-        channel.shutdown_write()  # nothing on its stdin
+        if answered is None:
+            channel.shutdown_write()  # nothing on its stdin
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
         while True:
@@ -239,6 +244,9 @@ def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20) -> 
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
                 del err[limit:]
+            if answered is not None and answered(bytes(out)):
+                kept, channel = channel, None
+                return CommandResult(-1, out.decode(errors="replace"), err.decode(errors="replace"), kept)
             if (channel.eof_received or channel.closed) and not channel.recv_ready() \
                     and not channel.recv_stderr_ready():
                 break
@@ -251,7 +259,8 @@ def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20) -> 
         status = channel.recv_exit_status() if channel.exit_status_ready() else -1
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
     finally:
-        channel.close()
+        if channel is not None:
+            channel.close()
 
 
 def run_on_each(items: Sequence[T], work: Callable[[T], object], key: Callable[[T], object] = lambda item: item,
