@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -116,7 +117,7 @@ class _Sampler:
         self._thread.join()
 
 
-def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path, tree_width: int) -> dict:
+def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path, tree_width: Optional[int]) -> dict:
     """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c")."""
     from launcher.job.options import LaunchOptions
     from launcher.remote import group as remote_group
@@ -260,15 +261,15 @@ def _platform_args(mode: str, work: Path) -> list[str]:
 
 
 def _ssh_run(hosts, work: Path, config: Path, known_hosts: Path, devices: int, parallel: int, end: str,
-             mode: str, tree_width: int) -> dict:
+             mode: str, tree_width: Optional[int]) -> dict:
     import psutil
 
     job_dir = work / f"job-{end}"
     total = len(hosts.hosts) * devices
     env = dict(os.environ, FAIL_RANK=str(total - 1) if end == "fail" else "none")
     argv = [sys.executable, "-m", "launcher.cli", "--hosts", ",".join(hosts.specs()), "--ssh-config", str(config),
-            "--ssh-known-hosts", str(known_hosts), "--ssh-parallel", str(parallel), "--ssh-tree-width", str(tree_width),
-            *_platform_args(mode, work), "--devices", str(devices), "--entry", str(work / "payload.py"),
+            "--ssh-known-hosts", str(known_hosts), "--ssh-parallel", str(parallel),
+            *(["--ssh-tree-width", str(tree_width)] if tree_width is not None else []), *_platform_args(mode, work), "--devices", str(devices), "--entry", str(work / "payload.py"),
             "--env", f"FAIL_RANK={env['FAIL_RANK']}",
             "--tee", "none", "--status-interval", "3600", "--job-dir", str(job_dir)]
     t0 = time.monotonic()
@@ -375,8 +376,9 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, required=True)
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--ssh-parallel", type=int, default=32)
-    parser.add_argument("--ssh-tree-width", type=int, default=32,
-                        help="launch-train's --ssh-tree-width: above this many hosts, a tree start (0: never)")
+    parser.add_argument("--ssh-tree-width", type=int, default=None,
+                        help="launch-train's --ssh-tree-width: above this many hosts, a tree start (0: never; "
+                             "default: launch-train's, no tree up to 64 hosts and width 32 above)")
     parser.add_argument("--sim-connect-ms", type=float, default=50.0,
                         help="sim: each connection's handshake wait (network round trips, no CPU)")
     parser.add_argument("--known-hosts-entries", type=int, default=0,

@@ -35,9 +35,10 @@ Several hosts (SSH; see launcher/backends/ssh.py and docs/launching.md)
                               accept host keys missing from known_hosts (default: refuse)
     --ssh-parallel N          SSH connections set up at once (default 32): the controller's
                               threads and sockets while starting follow N, not the host count
-    --ssh-tree-width W        above W hosts (default 32; 0: never) the controller starts W
-                              agents, each of which starts the agents of its part of the
-                              hosts (a tree, as Open MPI's ssh launcher spawns)
+    --ssh-tree-width W        above W hosts (0: never) the controller starts W agents, each
+                              of which starts the agents of its part of the hosts (a tree,
+                              as Open MPI's ssh launcher spawns); default: every agent itself
+                              up to 64 hosts, a tree of width 32 above
     --remote-python PATH      interpreter on the hosts (default: this one's path)
     --master-addr ADDR        scheduler address the other hosts reach (dynamic mode)
     --heartbeat-timeout S     a host's agent stops its ranks when the controller is silent this long

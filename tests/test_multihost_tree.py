@@ -54,6 +54,15 @@ def test_the_depth_grows_as_a_logarithm_of_the_host_count():
                            "start the other 992")
 
 
+def test_without_a_width_there_is_no_tree_up_to_64_hosts_and_a_tree_of_32_above():
+    """A tree of 64 would give each of 32 relays one host: a hop and a relay's imports, little saved."""
+    assert plan_tree(list(range(64))).roots == tuple(range(64))
+    above = plan_tree(list(range(65)))
+    assert len(above.roots) == 32 and above.depth == 2
+    assert plan_tree(list(range(1024))) == plan_tree(list(range(1024)), 32)
+    assert plan_tree([0, 1], 1).depth == 2  # a width given is a tree above it, whatever the host count
+
+
 @pytest.mark.parametrize("width", [-1, 1025, True, 2.5])
 def test_a_bad_tree_width_is_refused(width):
     with pytest.raises(ValueError, match="--ssh-tree-width"):

@@ -104,7 +104,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     ssh.add_argument("--ssh-parallel", dest="ssh_parallel", type=int, metavar="N",
                      help="SSH connections set up at once (pre-flight, copying, starting agents; default 32)")
     ssh.add_argument("--ssh-tree-width", dest="ssh_tree_width", type=int, metavar="W",
-                     help="above W hosts, start W agents that start the others (a tree; default 32; 0: no tree)")
+                     help="above W hosts, start W agents that start the others (a tree; 0: no tree; default: "
+                          "none up to 64 hosts, 32 wide above)")
     ssh.add_argument("--remote-python", dest="python", metavar="PATH",
                      help="interpreter on the hosts (default: this one's path)")
     ssh.add_argument("--master-addr", metavar="ADDR",

@@ -83,7 +83,7 @@ class LaunchOptions:
     # SSH operations in flight at once (connect, copy, start, probe): the pool bounds the controller, not the host count.
     ssh_parallel: int = field(default=32, metadata=flag("--ssh-parallel"))
     # Above this many remote hosts the controller starts only a first tier of agents, which start the rest.
-    ssh_tree_width: int = field(default=32, metadata=flag("--ssh-tree-width"))
+    ssh_tree_width: Optional[int] = field(default=None, metadata=flag("--ssh-tree-width"))  # None: no tree to 64 hosts, 32 wide above
     heartbeat_timeout_s: float = field(default=30.0, metadata=flag("--heartbeat-timeout"))
     # In a pod (--from-env): whose variables to read, how long to wait for the mounted rank table.
     from_env: bool = field(default=False, metadata=flag("--from-env"))
@@ -151,8 +151,9 @@ class LaunchOptions:
             if isinstance(self.ssh_parallel, bool) or not isinstance(self.ssh_parallel, int) \
                     or not 1 <= self.ssh_parallel <= 1024:
                 raise ValueError(f"--ssh-parallel {self.ssh_parallel}: must be a whole number from 1 to 1024")
-            if isinstance(self.ssh_tree_width, bool) or not isinstance(self.ssh_tree_width, int) \
-                    or not 0 <= self.ssh_tree_width <= 1024:
+            if self.ssh_tree_width is not None and (isinstance(self.ssh_tree_width, bool)
+                                                    or not isinstance(self.ssh_tree_width, int)
+                                                    or not 0 <= self.ssh_tree_width <= 1024):
                 raise ValueError(f"--ssh-tree-width {self.ssh_tree_width}: must be a whole number from 0 (no tree) "
                                  "to 1024")
             if not 0 <= self.grace_s <= 86400:

@@ -25,7 +25,7 @@ from fabric.group import GroupResult
 
 from launcher.job.hosts import HostEntry, check_distinct
 from launcher.remote.known_hosts import shared_known_hosts
-from launcher.remote.tree import DEFAULT_TREE_WIDTH, MAX_TREE_WIDTH
+from launcher.remote.tree import MAX_TREE_WIDTH
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -47,13 +47,13 @@ class SshOptions:
     known_hosts: Optional[Path] = None  # None: UserKnownHostsFile from ssh config, else ~/.ssh/known_hosts
     accept_unknown_host_keys: bool = False
     parallel: int = DEFAULT_SSH_PARALLEL  # --ssh-parallel: SSH operations at once
-    tree_width: int = DEFAULT_TREE_WIDTH  # --ssh-tree-width: hosts the controller starts itself (launcher.remote.tree)
+    tree_width: Optional[int] = None  # --ssh-tree-width: hosts the controller starts itself (None: launcher.remote.tree's rule)
 
     def __post_init__(self) -> None:
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_SSH_PARALLEL:
             raise ValueError(f"--ssh-parallel {self.parallel}: must be a whole number from 1 to {MAX_SSH_PARALLEL}")
-        if isinstance(self.tree_width, bool) or not isinstance(self.tree_width, int) \
-                or not 0 <= self.tree_width <= MAX_TREE_WIDTH:
+        if self.tree_width is not None and (isinstance(self.tree_width, bool) or not isinstance(self.tree_width, int)
+                                            or not 0 <= self.tree_width <= MAX_TREE_WIDTH):
             raise ValueError(f"--ssh-tree-width {self.tree_width}: must be a whole number from 0 (no tree) to "
                              f"{MAX_TREE_WIDTH}")
         if not 0 < self.timeout_s <= 86400:  # NaN and inf fail this too
