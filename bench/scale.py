@@ -4,8 +4,9 @@
     .venv/bin/python bench/scale.py --transport ssh --hosts 64 --devices 1      (root: starts sshd)
 
 Transports:
-  sim  the real controller (run_job -> the ssh backend's groups: host slices, the bounded pool,
-       RemoteHostGroup, AgentSession's threads, the supervisor) against in-process fake hosts that
+  sim  the real controller (run_job -> the ssh backend: pre-flight of every host, its sessions kept
+       for the agents the controller starts; host slices, the bounded pool, RemoteHostGroup,
+       AgentSession's threads, the supervisor) against in-process fake hosts that
        speak the agent protocol (tests/fixtures/sim_hosts.py). Only the network is missing; each
        connection waits --sim-connect-ms for its handshake. The fake hosts' CPU time and threads
        are measured apart and left out of the controller's figures. CPU platform, dynamic mode.
@@ -72,25 +73,19 @@ def _load() -> list[float]:
 # -- sim ------------------------------------------------------------------------------------
 def _sim_backend(cluster, options, hosts: int, devices: int):
     from launcher.backends.ssh import SshBackend
-    from launcher.job.hosts import Host, PreparedHosts, host_entries
-    from launcher.remote.group import multi_host_groups
+    from launcher.job.hosts import host_entries
     from launcher.remote.ssh import RemoteHost
 
     class SimBackend(SshBackend):
-        """The ssh backend with the hosts taken as given (no DNS, no pre-flight) and the sim transport."""
+        """The ssh backend with the sim transport: its pre-flight and agent starts, over fake hosts
+        whose addresses are made up (no DNS)."""
 
-        def prepare(self, settled, *, check: bool = True) -> PreparedHosts:
-            plan_hosts = []
-            for index, entry in enumerate(self.entries):
-                address = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
-                self.remote[entry.name] = RemoteHost(entry, entry.host, address, 22, "root")
-                plan_hosts.append(Host(name=entry.name, address=address, user="root", port=22, local=False,
-                                       cpus=tuple(range(2 * devices))))
-            return PreparedHosts(tuple(plan_hosts), {}, 29500, None)
+        def _resolve(self, entries):
+            return [RemoteHost(entry, entry.host, f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 22,
+                               "root") for index, entry in enumerate(entries)]
 
-        def groups(self, plan):
-            return multi_host_groups(self.remote, self.ssh, self.remote_python, connect=cluster.connect,
-                                     heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
+        def _connect(self):
+            return cluster.connect
 
     entries = host_entries(",".join(f"sim-{index}" for index in range(hosts)), None)
     return SimBackend.from_options(options, entries)

@@ -89,6 +89,7 @@ def test_one_render_per_start_and_every_agent_reads_only_its_slice(tmp_path, mon
         if index == 0:
             expected.append("scheduler/run.sh")
         assert pushed == sorted(expected)  # never job.json, never another host's scripts
+        assert host.connections == 1  # pre-flight's connection and session carried on as the agent
 
 
 def test_bytes_sent_to_a_host_do_not_grow_with_the_host_count(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from launcher.backends.base import Backend, Discovered, next_attempt_spec
 from launcher.errors import LaunchError
@@ -140,12 +140,11 @@ class SshBackend(Backend):
         """
         from launcher.job.resolve import ranks_per_host
         from launcher.remote.preflight import PreflightFailed, PreflightRequest, run_preflight
-        from launcher.remote.ssh import resolve_hosts
 
         platform, mode = options.platform, options.mode
         remote_entries = [entry for entry in self.entries if not entry.local]
         try:
-            resolved = resolve_hosts(remote_entries, self.ssh)
+            resolved = self._resolve(remote_entries)
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
         self.remote = {host.host_name: host for host in resolved}
@@ -168,7 +167,8 @@ class SshBackend(Backend):
             self.close()  # an earlier pre-flight's sessions (a replan) are not this one's
             try:
                 reports = run_preflight(resolved, self.ssh, request, hccn_conf_for=self.hccn_conf_path,
-                                        keep=self._started_here(mode) if check else (), kept=self.waiting)
+                                        keep=self._started_here(mode) if check else (), kept=self.waiting,
+                                        connect=self._connect())
             except PreflightFailed as exc:
                 failed = {report.host: report.failures[0] for report in exc.reports if report.failures}
                 if not self._take_spares_for(failed):
@@ -183,6 +183,18 @@ class SshBackend(Backend):
         port = self.reports[self.entries[0].name].scheduler_port if (wants_port and check) else None
         gpu_ids = self._gpu_ids(options, devices, checked=check) if platform == "GPU" else None
         return PreparedHosts(hosts, texts, port, gpu_ids)
+
+    def _resolve(self, entries: Sequence[HostEntry]) -> "list[RemoteHost]":
+        """The entries through the ssh config and DNS (launcher.remote.ssh.resolve_hosts)."""
+        from launcher.remote.ssh import resolve_hosts
+
+        return resolve_hosts(entries, self.ssh)
+
+    def _connect(self) -> Callable:
+        """How a host is connected to (bench/scale.py's simulated hosts: their own)."""
+        from launcher.remote.ssh import connection
+
+        return connection
 
     def _started_here(self, mode: str) -> "set[str]":
         """The hosts whose agents the controller starts itself: the tree start's first tier
@@ -241,7 +253,8 @@ class SshBackend(Backend):
         # The ssh config parsed once for every host's connection (21 ms per host for a config that
         # lists 1,024 hosts); the connections are made in one thread, so sharing it is safe.
         return multi_host_groups(self.remote, self.ssh, self.remote_python, config=fabric_config(self.ssh),
-                                 waiting=self.waiting, heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
+                                 connect=self._connect(), waiting=self.waiting,
+                                 heartbeat_timeout_s=self.heartbeat_timeout_s)(plan)
 
     def describe(self, plan: "Plan") -> str:
         """Per host: how it is reached and what runs there."""

@@ -354,13 +354,15 @@ def _report(host: RemoteHost, request: dict, checks: dict, done) -> HostReport:
 
 def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: PreflightRequest,
                   hccn_conf_for: Optional[Callable[[RemoteHost, str], str]] = None,
-                  keep: Collection[str] = (), kept: Optional[dict] = None) -> list[HostReport]:
+                  keep: Collection[str] = (), kept: Optional[dict] = None,
+                  connect: Callable = connection) -> list[HostReport]:
     """Check all hosts in parallel; return their reports in host order or raise PreflightFailed.
 
     ``hccn_conf_for(host, path)`` gives the hccn.conf path on that host (default: ``path``).
     ``keep``: host names (RemoteHost.host_name) whose pre-flight session stays open to become
     their agent (``bootstrap``: one SSH session per host), put into ``kept`` by host name when
-    every host passed; on a failure anywhere they are closed.
+    every host passed; on a failure anywhere they are closed. ``connect``: as
+    launcher.remote.ssh.connection (bench/scale.py's simulated hosts give their own).
     """
     config = fabric_config(options)
     # Every connection is made here, in one thread, before the fan-out: fabric's Connection() writes to
@@ -370,7 +372,7 @@ def run_preflight(hosts: Sequence[RemoteHost], options: SshOptions, request: Pre
     connections: list = []
     for host in hosts:
         try:
-            connections.append(connection(host, options, config))
+            connections.append(connect(host, options, config))
         except Exception as error:  # reported by check_host in the table, as a failure to connect
             connections.append(error)
 
