@@ -8,8 +8,9 @@ sshd on 127.0.1.1 (tests/fixtures/sshd.py) and, for each --tree (a checkout of t
 default: this one), interleaved --repeat times:
 
   launch_server_cpu_ms    launch-train over that host (rank-table, fake hccn.conf, a payload that
-                          prints a line and exits): everything the host ran for the job -- both SSH
-                          connections (pre-flight's and the agent's), their shells, SFTP, the
+                          prints a line and exits): everything the host ran for the job -- its SSH
+                          connections and sessions (one since pre-flight's session carries on as the
+                          agent; three before: pre-flight, SFTP, the agent), their shells, the
                           probe, the agent, keepers, run.sh and the payload -- as sshd's reaped
                           children's CPU (10 ms ticks)
   launch_controller_cpu_ms  the launch-train process (both connections' client side, planning)
