@@ -97,10 +97,8 @@ def test_rank_table_job_over_two_hosts(cluster, sshd_hosts):
     assert done.returncode == 0, done.stderr[-3000:]
     # One SSH session per host: pre-flight's became the agent, and the files came down its channel
     # (no SFTP): each session runs the login shell, ~100 ms of CPU where ~/.bashrc inits pyenv or conda.
-    for host in sshd_hosts.hosts:
-        added = host.log.read_text().splitlines()[logs_before[host.address]:]
-        sessions = [line for line in added if "Starting session:" in line]
-        assert len(sessions) == 1 and "session: command" in sessions[0], added
+    for address, sessions in _sessions_started(sshd_hosts, logs_before).items():
+        assert len(sessions) == 1 and "session: command" in sessions[0], (address, sessions)
     # --tee 9: every line of rank 9 comes back from its host; other ranks show progress only.
     assert "[127.0.0.3:9] payload rank 9" in done.stdout
     assert "payload rank 10" not in done.stdout
@@ -297,12 +295,24 @@ def test_rank_table_over_two_hosts_runs_the_real_trainer_until_mindspore_refuses
     assert [r["host"] for r in job["ranks"]] == ["127.0.0.2", "127.0.0.3"]
 
 
-def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
+def _sessions_started(sshd_hosts, before: dict) -> dict:
+    """host address -> the "Starting session:" lines its sshd logged since ``before`` (line counts)."""
+    return {host.address: [line for line in host.log.read_text().splitlines()[before[host.address]:]
+                           if "Starting session:" in line] for host in sshd_hosts.hosts}
+
+
+def test_mpirun_over_two_hosts_from_a_hostfile(cluster, sshd_hosts):
     hostfile = cluster["tmp"] / "hostfile"
     hostfile.write_text("# two test hosts, two ranks each\nroot@127.0.0.2 slots=2\nroot@127.0.0.3 slots=2  # second\n")
+    before = {host.address: len(host.log.read_text().splitlines()) for host in sshd_hosts.hosts}
     done = run(launch_args(cluster, "--hostfile", str(hostfile), "--platform", "CPU", "--mode", "mpirun",
                            "--entry", str(cluster["payload"]), "--tee", "none"))
     assert done.returncode == 0, done.stderr[-3000:]
+    # Ours: the first host's pre-flight session became the agent that runs mpirun; the second's took
+    # its files (no SFTP). mpirun's own ssh started Open MPI's daemon on each (127.0.0.2 is not one of
+    # this machine's interface addresses, so Open MPI does not take it for the host it runs on).
+    sessions = _sessions_started(sshd_hosts, before)
+    assert [len(sessions["127.0.0.2"]), len(sessions["127.0.0.3"])] == [2, 2], sessions
     job_dir = cluster["job_dir"]
     assert (job_dir / "hostfile").read_text().splitlines()[-2:] == ["127.0.0.2 slots=2", "127.0.0.3 slots=2"]
     for rank in range(4):
@@ -310,6 +320,21 @@ def test_mpirun_over_two_hosts_from_a_hostfile(cluster):
         assert env["RANK_ID"] == str(rank) and env["RANK_SIZE"] == "4"
         # mpirun (started by the agent on the first host) reached the second host with ssh itself.
         assert env["SSH_CONNECTION"].split()[2] == ("127.0.0.2" if rank < 2 else "127.0.0.3")
+
+
+def test_an_mpirun_restart_sends_the_files_again_in_a_session_of_its_own(cluster, sshd_hosts):
+    """The second attempt has no pre-flight session left: the other host's files go down a session
+    running launcher.remote.file_stream, and that attempt's ranks read them as the first's did."""
+    before = {host.address: len(host.log.read_text().splitlines()) for host in sshd_hosts.hosts}
+    done = run(launch_args(cluster, "--hosts", HOSTS, "--platform", "CPU", "--mode", "mpirun", "--devices", "1",
+                           "--max-restarts", "1", "--env", "FAIL_RANK=1", "--entry", str(cluster["payload"]),
+                           "--tee", "none"))
+    assert done.returncode == 3, done.stderr[-3000:]
+    job = json.loads((cluster["job_dir"] / "job.json").read_text())
+    assert [attempt["state"] for attempt in job["status"]["attempts"]] == ["failed", "failed"]
+    assert "rank failing on purpose" in (cluster["job_dir"] / "LOG1" / "log.txt").read_text()
+    # 127.0.0.3, per attempt: our session (pre-flight's kept, then one of its own) and mpirun's ssh.
+    assert len(_sessions_started(sshd_hosts, before)["127.0.0.3"]) == 4
 
 
 @pytest.mark.slow

@@ -197,13 +197,15 @@ class SshBackend(Backend):
         return connection
 
     def _started_here(self, mode: str) -> "set[str]":
-        """The hosts whose agents the controller starts itself: the tree start's first tier
-        (launcher.remote.tree; the plan lists the hosts in this order). mpirun jobs: none kept."""
-        from launcher.remote.tree import plan_tree
+        """The hosts whose pre-flight sessions are kept for the controller's own use: the agents it starts
+        itself (the tree start's first tier, launcher.remote.tree; the plan lists the hosts in this
+        order); in mpirun mode every host (the first one's agent, the files of the others) up to
+        the tree's 64 hosts, none above (the controller would hold a connection per host)."""
+        from launcher.remote.tree import DIRECT_HOSTS, plan_tree
 
-        if mode == "mpirun":
-            return set()
         remote = [index for index, entry in enumerate(self.entries) if not entry.local]
+        if mode == "mpirun":
+            return {self.entries[index].name for index in remote} if len(remote) <= DIRECT_HOSTS else set()
         return {self.entries[index].name for index in plan_tree(remote, self.ssh.tree_width).roots}
 
     def close(self) -> None:

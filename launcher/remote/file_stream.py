@@ -12,6 +12,10 @@ system see whole files), and only then reads protocol lines. Copying over SFTP w
 SSH session per host, and a session runs the user's login shell: on a host whose ~/.bashrc
 runs ``pyenv init`` or ``conda init`` that is ~100 ms of CPU and a lock each time
 (FIELD_NOTES "Many hosts"), paid by every host of the job.
+
+A host whose ranks another launcher starts (mpirun's other hosts) gets its files the same
+way without an agent: ``python -m launcher.remote.file_stream --job-dir DIR`` (``main``) reads
+them, writes them, and exits 0 (2 and one line on stderr when it cannot).
 """
 from __future__ import annotations
 
@@ -103,3 +107,26 @@ def receive_files(stream: BinaryIO, job_dir: Path) -> int:
             temp.unlink(missing_ok=True)
             raise
     return len(entries)
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
+    """``python -m launcher.remote.file_stream --job-dir DIR``: receive a host's files and exit, for a host
+    whose ranks another launcher starts (mpirun's other hosts): one line on stderr and 2 on failure."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m launcher.remote.file_stream",
+                                     description="write the files sent on stdin under the job dir")
+    parser.add_argument("--job-dir", required=True, type=Path, help="the job dir (same path on every host)")
+    args = parser.parse_args(argv)
+    try:
+        count = receive_files(sys.stdin.buffer, args.job_dir.resolve())
+    except (OSError, ValueError) as error:
+        print(f"cannot receive the job files into {args.job_dir}: {error}", file=sys.stderr)
+        return 2
+    print(f"received {count} files", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,7 +47,8 @@ class RemoteHostGroup(ProcessGroup):
                  heartbeat_timeout_s: float = 30.0, start_timeout_s: float = 60.0, config=None,
                  push_also: Sequence[RemoteHost] = (), agent_env: Optional[dict] = None,
                  own_ranks: "Optional[Sequence[Rank]]" = None, host_index: Optional[int] = None,
-                 connect: Callable = connection, session: Any = None, waiting: Any = None) -> None:
+                 connect: Callable = connection, session: Any = None, waiting: Any = None,
+                 waiting_also: Optional[dict] = None) -> None:
         """``own_ranks``, ``host_index``: when the caller has them (multi_host_groups finds them once for all hosts).
         ``session``: how the controller talks to the host's agent when not over a connection of its own
         (a RelayedSession: a relay of the tree start started it). ``waiting``: the host's pre-flight
@@ -58,6 +59,7 @@ class RemoteHostGroup(ProcessGroup):
             index for index, entry in enumerate(plan.hosts) if entry.host.name == host)
         self.connect = connect
         self.push_also = list(push_also)  # hosts that only need the files (mpirun starts their ranks)
+        self.waiting_also = waiting_also  # their pre-flight sessions, kept to take the files (by host name)
         self.has_scheduler = plan.scheduler is not None and plan.scheduler.host == host
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.start_timeout_s = start_timeout_s
@@ -181,7 +183,8 @@ class RemoteHostGroup(ProcessGroup):
         down its own channel (its "hello" is awaited in _launch())."""
         self.session.open()  # ConnectionError (an OSError) with one clear line
         if self.push_also:
-            push_job_files(self.plan, self.push_also, self.session.options, self.connect)
+            push_job_files(self.plan, self.push_also, self.session.options, self.session.remote_python, self.connect,
+                           self.waiting_also)
         # The controller rendered and wrote the whole job dir before any group starts (launch()
         # does): the host gets its slice of those files, nothing is rendered again per host.
         try:
@@ -328,12 +331,14 @@ def mpirun_ssh_env(options: SshOptions) -> dict:
 class MpirunAcrossHosts(MpirunGroup):
     """mpirun on this machine (the first host) with ranks on remote hosts: their files are pushed first."""
 
-    def __init__(self, plan: "Plan", others: Sequence[RemoteHost], options: SshOptions) -> None:
+    def __init__(self, plan: "Plan", others: Sequence[RemoteHost], options: SshOptions, remote_python: str,
+                 connect: Callable = connection, waiting: Optional[dict] = None) -> None:
         super().__init__(plan)
-        self.others, self.options = list(others), options
+        self.others, self.options, self.remote_python = list(others), options, remote_python
+        self.connect, self.waiting = connect, waiting
 
     def _launch(self) -> None:
-        push_job_files(self.plan, self.others, self.options)
+        push_job_files(self.plan, self.others, self.options, self.remote_python, self.connect, self.waiting)
         for key, value in mpirun_ssh_env(self.options).items():
             os.environ.setdefault(key, value)  # a user's own OMPI_MCA_plm_rsh_args wins
         super()._launch()
@@ -357,9 +362,10 @@ def multi_host_groups(remote_hosts: "dict[str, RemoteHost]", options: SshOptions
             first = plan.hosts[0].host
             others = [remote_hosts[e.host.name] for e in plan.hosts[1:] if not e.host.local]
             if first.local:
-                return [MpirunAcrossHosts(plan, others, options)]
+                return [MpirunAcrossHosts(plan, others, options, remote_python, connect, waiting)]
             return [RemoteHostGroup(plan, first.name, remote_hosts[first.name], options, remote_python,
                                     push_also=others, agent_env=mpirun_ssh_env(options), connect=connect,
+                                    waiting=(waiting or {}).pop(first.name, None), waiting_also=waiting,
                                     **group_options)]
         groups: list[ProcessGroup] = []
         remote: dict[int, RemoteHostGroup] = {}

@@ -258,7 +258,8 @@ def probe(request: dict) -> dict:
 def bootstrap(wait_s: float) -> int:
     """Runs ON THE REMOTE HOST after ``probe`` answered, in the same process: wait for the controller's
     ``agent ARGS`` line and become this host's agent (exec ``launcher.remote.agent``'s main with ARGS)
-    in this SSH session: the same process, its stdin and stdout, the agent's name in ``ps``.
+    in this SSH session: the same process, its stdin and stdout, the agent's name in ``ps``; or for
+    ``receive ARGS``, only write the files sent (``launcher.remote.file_stream``) and exit.
 
     The line is read a byte at a time: the agent's files follow it on stdin, and a buffered read
     would take some of them into this process's buffer, which exec drops. Without that line within
@@ -277,7 +278,10 @@ def bootstrap(wait_s: float) -> int:
         if not byte:
             return 0
         line += byte
-    if not line.startswith(b"agent "):
+    word, _space, args = line.partition(b" ")
+    # "agent": become the host's agent; "receive": only write the files that follow (mpirun's other hosts).
+    module = {b"agent": "launcher.remote.agent", b"receive": "launcher.remote.file_stream"}.get(word)
+    if module is None:
         return 0
     _sys.stdout.flush()
     # As the keeper starts (launcher.run.keeper): without site (11 ms of CPU per start with an editable
@@ -285,9 +289,9 @@ def bootstrap(wait_s: float) -> int:
     launcher = _sys.modules["launcher"]
     where = os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__)))
     paths = _json.dumps([where, *(path for path in _sys.path if path and path != where)])
-    program = ("import json, sys; sys.path[:0] = json.loads(sys.argv.pop(1)); "
-               "from launcher.remote.agent import main; sys.exit(main())")
-    os.execv(_sys.executable, [_sys.executable, "-S", "-c", program, paths, *_json.loads(line[len(b"agent "):])])
+    program = (f"import json, sys; sys.path[:0] = json.loads(sys.argv.pop(1)); "
+               f"from {module} import main; sys.exit(main())")
+    os.execv(_sys.executable, [_sys.executable, "-S", "-c", program, paths, *_json.loads(args)])
     return 0  # not reached
 
 

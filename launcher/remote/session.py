@@ -20,7 +20,6 @@ import collections
 import json
 import posixpath
 import queue
-import secrets
 import shlex
 import socket
 import threading
@@ -33,7 +32,7 @@ import paramiko
 from launcher.remote.channel_hub import channel_hub
 from launcher.remote.host_slice import PushedFile, files_for_host, ranks_by_host
 from launcher.remote.protocol import decode_event
-from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, open_sftp, run_on_each
+from launcher.remote.ssh import RemoteHost, SshOptions, connection, describe_ssh_error, run_on_each
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan
@@ -150,38 +149,6 @@ class AgentSession:
             raise ConnectionError(describe_ssh_error(error, self.host, self.options)) from None
         # Keepalives make a dead peer visible to the transport instead of hanging on it.
         self.connection.transport.set_keepalive(max(1, int(self.heartbeat_s)))
-
-    def push(self, files: Sequence[PushedFile]) -> None:
-        """Write ``files`` under the job dir on the host, each atomically."""
-        sftp = open_sftp(self.connection, self.host.name)
-        made: set[str] = set()
-        try:
-            for item in files:
-                target = posixpath.join(self.job_dir, item.path)
-                self._makedirs(sftp, posixpath.dirname(target), made)
-                # A name of its own: hosts sharing the job dir's file system may push the same file.
-                temp = posixpath.join(posixpath.dirname(target),
-                                      f".{posixpath.basename(target)}.push-{secrets.token_hex(4)}")
-                with sftp.open(temp, "w") as handle:
-                    handle.write(item.text.encode())
-                sftp.chmod(temp, 0o755 if item.executable else 0o644)
-                sftp.posix_rename(temp, target)
-        finally:
-            sftp.close()
-
-    @staticmethod
-    def _makedirs(sftp, path: str, made: set[str]) -> None:
-        if path in made or path in ("", "/"):
-            return
-        try:
-            sftp.stat(path)
-        except FileNotFoundError:
-            AgentSession._makedirs(sftp, posixpath.dirname(path), made)
-            try:
-                sftp.mkdir(path)
-            except OSError:
-                sftp.stat(path)  # made meanwhile by another session on a shared file system
-        made.add(path)
 
     # -- running ------------------------------------------------------------------------
     def start(self, heartbeat_timeout_s: float, files: Sequence[PushedFile] = ()) -> None:
@@ -363,26 +330,57 @@ def drain_queue(events: "queue.Queue[dict]") -> list[dict]:
             return out
 
 
-def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, connect: Callable = connection) -> None:
-    """Copy each host's part of the job dir to it, ``options.parallel`` hosts at a time (hosts whose
-    ranks someone else starts: mpirun's). OSError with one line for the first host that failed."""
+def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOptions, remote_python: str,
+                   connect: Callable = connection, waiting: Optional[dict] = None) -> None:
+    """Send each host its part of the job dir, ``options.parallel`` hosts at a time (hosts whose ranks
+    someone else starts: mpirun's): down its kept pre-flight session (``waiting``, by host name: it
+    execs the receiver) or a session of its own running ``python -m launcher.remote.file_stream``.
+    OSError with one line for the first host that failed."""
+    from launcher.remote.file_stream import encode_files
+    from launcher.remote.ssh import fabric_config, run_command
+
     by_host = ranks_by_host(plan)
     index_of = {entry.host.name: index for index, entry in enumerate(plan.hosts)}
+    job_dir = str(plan.spec.job_dir)
+    config = fabric_config(options)
+    # Files read and connections made in this thread (fabric's Connection() writes to the shared config).
+    work = []
+    for remote in hosts:
+        files = files_for_host(plan, remote.host_name, index_of[remote.host_name], by_host.get(remote.host_name, ()),
+                               with_job_document=False)
+        kept = (waiting or {}).pop(remote.host_name, None)
+        work.append((remote, encode_files(files), kept, kept.connection if kept else connect(remote, options, config)))
 
-    def push_one(remote: RemoteHost) -> None:
-        session = AgentSession(remote, options, str(plan.spec.job_dir), "", plan_host=remote.host_name, connect=connect)
+    def send(item) -> None:
+        remote, payload, kept, conn = item
+        where = f"{remote.host_name}:{job_dir}"
+        timeout_s = max(30.0, options.timeout_s * 3)
         try:
-            session.open()
-            session.push(files_for_host(plan, remote.host_name, index_of[remote.host_name],
-                                        by_host.get(remote.host_name, ()), with_job_document=False))
+            if kept is not None and not (kept.channel.closed or kept.channel.eof_received):
+                done = run_command(conn, None, timeout_s, channel=kept.channel,
+                                   stdin=b"receive " + json.dumps(["--job-dir", job_dir]).encode() + b"\n" + payload)
+            else:
+                if kept is not None:
+                    kept.channel.close()
+                else:
+                    try:
+                        conn.open()
+                    except Exception as error:  # every way of not connecting becomes one clear line
+                        raise ConnectionError(describe_ssh_error(error, remote, options)) from None
+                command = " ".join(shlex.quote(word) for word in
+                                   (remote_python, "-m", "launcher.remote.file_stream", "--job-dir", job_dir))
+                done = run_command(conn, "exec " + command, timeout_s, stdin=payload)
         except OSError:
             raise
-        except TRANSPORT_ERRORS as error:  # SFTP refusals: permissions, full disk, ...
-            raise OSError(f"cannot copy the job files to {remote.host_name}:{plan.spec.job_dir}: {error}") from None
+        except TRANSPORT_ERRORS as error:
+            raise OSError(f"cannot copy the job files to {where}: {type(error).__name__}: {error}") from None
         finally:
-            session.connection.close()
+            conn.close()
+        if done.exited != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.exited}"])[-1]
+            raise OSError(f"cannot copy the job files to {where}: {last}")
 
-    outcome = run_on_each(list(hosts), push_one, key=lambda remote: remote.host_name, parallel=options.parallel)
+    outcome = run_on_each(work, send, key=lambda item: item[0].host_name, parallel=options.parallel)
     for remote in hosts:
         error = outcome.failed.get(remote.host_name)
         if error is not None:

@@ -47,7 +47,7 @@ class SshOptions:
     known_hosts: Optional[Path] = None  # None: UserKnownHostsFile from ssh config, else ~/.ssh/known_hosts
     accept_unknown_host_keys: bool = False
     parallel: int = DEFAULT_SSH_PARALLEL  # --ssh-parallel: SSH operations at once
-    tree_width: Optional[int] = None  # --ssh-tree-width: hosts the controller starts itself (None: launcher.remote.tree's rule)
+    tree_width: Optional[int] = None  # --ssh-tree-width (None: launcher.remote.tree's default rule)
 
     def __post_init__(self) -> None:
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_SSH_PARALLEL:
@@ -202,7 +202,8 @@ def open_sftp(conn, where: str):
     except paramiko.SSHException as error:
         if "channel closed" in str(error).lower():
             raise ConnectionError(f"{where} refused the SFTP subsystem (its sshd_config has no working "
-                                  "'Subsystem sftp' line); it is needed to copy files to and from the host") from None
+                                  "'Subsystem sftp' line); collect-results needs it to copy the job's files "
+                                  "from the host") from None
         raise ConnectionError(f"{where}: SFTP: {error}") from None
     except EOFError:
         raise ConnectionError(f"{where}: the SSH connection closed while starting SFTP") from None
@@ -216,27 +217,34 @@ class CommandResult:
     channel: object = None  # the command's channel, still open: it answered and runs on (``answered``)
 
 
-def run_command(conn, command: str, timeout_s: float, limit: int = 16 << 20,
-                answered: Optional[Callable[[bytes], bool]] = None) -> CommandResult:
+def run_command(conn, command: "str | None", timeout_s: float, limit: int = 16 << 20,
+                answered: Optional[Callable[[bytes], bool]] = None, stdin: bytes = b"",
+                channel=None) -> CommandResult:
     """Run ``command`` on an open connection and read its output, on the calling thread.
 
     fabric's ``Connection.run`` reads stdout and stderr with a thread each (and a timer thread
     for the timeout): five threads per host with the pool's and paramiko's, 160 at 32 hosts in
     flight. Here one loop waits on the channel's pipe. TimeoutError after ``timeout_s``; at most
-    ``limit`` bytes of each stream are kept. ``answered(stdout)``: the command's stdin stays open,
-    and once its output so far is the whole answer the command is left running on its channel
-    (``CommandResult.channel``: the caller's to use and close).
+    ``limit`` bytes of each stream are kept. ``stdin``: written to the command first, then its
+    stdin is closed. ``answered(stdout)``: the command's stdin stays open, and once its output so
+    far is the whole answer the command is left running on its channel (``CommandResult.channel``:
+    the caller's to use and close). ``channel``: a command already running there (``command`` None).
     """
     import select
     import time
 
-    channel = conn.transport.open_session(timeout=timeout_s)
+    if channel is None:
+        channel = conn.transport.open_session(timeout=timeout_s)
     try:
-        channel.exec_command(command)
-        if answered is None:
-            channel.shutdown_write()  # nothing on its stdin
-        out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
+        if command is not None:
+            channel.exec_command(command)
+        if stdin:
+            channel.settimeout(timeout_s)
+            channel.sendall(stdin)
+        if answered is None:
+            channel.shutdown_write()  # nothing (more) on its stdin
+        out, err = bytearray(), bytearray()
         while True:
             while channel.recv_ready():
                 out += channel.recv(65536)
