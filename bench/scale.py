@@ -117,15 +117,19 @@ class _Sampler:
         self._thread.join()
 
 
-def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path, tree_width: Optional[int]) -> dict:
-    """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c")."""
+def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path,
+             tree_width: Optional[int], relay_processes: bool = True, idle_window_s: float = IDLE_WINDOW_S,
+             deadline_s: float = 1800.0):
+    """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c"),
+    or by Ctrl-C when not every first line came within ``deadline_s``; (figures, the SimCluster, ended:
+    every relay host's process has exited and its hosts are in the cluster's ``hosts``)."""
     from launcher.job.options import LaunchOptions
     from launcher.remote import group as remote_group
     from launcher.run.supervisor import Interrupt
     from launcher.run_job import run_job
     from tests.fixtures.sim_hosts import SimCluster
 
-    cluster = SimCluster(connect_latency_s=connect_ms / 1000)
+    cluster = SimCluster(connect_latency_s=connect_ms / 1000, relay_processes=relay_processes)
     total = hosts * devices
     first_lines: dict[int, float] = {}
     everyone_seen = threading.Event()
@@ -147,13 +151,19 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
     backend = _sim_backend(cluster, options, hosts, devices)
     interrupt = Interrupt()
     marks: dict[str, float] = {}
+    returned_early = threading.Event()
 
     def end_it() -> None:
-        if not everyone_seen.wait(3600):
-            return
+        give_up = time.monotonic() + deadline_s
+        while not everyone_seen.wait(0.5):
+            if returned_early.is_set():
+                return
+            if time.monotonic() > give_up:
+                interrupt.trigger(signal.SIGINT)  # never all up: end the launch (and every host's process)
+                return
         # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", polling).
         cpu_before, host_before = time.process_time(), cluster.host_cpu_s
-        time.sleep(IDLE_WINDOW_S)
+        time.sleep(idle_window_s)
         marks["idle_cpu_s"] = time.process_time() - cpu_before - (cluster.host_cpu_s - host_before)
         marks["end"] = time.monotonic()
         if end == "fail":
@@ -175,43 +185,53 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
         returned = time.monotonic()
         remote_group.RemoteHostGroup._read_lines = original
         sampler.close()
-        cluster.close()
-    cpu = time.process_time() - cpu0 - cluster.host_cpu_s
+        cpu = time.process_time() - cpu0 - cluster.host_cpu_s
+        returned_early.set()  # the ender, if still waiting for every first line, gives up
+        cluster.close()  # after the controller's figures: waiting for the relay hosts' reports is not its work
     started = [host.started_at for host in cluster.hosts.values() if host.started_at is not None]
     sizes = [host.bytes_received for host in cluster.hosts.values()]
+    reports = cluster.process_reports
     return {
         "exit_code": result.exit_code,
         "message": (result.message or "")[:200] or None,
+        "first_failure": [result.first_failure.rank, result.first_failure.host] if result.first_failure else None,
         "agents_started": len(started),
         "agents_started_s": round(max(started) - t0, 3) if len(started) == hosts else None,
         "first_line_s": round(max(first_lines.values()) - t0, 3) if len(first_lines) >= total else None,
         "end_s": round(returned - marks["end"], 3) if "end" in marks else None,
-        "idle_cpu_ms_per_host_s": round(marks["idle_cpu_s"] * 1000 / IDLE_WINDOW_S / hosts, 3)
-        if "idle_cpu_s" in marks else None,
+        "idle_cpu_ms_per_host_s": round(marks["idle_cpu_s"] * 1000 / idle_window_s / hosts, 3)
+        if "idle_cpu_s" in marks and idle_window_s else None,
         "max_connections_setting_up": cluster.max_setting_up,
         "controller_cpu_s": round(cpu, 2),
         "host_cpu_s": round(cluster.host_cpu_s, 2),
+        "relay_processes": len(cluster.processes),
+        "relay_processes_cpu_s": round(sum(report["cpu_s"] for report in reports), 2) if reports else None,
+        "relay_process_peak_rss_mb": round(max(report["peak_rss_mb"] for report in reports), 1) if reports else None,
         "controller_max_threads": sampler.max_threads,
         "controller_max_fds": sampler.max_fds,
         "max_open_connections": cluster.max_open_connections,
         "bytes_per_host": [min(sizes), max(sizes)] if sizes else None,
         "wall_s": round(returned - t0, 3),
-    }
+    }, cluster
 
 
 def bench_sim(args: argparse.Namespace) -> dict:
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="scale-sim-") as tmp:
-        failed = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp),
-                          args.ssh_tree_width)
+        processes = args.relays == "process"
+        failed, _ = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp),
+                             args.ssh_tree_width, processes)
         interrupted = (_sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "ctrl-c", Path(tmp),
-                                args.ssh_tree_width) if not args.no_ctrl_c else None)
+                                args.ssh_tree_width, processes)[0] if not args.no_ctrl_c else None)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "transport": "sim", "hosts": args.hosts, "ranks": args.hosts * args.devices,
         "ssh_parallel": args.ssh_parallel, "sim_connect_ms": args.sim_connect_ms, **_tree(args),
+        "relays": args.relays, "relay_processes": failed["relay_processes"],
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
         "controller_cpu_s": failed["controller_cpu_s"], "fake_hosts_cpu_s": failed["host_cpu_s"],
+        "relay_processes_cpu_s": failed["relay_processes_cpu_s"],
+        "relay_process_peak_rss_mb": failed["relay_process_peak_rss_mb"],
         "controller_peak_rss_mb": round(peak_mb, 1),
         "controller_max_threads": max(failed["controller_max_threads"],
                                       interrupted["controller_max_threads"] if interrupted else 0),
@@ -379,6 +399,10 @@ def main() -> int:
     parser.add_argument("--ssh-tree-width", type=int, default=None,
                         help="launch-train's --ssh-tree-width: above this many hosts, a tree start (0: never; "
                              "default: launch-train's, no tree up to 64 hosts and width 32 above)")
+    parser.add_argument("--relays", choices=("process", "in-process"), default="process",
+                        help="sim with a tree: each relay host the controller starts runs in a process of its own "
+                             "with its subtree (default), or in the bench process (its work then counts as the "
+                             "controller's)")
     parser.add_argument("--sim-connect-ms", type=float, default=50.0,
                         help="sim: each connection's handshake wait (network round trips, no CPU)")
     parser.add_argument("--known-hosts-entries", type=int, default=0,
