@@ -178,7 +178,9 @@ def test_relay_hosts_in_processes_of_their_own_start_their_subtrees_and_stop_wit
     assert figures["host_cpu_s"] == 0.0  # every fake host ran in a relay host's process
     # Nothing left: each relay host's process ended by itself (its stdin closed), none was killed.
     assert [process.process.returncode for process in cluster.processes] == [0] * width
-    assert not [child for child in psutil.Process().children(recursive=True) if "sim_relay_host" in " ".join(child.cmdline())]
+    left = [child for child in psutil.Process().children(recursive=True) if "sim_relay_host" in " ".join(child.cmdline())]
+    assert not left
+    assert not cluster._process_dir.exists()  # their FIFOs and reports
     job_dir = str(tmp_path / f"job-{end}")
     for index in range(hosts):
         host = cluster.hosts[f"sim-{index}"]
