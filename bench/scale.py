@@ -6,10 +6,22 @@
 Transports:
   sim  the real controller (run_job -> the ssh backend: pre-flight of every host, its sessions kept
        for the agents the controller starts; host slices, the bounded pool, RemoteHostGroup,
-       AgentSession's threads, the supervisor) against in-process fake hosts that
-       speak the agent protocol (tests/fixtures/sim_hosts.py). Only the network is missing; each
-       connection waits --sim-connect-ms for its handshake. The fake hosts' CPU time and threads
-       are measured apart and left out of the controller's figures. CPU platform, dynamic mode.
+       AgentSession's threads, the supervisor) against fake hosts that speak the
+       agent protocol (tests/fixtures/sim_hosts.py). Only the network is missing; each connection
+       waits --sim-connect-ms for its handshake. CPU platform, dynamic mode. Where the fake hosts run:
+         - hosts the controller starts that are not relays: in the bench process; their CPU time and
+           their threads (named sim-*) are measured apart and left out of the controller's figures;
+         - with a tree (above 64 hosts, or --ssh-tree-width), --relays process (the default): each
+           relay host the controller starts (the tree's first tier) is a process of its own
+           (tests/fixtures/sim_relay_host.py) running its fake agent, the REAL relay code
+           (launcher/remote/relay.py) and, in-process there, every fake host below it (deeper relays
+           included), as on a machine of its own. The controller talks to it through its channel
+           (stdin/stdout of that process), so the bench process is the controller alone; the relay
+           processes' CPU and peak RSS are reported apart (they share this machine's cores with the
+           controller, so wall times are an upper bound at a high host count);
+         - --relays in-process: the relays and their subtrees run in the bench process (threads named
+           sim-*); their CPU is not subtracted, and their memory, fds, GIL time and timers count as the
+           controller's: an upper bound, and at 4,096 hosts mostly not the controller's (docs/benchmarks.md).
   ssh  launch-train itself (a subprocess) over real sshd hosts on 127.0.1.1.. (tests/fixtures/sshd.py),
        with a payload that prints a line and sleeps; pre-flight included. Every SSH session runs the
        login shell's start-up files (one session per host the controller starts: pre-flight's, carried
@@ -20,22 +32,32 @@ Transports:
        host also starts MindSpore's scheduler, whose import dominates on a small machine).
 
 Fields:
-  agents_started_s        sim: launch -> the last fake agent started (read its job document, said hello);
+  agents_started_s        sim: launch -> the last fake agent started (read its job document, said hello;
+                          CLOCK_MONOTONIC, the same clock in the relay processes);
                           ssh: launch-train started -> every rank process started (its first file write)
   job_written_s           ssh: launch-train started -> job.json written (pre-flight and planning done)
   first_line_s            launch -> every rank's first log line reached the controller (sim) /
                           is in its log.txt (ssh)
   failfast_s              one rank exits 1 -> the controller has stopped every agent and returned/exited
   ctrl_c_s                SIGINT (sim: the same Interrupt the signal handler triggers) -> returned/exited
-  controller_cpu_s        CPU of the controller over the fail-fast run (sim: fake hosts' CPU removed)
-  controller_peak_rss_mb  peak RSS (sim: the bench process, fake hosts' few bytes of state included)
-  controller_max_threads  most threads at once (sim: without the fake hosts' sim-* threads)
+  controller_cpu_s        CPU of the controller over the fail-fast run (sim: the bench process's, the
+                          in-process fake hosts' CPU removed; the relay processes' is not in it)
+  controller_peak_rss_mb  peak RSS (sim: the bench process, its in-process fake hosts' few bytes of
+                          state included, over both runs)
+  controller_max_threads  most threads at once (sim: the bench process's, without sim-* threads: the
+                          controller's own, and one transport thread per connection as paramiko has)
+  controller_threads_at_max
+                          sim: those threads by name (numbers as N) when there were the most
   tree_depth, tree_first_tier
                           the start's tree (--ssh-tree-width): hops to the farthest host, hosts the
-                          controller starts itself. sim: the relays' own work (their connections,
-                          copies, forwarding) runs in the bench process, in sim-* threads, and its CPU
-                          and memory are counted as the controller's: an upper bound
-  controller_max_fds      most open file descriptors at once
+                          controller starts itself
+  relays, relay_processes sim: where the relays ran (--relays) and how many processes that was
+  relay_processes_cpu_s, relay_process_peak_rss_mb
+                          sim, --relays process: the relay processes' CPU over the fail-fast run (all of
+                          them: what 32 machines would share) and the largest one's peak RSS
+  fake_hosts_cpu_s        sim: the in-process fake hosts' CPU (left out of controller_cpu_s)
+  controller_max_fds      most open file descriptors at once (sim: the bench process's; a relay
+                          process's channel is 4: its stdin and stdout, and the channel's pipe)
   idle_cpu_ms_per_host_s  sim: the controller's CPU per host per second while every rank runs
                           (3 s between every first line and the fail-fast): heartbeats, polling
   bytes_per_host          sim: bytes pushed to each host (min, max)
@@ -45,10 +67,12 @@ Fields:
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -96,14 +120,17 @@ class _Sampler:
 
     def __init__(self) -> None:
         self.max_threads = self.max_fds = 0
+        self.threads_at_max: dict[str, int] = {}  # thread name (numbers dropped) -> how many, at the most
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="sim-sampler")
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            threads = sum(1 for t in threading.enumerate() if not t.name.startswith("sim-"))
-            self.max_threads = max(self.max_threads, threads)
+            names = [t.name for t in threading.enumerate() if not t.name.startswith("sim-")]
+            if len(names) > self.max_threads:
+                self.max_threads = len(names)
+                self.threads_at_max = dict(collections.Counter(re.sub(r"\d+", "N", name) for name in names))
             with contextlib.suppress(OSError):
                 self.max_fds = max(self.max_fds, len(os.listdir("/proc/self/fd")))
 
@@ -112,15 +139,19 @@ class _Sampler:
         self._thread.join()
 
 
-def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path, tree_width: Optional[int]) -> dict:
-    """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c")."""
+def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: str, work: Path,
+             tree_width: Optional[int], relay_processes: bool = True, idle_window_s: float = IDLE_WINDOW_S,
+             deadline_s: float = 1800.0):
+    """One launch against fake hosts, ended by a rank failure (end="fail") or Ctrl-C (end="ctrl-c"),
+    or by Ctrl-C when not every first line came within ``deadline_s``; (figures, the SimCluster, ended:
+    every relay host's process has exited and its hosts are in the cluster's ``hosts``)."""
     from launcher.job.options import LaunchOptions
     from launcher.remote import group as remote_group
     from launcher.run.supervisor import Interrupt
     from launcher.run_job import run_job
     from tests.fixtures.sim_hosts import SimCluster
 
-    cluster = SimCluster(connect_latency_s=connect_ms / 1000)
+    cluster = SimCluster(connect_latency_s=connect_ms / 1000, relay_processes=relay_processes)
     total = hosts * devices
     first_lines: dict[int, float] = {}
     everyone_seen = threading.Event()
@@ -142,13 +173,19 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
     backend = _sim_backend(cluster, options, hosts, devices)
     interrupt = Interrupt()
     marks: dict[str, float] = {}
+    returned_early = threading.Event()
 
     def end_it() -> None:
-        if not everyone_seen.wait(3600):
-            return
+        give_up = time.monotonic() + deadline_s
+        while not everyone_seen.wait(0.5):
+            if returned_early.is_set():
+                return
+            if time.monotonic() > give_up:
+                interrupt.trigger(signal.SIGINT)  # never all up: end the launch (and every host's process)
+                return
         # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", polling).
         cpu_before, host_before = time.process_time(), cluster.host_cpu_s
-        time.sleep(IDLE_WINDOW_S)
+        time.sleep(idle_window_s)
         marks["idle_cpu_s"] = time.process_time() - cpu_before - (cluster.host_cpu_s - host_before)
         marks["end"] = time.monotonic()
         if end == "fail":
@@ -170,46 +207,59 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
         returned = time.monotonic()
         remote_group.RemoteHostGroup._read_lines = original
         sampler.close()
-        cluster.close()
-    cpu = time.process_time() - cpu0 - cluster.host_cpu_s
+        cpu = time.process_time() - cpu0 - cluster.host_cpu_s
+        returned_early.set()  # the ender, if still waiting for every first line, gives up
+        cluster.close()  # after the controller's figures: waiting for the relay hosts' reports is not its work
     started = [host.started_at for host in cluster.hosts.values() if host.started_at is not None]
     sizes = [host.bytes_received for host in cluster.hosts.values()]
+    reports = cluster.process_reports
     return {
         "exit_code": result.exit_code,
         "message": (result.message or "")[:200] or None,
+        "first_failure": [result.first_failure.rank, result.first_failure.host] if result.first_failure else None,
         "agents_started": len(started),
         "agents_started_s": round(max(started) - t0, 3) if len(started) == hosts else None,
         "first_line_s": round(max(first_lines.values()) - t0, 3) if len(first_lines) >= total else None,
         "end_s": round(returned - marks["end"], 3) if "end" in marks else None,
-        "idle_cpu_ms_per_host_s": round(marks["idle_cpu_s"] * 1000 / IDLE_WINDOW_S / hosts, 3)
-        if "idle_cpu_s" in marks else None,
+        "idle_cpu_ms_per_host_s": round(marks["idle_cpu_s"] * 1000 / idle_window_s / hosts, 3)
+        if "idle_cpu_s" in marks and idle_window_s else None,
         "max_connections_setting_up": cluster.max_setting_up,
         "controller_cpu_s": round(cpu, 2),
         "host_cpu_s": round(cluster.host_cpu_s, 2),
+        "relay_processes": len(cluster.processes),
+        "relay_processes_cpu_s": round(sum(report["cpu_s"] for report in reports), 2) if reports else None,
+        "relay_process_peak_rss_mb": round(max(report["peak_rss_mb"] for report in reports), 1) if reports else None,
         "controller_max_threads": sampler.max_threads,
+        "controller_threads_at_max": sampler.threads_at_max,
         "controller_max_fds": sampler.max_fds,
         "max_open_connections": cluster.max_open_connections,
         "bytes_per_host": [min(sizes), max(sizes)] if sizes else None,
         "wall_s": round(returned - t0, 3),
-    }
+    }, cluster
 
 
 def bench_sim(args: argparse.Namespace) -> dict:
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="scale-sim-") as tmp:
-        failed = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp),
-                          args.ssh_tree_width)
+        processes = args.relays == "process"
+        failed, _ = _sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "fail", Path(tmp),
+                             args.ssh_tree_width, processes)
         interrupted = (_sim_run(args.hosts, args.devices, args.sim_connect_ms, args.ssh_parallel, "ctrl-c", Path(tmp),
-                                args.ssh_tree_width) if not args.no_ctrl_c else None)
+                                args.ssh_tree_width, processes)[0] if not args.no_ctrl_c else None)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "transport": "sim", "hosts": args.hosts, "ranks": args.hosts * args.devices,
         "ssh_parallel": args.ssh_parallel, "sim_connect_ms": args.sim_connect_ms, **_tree(args),
+        "relays": args.relays, "relay_processes": failed["relay_processes"],
         "agents_started_s": failed["agents_started_s"], "first_line_s": failed["first_line_s"],
         "controller_cpu_s": failed["controller_cpu_s"], "fake_hosts_cpu_s": failed["host_cpu_s"],
+        "relay_processes_cpu_s": failed["relay_processes_cpu_s"],
+        "relay_process_peak_rss_mb": failed["relay_process_peak_rss_mb"],
         "controller_peak_rss_mb": round(peak_mb, 1),
         "controller_max_threads": max(failed["controller_max_threads"],
                                       interrupted["controller_max_threads"] if interrupted else 0),
+        "controller_threads_at_max": max((failed, interrupted) if interrupted else (failed,),
+                                         key=lambda run: run["controller_max_threads"])["controller_threads_at_max"],
         "controller_max_fds": failed["controller_max_fds"],
         "max_open_connections": failed["max_open_connections"],
         "max_connections_setting_up": failed["max_connections_setting_up"],
@@ -374,6 +424,10 @@ def main() -> int:
     parser.add_argument("--ssh-tree-width", type=int, default=None,
                         help="launch-train's --ssh-tree-width: above this many hosts, a tree start (0: never; "
                              "default: launch-train's, no tree up to 64 hosts and width 32 above)")
+    parser.add_argument("--relays", choices=("process", "in-process"), default="process",
+                        help="sim with a tree: each relay host the controller starts runs in a process of its own "
+                             "with its subtree (default), or in the bench process (its work then counts as the "
+                             "controller's)")
     parser.add_argument("--sim-connect-ms", type=float, default=50.0,
                         help="sim: each connection's handshake wait (network round trips, no CPU)")
     parser.add_argument("--known-hosts-entries", type=int, default=0,

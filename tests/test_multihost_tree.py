@@ -158,6 +158,50 @@ def test_a_host_its_relay_cannot_reach_is_the_lost_host_not_its_relay(tmp_path, 
     assert "could not start its agent from relay host" in first["lost_hosts"]["sim-5"]
 
 
+@pytest.mark.parametrize("end", ["fail", "ctrl-c"])
+def test_relay_hosts_in_processes_of_their_own_start_their_subtrees_and_stop_with_the_job(tmp_path, end):
+    """bench/scale.py's process mode: each of the 4 first-tier relays is a process (with its subtree),
+    as on a machine of its own; a failure two hops below one of them, or Ctrl-C, stops them all."""
+    import psutil
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from scale import _sim_run
+
+    hosts, width = 40, 4
+    tree = plan_tree(list(range(hosts)), width)
+    assert tree.depth == 3 and len(tree.roots) == width
+    figures, cluster = _sim_run(hosts, 2, 0.0, 64, end, tmp_path, width, relay_processes=True, idle_window_s=0.0,
+                                deadline_s=60.0)
+    assert figures["exit_code"] == (1 if end == "fail" else 130), figures
+    if end == "fail":
+        assert figures["first_failure"] == [hosts * 2 - 1, f"sim-{hosts - 1}"], figures  # depth 3
+    # Pre-flight reached all 40 hosts; the controller's agents are the first tier's, in their processes.
+    assert figures["relay_processes"] == width and cluster.max_agent_connections == width
+    assert figures["agents_started"] == hosts and figures["first_line_s"] is not None
+    assert figures["host_cpu_s"] < 0.5  # only pre-flight's probes ran here: every agent in a relay host's process
+    # Nothing left: each relay host's process ended by itself (its stdin closed), none was killed.
+    assert [process.process.returncode for process in cluster.processes] == [0] * width
+    left = [child for child in psutil.Process().children(recursive=True) if "sim_relay_host" in " ".join(child.cmdline())]
+    assert not left
+    assert not cluster._process_dir.exists()  # their FIFOs and reports
+    job_dir = str(tmp_path / f"job-{end}")
+    for index in range(hosts):
+        host = cluster.hosts[f"sim-{index}"]
+        assert host.agent is not None and host.agent.ranks == (2 * index, 2 * index + 1) and host.agent.done
+        parent = tree.parent.get(index)
+        assert host.via == (None if parent is None else f"sim-{parent}")
+        assert host.connections == (1 if parent is None else 2)  # pre-flight's, carried on; or then its relay's
+        own = {path[len(job_dir) + 1:] for path in host.files if "/relay/" not in path}
+        expected = {host_job_file(index), *(f"LOG{r}/{name}" for r in (2 * index, 2 * index + 1)
+                                            for name in ("env.sh", "run.sh"))}
+        if index == 0:
+            expected.add("scheduler/run.sh")
+        if tree.children.get(index):
+            expected.add(f"agents/relay-{index}.json")
+        assert own == expected  # its own slice, whichever process it ran in
+        assert not [path for path in host.documents if "/relay/" in path]  # staging removed once sent
+
+
 # -- real sshd: a chain of two hosts -------------------------------------------------------------------
 CHAIN = ["--hosts", "root@127.0.0.2,root@127.0.0.3", "--platform", "CPU", "--ssh-tree-width", "1"]
 
