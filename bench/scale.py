@@ -35,7 +35,8 @@ Fields:
                           and memory are counted as the controller's: an upper bound
   controller_max_fds      most open file descriptors at once
   idle_cpu_ms_per_host_s  sim: the controller's CPU per host per second while every rank runs
-                          (3 s between every first line and the fail-fast): heartbeats, polling
+                          (3 s between every first line and the fail-fast): heartbeats, "alive"
+                          events, the supervisor's once-a-second sweep of every host
   bytes_per_host          sim: bytes pushed to each host (min, max)
   load_avg                1/5/15-minute load when the bench started and ended: figures taken at a
                           load above the core count are not final
@@ -149,7 +150,7 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
     def end_it() -> None:
         if not everyone_seen.wait(3600):
             return
-        # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", polling).
+        # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", sweeps).
         cpu_before, host_before = time.process_time(), cluster.host_cpu_s
         time.sleep(IDLE_WINDOW_S)
         marks["idle_cpu_s"] = time.process_time() - cpu_before - (cluster.host_cpu_s - host_before)
