@@ -59,7 +59,8 @@ Fields:
   controller_max_fds      most open file descriptors at once (sim: the bench process's; a relay
                           process's channel is 4: its stdin and stdout, and the channel's pipe)
   idle_cpu_ms_per_host_s  sim: the controller's CPU per host per second while every rank runs
-                          (3 s between every first line and the fail-fast): heartbeats, polling
+                          (3 s between every first line and the fail-fast): heartbeats, "alive"
+                          events, the supervisor's once-a-second sweep of every host
   bytes_per_host          sim: bytes pushed to each host (min, max)
   load_avg                1/5/15-minute load when the bench started and ended: figures taken at a
                           load above the core count are not final
@@ -183,7 +184,7 @@ def _sim_run(hosts: int, devices: int, connect_ms: float, parallel: int, end: st
             if time.monotonic() > give_up:
                 interrupt.trigger(signal.SIGINT)  # never all up: end the launch (and every host's process)
                 return
-        # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", polling).
+        # The controller's cost while every rank runs and nothing happens (heartbeats, "alive", sweeps).
         cpu_before, host_before = time.process_time(), cluster.host_cpu_s
         time.sleep(idle_window_s)
         marks["idle_cpu_s"] = time.process_time() - cpu_before - (cluster.host_cpu_s - host_before)

@@ -2,8 +2,10 @@
 
 Progress comes from the ranks' log lines as launcher.log_format parses them.
 
-On a TTY the status block is redrawn in place (tee'd lines scroll above it); otherwise a
-plain block is printed every ``plain_interval`` seconds, so CI logs stay readable.
+On a TTY the status block is redrawn in place (tee'd lines scroll above it) when what it
+shows changed; otherwise a plain block is printed every ``plain_interval`` seconds, so CI logs
+stay readable. A tick with no new line costs next to nothing: the supervisor calls it on every
+event and every sweep, whatever the rank count.
 """
 from __future__ import annotations
 
@@ -90,12 +92,15 @@ class LiveStatus:
         self.states = {r.rank: "running" for r in plan.ranks}
         self._drawn_lines = 0
         self._last_draw = time.monotonic()
+        self._changed = True  # since the last draw: a TTY block that would look the same is not redrawn
 
     def ended(self, group: ProcessGroup, rank_exit) -> None:
         """Every exit, as the supervisor saw it (mark() has already said it here)."""
 
     def mark(self, rank: int, state: str) -> None:
-        self.states[rank] = state
+        if self.states.get(rank) != state:
+            self.states[rank] = state
+            self._changed = True
 
     def tick(self, groups: Sequence[ProcessGroup], force: bool = False,
              lines: Optional[Sequence[tuple[int, str]]] = None) -> None:
@@ -104,6 +109,8 @@ class LiveStatus:
         if lines is None:
             lines = [item for group in groups for item in group.new_log_lines()]
         teed: list[str] = []
+        if lines:
+            self._changed = True
         for rank, line in lines:
             self.progress[rank] = update_progress(self.progress[rank], line, now)
             # The ranks' "timing:" lines are for the straggler detector (launcher/run/stragglers.py), not
@@ -115,7 +122,7 @@ class LiveStatus:
             self.out.write("\n".join(teed) + "\n")
             self.out.flush()
         due = self.redraw_interval if self.is_tty else self.plain_interval
-        if self.is_tty and (teed or force or now - self._last_draw >= due):
+        if self.is_tty and (teed or force or (self._changed and now - self._last_draw >= due)):
             self._draw(now)
         elif not self.is_tty and (force or now - self._last_draw >= due):
             self._draw(now)
@@ -144,6 +151,7 @@ class LiveStatus:
             self.status_out.write("".join(f"launch-train: {line}\n" for line in lines))
         self.status_out.flush()
         self._last_draw = now
+        self._changed = False
 
     def finish(self, groups: Sequence[ProcessGroup]) -> None:
         """Every last line of every log (read to the end, in bounded batches) and a final status block."""

@@ -71,6 +71,19 @@ def test_tty_status_is_redrawn_in_place():
     assert out.getvalue() == "[h:0] a\n[h:0] b\n"
 
 
+def test_tty_status_is_not_redrawn_when_nothing_changed():
+    out, status = io.StringIO(), io.StringIO()
+    live = LiveStatus(plan(), tee=[], out=out, status_out=status, is_tty=True, redraw_interval=0)
+    live.tick([], lines=[(0, "epoch: 1 step: 1, loss is 0.5")])
+    drawn = status.getvalue()
+    assert "step      1" in drawn
+    live.tick([], lines=[])  # a sweep's tick with nothing new: the same block is not drawn again
+    assert status.getvalue() == drawn
+    live.mark(1, "FAILED")
+    live.tick([], lines=[])
+    assert status.getvalue() != drawn and "FAILED" in status.getvalue()[len(drawn):]
+
+
 def test_log_follower_returns_complete_lines_only(tmp_path):
     log = tmp_path / "log.txt"
     log.write_bytes(b"old\n")

@@ -26,10 +26,11 @@ from tests.fixtures.sim_hosts import SimCluster
 
 
 def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monkeypatch=None, tree_width: int = 0,
-                connect_latency_s: float = 0.0, end: str = "fail", **launch_options):
+                connect_latency_s: float = 0.0, end: str = "fail", while_up=None, **launch_options):
     """One launch over ``hosts`` simulated hosts, ended once every rank is up by a failure of the
     last rank (``end`` "fail") or Ctrl-C ("ctrl-c"); the controller starts every agent itself
-    unless ``tree_width`` says otherwise. The job dir is job-<end>-<hosts>."""
+    unless ``tree_width`` says otherwise. ``while_up()``: called once every agent is up, before the
+    end. The job dir is job-<end>-<hosts>."""
     import launcher.job.render as render_module
     import launcher.launch as launch_module
 
@@ -56,6 +57,8 @@ def _sim_launch(tmp_path, hosts: int, devices: int = 2, parallel: int = 64, monk
     def fail_when_up() -> None:
         for _ in range(2000):
             if sum(1 for host in cluster.hosts.values() if host.agent is not None) == hosts:
+                if while_up is not None:
+                    while_up()
                 if end == "fail":
                     cluster.fail_rank(hosts * devices - 1)
                 else:
@@ -90,6 +93,55 @@ def test_one_render_per_start_and_every_agent_reads_only_its_slice(tmp_path, mon
             expected.append("scheduler/run.sh")
         assert pushed == sorted(expected)  # never job.json, never another host's scripts
         assert host.connections == 1  # pre-flight's connection and session carried on as the agent
+
+
+@pytest.mark.parametrize("end, tree_width", [("fail", 0), ("ctrl-c", 0), ("fail", 16)])
+def test_an_idle_second_costs_one_sweep_of_the_hosts_not_a_poll_every_tick(tmp_path, monkeypatch, end, tree_width):
+    """200 hosts, every rank up and quiet (each agent still says "alive" every second): the supervisor
+    visits each host once a second (its sweep) and the hosts that said something, where polling would
+    be 50 visits a second each; then a failure (an event that wakes it, through a relay too) or
+    Ctrl-C still ends the job."""
+    import collections
+
+    from launcher.remote.group import RemoteHostGroup
+    from launcher.run.activity import Activity
+
+    hosts = 200
+    visits: collections.Counter = collections.Counter()
+    noted: list[str] = []
+    real_observe, real_note = RemoteHostGroup._observe, Activity.note
+
+    def counting_observe(group):
+        visits[group.host] += 1
+        return real_observe(group)
+
+    def recording_note(activity, group):
+        noted.append(group.host)
+        real_note(activity, group)
+
+    monkeypatch.setattr(RemoteHostGroup, "_observe", counting_observe)
+    monkeypatch.setattr(Activity, "note", recording_note)
+    window: dict = {}
+
+    def idle_window() -> None:
+        waiting, seen, quiet = threading.Event(), -1, 0
+        while quiet < 5 and not waiting.wait(0.1):  # every host's first events taken: 0.5 s without news
+            quiet, seen = (quiet + 1, seen) if len(noted) == seen else (0, len(noted))
+        visits_before, notes_before = sum(visits.values()), len(noted)
+        waiting.wait(2.0)
+        window.update(visits=sum(visits.values()) - visits_before, notes=len(noted) - notes_before, end=len(noted))
+
+    result, cluster, _ = _sim_launch(tmp_path, hosts, monkeypatch=monkeypatch, end=end, tree_width=tree_width,
+                                     while_up=idle_window)
+    if end == "fail":
+        assert result.exit_code == 1 and result.first_failure.rank == hosts * 2 - 1
+        assert f"sim-{hosts - 1}" in noted[window["end"]:]  # its exit woke the supervisor (relayed: via its relay)
+    else:
+        assert result.exit_code == 130
+    assert window["notes"] == 0  # "alive" is no news
+    # Sweeps a second apart (two in 2 s, and parts of those at the window's ends), nothing else: polling
+    # every 20 ms would be ~20,000.
+    assert hosts <= window["visits"] <= 3 * hosts, window
 
 
 def test_bytes_sent_to_a_host_do_not_grow_with_the_host_count(tmp_path, monkeypatch):

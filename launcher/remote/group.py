@@ -30,6 +30,7 @@ from launcher.run.mpirun import MpirunGroup
 if TYPE_CHECKING:
     from launcher.job.plan import Plan, Rank
     from launcher.remote.tree import SpawnTree
+    from launcher.run.activity import Activity
 
 # An agent says "alive" every second: one this long quiet is not waited for when stopping.
 QUIET_HOST_S = 3.0
@@ -94,6 +95,16 @@ class RemoteHostGroup(ProcessGroup):
         self.siblings: list[RemoteHostGroup] = [self]
 
     # -- events -------------------------------------------------------------------------
+    def report_news_to(self, activity: "Activity") -> bool:
+        """Every event the session queues is news, but "alive": it only says the host is there, and
+        silence is the supervisor's periodic sweep's to notice (``_silence``)."""
+        def on_event(event: dict) -> None:
+            if event.get("event") != "alive":
+                activity.note(self)
+
+        self.session.on_event = on_event
+        return True
+
     def _pump(self) -> None:
         for event in self.session.drain():
             self._handle(event)

@@ -390,6 +390,7 @@ class RelayedSession:
         self.said_done = False
         self.send_blocked_since: Optional[float] = None
         self.below: list[RelayedSession] = []  # the hosts this one starts in turn (it is a relay too)
+        self.on_event: Optional[Callable[[dict], None]] = None  # as AgentSession's: told of every event queued
         root.routes[index] = self
 
     def deliver(self, event: dict) -> None:
@@ -398,6 +399,8 @@ class RelayedSession:
             return
         kind = event.get("event")
         self.events.put(event)
+        if self.on_event is not None:
+            self.on_event(event)
         if kind == "done":
             self.said_done = True
             self.finished.set()

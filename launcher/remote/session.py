@@ -120,6 +120,8 @@ class AgentSession:
         self.connection = waiting.connection if waiting is not None else connect(host, options, config)
         self.channel = None
         self.events = events if events is not None else queue.Queue()
+        # Told of every event queued for drain() (the supervisor's wake-up: RemoteHostGroup.report_news_to).
+        self.on_event: Optional[Callable[[dict], None]] = None
         self._passes_up = events is not None
         self.stderr_tail = ""
         self.finished = threading.Event()  # agent said "done", or the channel closed
@@ -211,7 +213,7 @@ class AgentSession:
                     continue
                 if event["event"] == "done":
                     self.said_done = True
-                self.events.put(event)
+                self._queue(event)
         return not ((channel.eof_received or channel.closed) and not channel.recv_ready()
                     and not channel.recv_stderr_ready())
 
@@ -228,9 +230,14 @@ class AgentSession:
 
     def _report_lost(self) -> None:
         reason = self.lost_reason()
-        self.events.put({"event": "lost", "host": self.host.name, "reason": reason})
+        self._queue({"event": "lost", "host": self.host.name, "reason": reason})
         self._end_routes(f"lost its relay {self.plan_host}: {reason}")
         self.finished.set()
+
+    def _queue(self, event: dict) -> None:
+        self.events.put(event)
+        if self.on_event is not None:
+            self.on_event(event)
 
     def _end_routes(self, reason: str) -> None:
         """The relay is gone: every host below it that has not said "done" is cut off (not its own fault)."""

@@ -21,7 +21,9 @@ started, observed and stopped (template method):
                              False when the group cannot (default)
 
 and, for a group whose logs are not files on this machine (a remote host):
-``_read_lines()``, ``_tail(rank, lines)``, ``_where(rank)``.
+``_read_lines()``, ``_tail(rank, lines)``, ``_where(rank)``. A group whose news arrives on
+another thread says so with ``report_news_to(activity)`` (launcher/run/activity.py): the
+supervisor then visits it when it has news, not every tick.
 
 Subclasses: ``launcher.run.local.LocalGroup`` (one session per rank, plus the dynamic
 cluster's scheduler), ``launcher.run.mpirun.MpirunGroup`` (one ``mpirun`` for every rank,
@@ -45,6 +47,7 @@ from launcher.run.logs import LogFollower, tail_lines
 
 if TYPE_CHECKING:
     from launcher.job.plan import Plan, Rank
+    from launcher.run.activity import Activity
 
 LOG_FILE = "log.txt"
 
@@ -99,6 +102,12 @@ class ProcessGroup(ABC):
                 self._reported.add(rank)
                 stopped.append(dataclasses.replace(self._exit_after_stop(rank), stopped_by_launcher=True))
         return tuple(stopped)
+
+    def report_news_to(self, activity: "Activity") -> bool:
+        """True: from now on the group notes itself in ``activity`` whenever it has news (an exit, log
+        lines, a problem), and the supervisor visits it only then and at its periodic sweep. False (the
+        default): the group watches processes itself and is polled every tick."""
+        return False
 
     def helper_problem(self) -> Optional[str]:
         """A message when a helper process (the scheduler) ended abnormally, else None."""

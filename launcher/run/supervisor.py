@@ -8,6 +8,14 @@ lines (for the live status and for the hang watchdog, launcher/run/watchdog.py);
 the watchdog says a rank made no step within its timeout, every rank's stack is dumped
 (launcher/run/hang.py), the stuck ranks are named, and the attempt ends as "failed"
 with a HangReport. Whatever happens, close() runs on every group: nothing is left behind.
+
+The supervisor's work follows what happens, not the host count. Groups that watch processes
+on this machine (LocalGroup, MpirunGroup) are polled every ``poll_interval``; an event-driven
+group (a remote host's agent, launcher.remote.group) notes itself in the attempt's Activity
+(launcher/run/activity.py) when its agent says something, and a tick visits only those. Once a
+``SWEEP_INTERVAL_S`` every group is visited, for what only time brings: a host gone silent, the
+hang watchdog's verdict, the live status's periodic block. With no group to poll the supervisor
+sleeps until an event, an interrupt, the next sweep or the end of a save-and-stop grace.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from launcher.log_format import parse_loss_line, parse_saved_and_stopped
+from launcher.run.activity import Activity
 from launcher.run.failures import RankExit, RankFailure
 from launcher.run.group import ProcessGroup
 
@@ -26,7 +35,8 @@ if TYPE_CHECKING:  # the per-host agent runs attempts too: what only the control
     from launcher.job.hang_policy import HangPolicy
     from launcher.run.watchdog import HangVerdict, Watchdog
 
-POLL_INTERVAL_S = 0.02
+POLL_INTERVAL_S = 0.02  # groups that watch processes here: how often they are polled
+SWEEP_INTERVAL_S = 1.0  # every group, event-driven ones too: silence, hang watchdog, status block
 STOP_GRACE_S = 2.5
 SCHEDULER_EXIT_WAIT_S = 1.5
 TAIL_LINES = 20
@@ -72,18 +82,22 @@ class AttemptPolicy:
 
 
 class Interrupt:
-    """Set from a signal handler; the supervisor sleeps on it so it wakes at once."""
+    """Set from a signal handler; it wakes the supervisor's sleep (``wakes``: its attempt's Activity) at once."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal: Optional[int] = None
         self.count = 0  # a second signal while ranks save their checkpoints stops them at once
+        self.wakes: Optional[threading.Event] = None
 
     def trigger(self, signum: int) -> None:
         if self.signal is None:
             self.signal = signum
         self.count += 1
         self.event.set()
+        wakes = self.wakes
+        if wakes is not None:
+            wakes.set()
 
 
 # Signals that ask for "save a checkpoint and stop" first (a scheduler's preemption, Slurm's --signal,
@@ -151,7 +165,12 @@ def run_attempt(
     problem: Optional[str] = None
     hung: Optional[HangReport] = None
     watchdog: Optional[Watchdog] = None
+    activity = Activity()
+    order = {group: index for index, group in enumerate(groups)}
     try:
+        # The one place groups are told where to say they have news; the others are polled.
+        polled = [group for group in groups if not group.report_news_to(activity)]
+        interrupt.wakes = activity.event
         for group in groups:
             if interrupt.signal is not None:
                 break  # stopped before it began: start nothing more (close() below still runs on all)
@@ -166,6 +185,7 @@ def run_attempt(
 
             stragglers = StragglerDetector({r: g.rank_host(r) for g in groups for r in g.ranks})
         saving: Optional[_Saving] = None
+        next_sweep = 0.0  # the first tick visits every group
         while first is None and problem is None and hung is None:
             if interrupt.signal is not None:
                 if saving is None and save_grace_s > 0 and interrupt.signal in SAVE_FIRST_SIGNALS \
@@ -175,7 +195,15 @@ def run_attempt(
                         break
                 elif saving is None or interrupt.count > 1 or time.monotonic() > saving.until:
                     break
-            for group in groups:
+            noted = activity.take()  # before any group is read: what arrives from now on wakes the next tick
+            tick_at = time.monotonic()
+            sweep = tick_at >= next_sweep
+            if sweep:
+                next_sweep = tick_at + SWEEP_INTERVAL_S
+                visit: Sequence[ProcessGroup] = groups
+            else:
+                visit = sorted(noted.union(polled), key=order.__getitem__)
+            for group in visit:
                 for exit_ in group.poll():
                     exits[exit_.rank] = exit_
                     if watchdog is not None:
@@ -190,7 +218,7 @@ def run_attempt(
             if len(exits) == total and first is None and (policy.end_when_all_exited or saving is not None):
                 _wait_for_helpers(groups, interrupt)
                 break
-            lines = [item for group in groups for item in group.new_log_lines()]
+            lines = [item for group in visit for item in group.new_log_lines()]
             now = time.monotonic()
             if stragglers is not None and lines:
                 from launcher.job.job_json import utc_now
@@ -204,7 +232,7 @@ def run_attempt(
                 saving.read(lines)
             elif watchdog is not None:
                 _feed(watchdog, lines, now)
-                verdict = watchdog.check(now) if first is None else None
+                verdict = watchdog.check(now) if first is None and sweep else None
                 if verdict is not None:
                     hung = _diagnose(verdict, groups, "restarted" if restarts_left > 0 else "stopped")
                     if status is not None:
@@ -212,16 +240,18 @@ def run_attempt(
                             status.mark(rank, "HUNG")
             if status is not None:
                 status.tick(groups, lines=lines)
-            if saving is not None:
-                time.sleep(poll_interval)  # the interrupt's event stays set: waiting on it would spin
-            elif hung is None:
-                interrupt.event.wait(poll_interval)
+            if first is None and problem is None and hung is None:  # else the attempt ends now
+                wake_at = min(next_sweep, time.monotonic() + poll_interval) if polled else next_sweep
+                if saving is not None:
+                    wake_at = min(wake_at, saving.until)
+                activity.wait(wake_at - time.monotonic())
         if saving is not None:
             # The ranks that exited said which step they saved; read what they wrote since the last tick.
             for group in groups:
                 for batch in group.remaining_log_lines():
                     saving.read(batch)
     finally:
+        interrupt.wakes = None
         grace_s = grace() if callable(grace) else grace
         for group in groups:
             for exit_ in group.close(grace_s):
