@@ -327,7 +327,7 @@ class AgentSession:
 
 def drain_queue(events: "queue.Queue[dict]") -> list[dict]:
     """What the queue holds now, without waiting."""
-    if events.empty():  # the common case, every supervisor tick for every host: no exception raised
+    if events.empty():  # the common case (a once-a-second sweep of a quiet host): no exception raised
         return []
     out = []
     while True:
