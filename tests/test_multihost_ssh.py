@@ -125,7 +125,7 @@ def _bootstraps(job_dir: Path) -> list:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if len(cmdline) > 2 and cmdline[1] == "-c" and "def bootstrap" in cmdline[2] and str(job_dir) in cmdline[-1]:
+        if len(cmdline) > 2 and cmdline[1] == "-c" and "def bootstrap" in cmdline[2] and str(job_dir) in cmdline:
             found.append(proc)
     return found
 

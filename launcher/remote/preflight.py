@@ -257,48 +257,50 @@ def probe(request: dict) -> dict:
 
 def bootstrap(wait_s: float) -> int:
     """Runs ON THE REMOTE HOST after ``probe`` answered, in the same process: wait for the controller's
-    ``agent ARGS`` line and become this host's agent (exec ``launcher.remote.agent``'s main with ARGS)
-    in this SSH session: the same process, its stdin and stdout, the agent's name in ``ps``; or for
-    ``receive ARGS``, only write the files sent (``launcher.remote.file_stream``) and exit.
+    ``agent ARGS`` line and run this host's agent (launcher.remote.agent's main with ARGS) here, in
+    this SSH session, on its stdin and stdout; or for ``receive ARGS``, only write the files sent
+    (launcher.remote.file_stream) and exit.
 
-    The line is read a byte at a time: the agent's files follow it on stdin, and a buffered read
-    would take some of them into this process's buffer, which exec drops. Without that line within
-    ``wait_s`` (nothing is started: a failed pre-flight elsewhere, a controller gone quiet), or
-    when stdin ends, it exits.
+    While it waits (the controller pre-flights the other hosts, then plans the job), it imports what
+    the agent runs, so the agent's start is only its own work: on a machine whose cores every host
+    shares (64 loopback hosts on 2 cores) that wait has idle CPU and the start has none. No exec:
+    a new interpreter would import it all again. ``ps`` shows ``python -c ... --job-dir DIR --host
+    NAME``. Without the line within ``wait_s`` (nothing is started: a failed pre-flight elsewhere,
+    a controller gone quiet), or when stdin ends, it exits.
     """
     import json as _json
-    import os
     import select
     import sys as _sys
 
-    line = b""
-    while len(line) < (1 << 20) and not line.endswith(b"\n"):
-        ready, _, _ = select.select([0], [], [], wait_s if not line else 60.0)
-        byte = os.read(0, 1) if ready else b""
-        if not byte:
-            return 0
-        line += byte
-    word, _space, args = line.partition(b" ")
-    # "agent": become the host's agent; "receive": only write the files that follow (mpirun's other hosts).
-    module = {b"agent": "launcher.remote.agent", b"receive": "launcher.remote.file_stream"}.get(word)
-    if module is None:
+    try:  # the agent's imports (one that fails fails again, and is reported, when the agent runs)
+        import launcher.backends.local  # noqa: F401
+        import launcher.job.job_record  # noqa: F401
+        import launcher.remote.agent  # noqa: F401
+        import launcher.remote.file_stream  # noqa: F401
+        import launcher.run.supervisor  # noqa: F401
+    except Exception:
+        pass
+    ready, _, _ = select.select([_sys.stdin.buffer], [], [], wait_s)
+    # Buffered: what follows the line (the files, the protocol) stays in sys.stdin's buffer, which the
+    # agent reads next.
+    word, _space, args = (_sys.stdin.buffer.readline(1 << 20) if ready else b"").rstrip(b"\n").partition(b" ")
+    if word == b"agent":
+        from launcher.remote.agent import main
+    elif word == b"receive":  # mpirun's other hosts: their files only
+        from launcher.remote.file_stream import main
+    else:
         return 0
-    _sys.stdout.flush()
-    # As the keeper starts (launcher.run.keeper): without site (11 ms of CPU per start with an editable
-    # install's finder), on the path this probe found ``launcher`` on plus its own.
-    launcher = _sys.modules["launcher"]
-    where = os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__)))
-    paths = _json.dumps([where, *(path for path in _sys.path if path and path != where)])
-    program = (f"import json, sys; sys.path[:0] = json.loads(sys.argv.pop(1)); "
-               f"from {module} import main; sys.exit(main())")
-    os.execv(_sys.executable, [_sys.executable, "-S", "-c", program, paths, *_json.loads(args)])
-    return 0  # not reached
+    return main(_json.loads(args))
 
 
-def probe_command(remote_python: str, request: dict, *, become_agent: bool = False) -> str:
+def probe_command(remote_python: str, request: dict, *, become_agent: bool = False, host: str = "") -> str:
     """The shell command that runs ``probe`` with ``remote_python`` on a host; ``become_agent``: then,
-    when every check passed, ``bootstrap`` (the session stays open to become the host's agent)."""
-    return " ".join((shlex.quote(remote_python), "-c", _quoted_source(become_agent), shlex.quote(json.dumps(request))))
+    when every check passed, ``bootstrap`` (the session stays open to become the host's agent; its
+    command line names the job dir and ``host``, as the agent's would, for ``ps``)."""
+    words = [shlex.quote(remote_python), "-c", _quoted_source(become_agent), shlex.quote(json.dumps(request))]
+    if become_agent:
+        words += ["--job-dir", shlex.quote(str(request["job_dir"])), "--host", shlex.quote(host)]
+    return " ".join(words)
 
 
 @functools.lru_cache(maxsize=2)
@@ -334,8 +336,8 @@ def check_host(host: RemoteHost, options: SshOptions, request: dict, conn,
     checks: dict = {"ssh": (True, f"{host.user}@{host.hostname}:{host.port}")}
     waiting = None
     try:
-        done = run_command(conn, probe_command(request["remote_python"], request, become_agent=keep),
-                           max(30, options.timeout_s * 3), answered=_answered if keep else None)
+        command = probe_command(request["remote_python"], request, become_agent=keep, host=host.host_name)
+        done = run_command(conn, command, max(30, options.timeout_s * 3), answered=_answered if keep else None)
         if done.channel is not None:
             waiting = WaitingAgent(conn, done.channel)
             report = _report(host, request, checks, dataclasses.replace(done, exited=0))
