@@ -95,20 +95,11 @@ def _tree_launch(tmp_path, hosts: int, width: int, end: str, monkeypatch, **opti
     return result, cluster
 
 
-def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_the_tree_fails_fast(tmp_path, monkeypatch):
-    hosts, width = 40, 4
-    tree = plan_tree(list(range(hosts)), width)
-    assert tree.depth == 3
-    result, cluster = _tree_launch(tmp_path, hosts, width, "fail", monkeypatch)
-    assert result.exit_code == 1 and result.first_failure.rank == hosts * 2 - 1  # the last host: depth 3
-    assert result.first_failure.host == f"sim-{hosts - 1}"
-    assert cluster.max_agent_connections == width  # the agents the controller holds: the first tier
-    assert cluster.open_connections == 0
-    job_dir = str(tmp_path / f"job-fail-{hosts}")
+def _assert_each_host_started_by_its_relay_with_its_slice(cluster, tree, hosts: int, job_dir: str) -> None:
+    """Every host's agent ran its two ranks and was stopped; its relay started it; it got its own slice."""
     for index in range(hosts):
         host = cluster.hosts[f"sim-{index}"]
-        assert host.agent is not None and host.agent.ranks == (2 * index, 2 * index + 1)
-        assert host.agent.done  # every agent was stopped
+        assert host.agent is not None and host.agent.ranks == (2 * index, 2 * index + 1) and host.agent.done
         parent = tree.parent.get(index)
         assert host.via == (None if parent is None else f"sim-{parent}")  # started by its relay
         # The controller's pre-flight session carried on as the agent of a first-tier host; a host
@@ -124,6 +115,19 @@ def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_th
             expected.add(f"agents/relay-{index}.json")
         assert own == expected
         assert not [path for path in host.documents if "/relay/" in path]  # staging removed once sent
+
+
+def test_the_controller_connects_only_to_the_first_tier_and_a_failure_deep_in_the_tree_fails_fast(tmp_path, monkeypatch):
+    hosts, width = 40, 4
+    tree = plan_tree(list(range(hosts)), width)
+    assert tree.depth == 3
+    result, cluster = _tree_launch(tmp_path, hosts, width, "fail", monkeypatch)
+    assert result.exit_code == 1 and result.first_failure.rank == hosts * 2 - 1  # the last host: depth 3
+    assert result.first_failure.host == f"sim-{hosts - 1}"
+    assert cluster.max_agent_connections == width  # the agents the controller holds: the first tier
+    assert cluster.open_connections == 0
+    job_dir = str(tmp_path / f"job-fail-{hosts}")
+    _assert_each_host_started_by_its_relay_with_its_slice(cluster, tree, hosts, job_dir)
     status = json.loads((tmp_path / f"job-fail-{hosts}" / "job.json").read_text())["status"]
     assert status["state"] == "failed" and not status.get("excluded_hosts")  # nobody blamed but the rank
 
@@ -185,21 +189,7 @@ def test_relay_hosts_in_processes_of_their_own_start_their_subtrees_and_stop_wit
     assert not left
     assert not cluster._process_dir.exists()  # their FIFOs and reports
     job_dir = str(tmp_path / f"job-{end}")
-    for index in range(hosts):
-        host = cluster.hosts[f"sim-{index}"]
-        assert host.agent is not None and host.agent.ranks == (2 * index, 2 * index + 1) and host.agent.done
-        parent = tree.parent.get(index)
-        assert host.via == (None if parent is None else f"sim-{parent}")
-        assert host.connections == (1 if parent is None else 2)  # pre-flight's, carried on; or then its relay's
-        own = {path[len(job_dir) + 1:] for path in host.files if "/relay/" not in path}
-        expected = {host_job_file(index), *(f"LOG{r}/{name}" for r in (2 * index, 2 * index + 1)
-                                            for name in ("env.sh", "run.sh"))}
-        if index == 0:
-            expected.add("scheduler/run.sh")
-        if tree.children.get(index):
-            expected.add(f"agents/relay-{index}.json")
-        assert own == expected  # its own slice, whichever process it ran in
-        assert not [path for path in host.documents if "/relay/" in path]  # staging removed once sent
+    _assert_each_host_started_by_its_relay_with_its_slice(cluster, tree, hosts, job_dir)  # whichever process
 
 
 # -- real sshd: a chain of two hosts -------------------------------------------------------------------
