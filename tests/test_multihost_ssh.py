@@ -160,3 +160,30 @@ def test_a_failed_preflight_keeps_no_session(sshd_hosts, ssh_options, tmp_path):
     while _bootstraps(tmp_path / "job") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _bootstraps(tmp_path / "job") == []
+
+
+def test_a_kept_session_whose_probe_ended_is_not_taken_and_its_connection_still_serves(sshd_hosts, ssh_options,
+                                                                                       tmp_path):
+    """A probe that gave up waiting (bootstrap's wait ran out; here: killed) is not handed to an agent:
+    take_channel() says so, and the start opens a session of its own on the same connection."""
+    import time
+
+    from launcher.remote.ssh import run_command
+
+    hosts = resolve_hosts(parse_hosts_arg("127.0.0.2"), ssh_options)
+    request = PreflightRequest(job_dir=tmp_path / "job", platform="CPU", devices={h.host_name: 1 for h in hosts},
+                               remote_python=sys.executable)
+    kept: dict = {}
+    run_preflight(hosts, ssh_options, request, keep={"127.0.0.2"}, kept=kept)
+    waiting = kept["127.0.0.2"]
+    try:
+        assert waiting.take_channel() is waiting.channel  # still waiting: it would become the agent
+        [probe] = _bootstraps(tmp_path / "job")
+        probe.kill()
+        deadline = time.monotonic() + 10
+        while not waiting.channel.eof_received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting.take_channel() is None and waiting.channel.closed
+        assert run_command(waiting.connection, "echo fresh", 10).stdout.strip() == "fresh"
+    finally:
+        waiting.close()

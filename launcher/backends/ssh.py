@@ -209,7 +209,7 @@ class SshBackend(Backend):
         return {self.entries[index].name for index in plan_tree(remote, self.ssh.tree_width).roots}
 
     def close(self) -> None:
-        """Pre-flight sessions no agent took (a dry run, a launch that failed before starting them)."""
+        """Pre-flight sessions no agent took (a launch that failed before starting them, a replan)."""
         waiting, self.waiting = self.waiting, {}
         for session in waiting.values():
             session.close()
@@ -262,7 +262,7 @@ class SshBackend(Backend):
         """Per host: how it is reached and what runs there."""
         from launcher.remote.host_slice import host_job_file
         from launcher.remote.relay import relay_job_file
-        from launcher.remote.session import agent_command
+        from launcher.remote.session import agent_argv, agent_command
 
         from launcher.remote.group import spawn_tree_of
 
@@ -286,9 +286,9 @@ class SshBackend(Backend):
                 continue
             forward = sorted({r.rank for r in ranks} & set(plan.spec.tee))
             below = tree.subtree(index)
-            command = agent_command(self.remote_python, str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s,
-                                    forward_ranks=forward, job_file=host_job_file(index),
-                                    relay_file=relay_job_file(index) if below else None)
+            command = agent_command(self.remote_python, agent_argv(
+                str(plan.spec.job_dir), host.name, self.heartbeat_timeout_s, forward_ranks=forward,
+                job_file=host_job_file(index), relay_file=relay_job_file(index) if below else None))
             lines.append(f"    ssh -p {remote.port} {shlex.quote(target)} {shlex.quote(command)}")
             lines.append(f"    (its files first, down the same channel: {host_job_file(index)} (its slice of job.json),"
                          f" LOG<rank>/env.sh + run.sh of its ranks"

@@ -64,14 +64,10 @@ def agent_argv(job_dir: str, host_name: str, heartbeat_timeout_s: float, env: Op
     return words
 
 
-def agent_command(remote_python: str, job_dir: str, host_name: str, heartbeat_timeout_s: float,
-                  env: Optional[dict] = None, forward_ranks: Sequence[int] = (), job_file: Optional[str] = None,
-                  relay_file: Optional[str] = None) -> str:
-    """The shell command that runs the agent on the host (every word quoted)."""
-    words = [remote_python, "-m", AGENT_MODULE,
-             *agent_argv(job_dir, host_name, heartbeat_timeout_s, env, forward_ranks, job_file, relay_file)]
+def agent_command(remote_python: str, argv: Sequence[str]) -> str:
+    """The shell command that runs the agent with ``argv`` (``agent_argv``) on the host (every word quoted)."""
     # exec: the agent is the session's process, so closing the channel reaches it directly.
-    return "exec " + " ".join(shlex.quote(word) for word in words)
+    return "exec " + " ".join(shlex.quote(word) for word in (remote_python, "-m", AGENT_MODULE, *argv))
 
 
 @dataclass(frozen=True)
@@ -81,6 +77,14 @@ class WaitingAgent:
 
     connection: Any
     channel: Any
+
+    def take_channel(self) -> Optional[Any]:
+        """Its channel while the probe still waits on it; None (the channel closed) once it gave up
+        waiting (``bootstrap``'s wait ran out) or ended: the caller opens a session of its own."""
+        if self.channel.closed or self.channel.eof_received:
+            self.channel.close()
+            return None
+        return self.channel
 
     def close(self) -> None:
         self.connection.close()
@@ -166,16 +170,13 @@ class AgentSession:
                           self.job_file, self.relay_file)
         payload = encode_files(files)
         waiting, self._waiting = self._waiting, None
-        if waiting is not None and not (waiting.channel.closed or waiting.channel.eof_received):
-            self.channel = waiting.channel
+        kept = waiting.take_channel() if waiting is not None else None
+        if kept is not None:
+            self.channel = kept
             payload = b"agent " + json.dumps(argv).encode() + b"\n" + payload
         else:  # no pre-flight session, or it gave up waiting: a session of its own on the same connection
-            if waiting is not None:
-                waiting.channel.close()
             self.channel = self.connection.transport.open_session(timeout=self.options.timeout_s)
-            self.channel.exec_command(agent_command(self.remote_python, self.job_dir, self.plan_host,
-                                                    heartbeat_timeout_s, self.agent_env, self.forward_ranks,
-                                                    self.job_file, self.relay_file))
+            self.channel.exec_command(agent_command(self.remote_python, argv))
         # On the calling (pool) thread, before the hub reads or writes the channel.
         self.channel.settimeout(max(30.0, heartbeat_timeout_s))
         self.channel.sendall(payload)
@@ -341,7 +342,7 @@ def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOption
                    connect: Callable = connection, waiting: Optional[dict] = None) -> None:
     """Send each host its part of the job dir, ``options.parallel`` hosts at a time (hosts whose ranks
     someone else starts: mpirun's): down its kept pre-flight session (``waiting``, by host name: it
-    execs the receiver) or a session of its own running ``python -m launcher.remote.file_stream``.
+    runs the receiver) or a session of its own running ``python -m launcher.remote.file_stream``.
     OSError with one line for the first host that failed."""
     from launcher.remote.file_stream import encode_files
     from launcher.remote.ssh import fabric_config, run_command
@@ -363,13 +364,12 @@ def push_job_files(plan: "Plan", hosts: Sequence[RemoteHost], options: SshOption
         where = f"{remote.host_name}:{job_dir}"
         timeout_s = max(30.0, options.timeout_s * 3)
         try:
-            if kept is not None and not (kept.channel.closed or kept.channel.eof_received):
-                done = run_command(conn, None, timeout_s, channel=kept.channel,
+            channel = kept.take_channel() if kept is not None else None
+            if channel is not None:
+                done = run_command(conn, None, timeout_s, channel=channel,
                                    stdin=b"receive " + json.dumps(["--job-dir", job_dir]).encode() + b"\n" + payload)
             else:
-                if kept is not None:
-                    kept.channel.close()
-                else:
+                if kept is None:
                     try:
                         conn.open()
                     except Exception as error:  # every way of not connecting becomes one clear line
